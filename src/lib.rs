@@ -1,0 +1,34 @@
+//! Quill: one Rust engine for ML-inference clients.
+//!
+//! The core holds every fact once — the dtype table ([`DType`]), tensors ([`Tensor`]),
+//! tokens ([`Token`], [`TokenBatch`]), the wire codecs ([`frame`]), Problem Details
+//! ([`Problem`]) and the one error type ([`QuillError`]). Kotlin and Swift bindings are
+//! generated from the uniffi exports on these types; the Python face (feature `python`)
+//! wraps the same objects.
+//!
+//! ```
+//! use quill::{DType, Tensor, Token, TokenBatch};
+//! let t = Tensor::from_bytes(&[0u8; 24], vec![2, 3], DType::Float32, Some("x".into())).unwrap();
+//! assert_eq!(Tensor::decode_frames(&t.encode()).unwrap().shape(), vec![2, 3]);
+//! let b = TokenBatch { tokens: vec![Token::with_text(1, "hi", 0, None)], ..Default::default() };
+//! assert_eq!(TokenBatch::decode(&b.encode().unwrap()).unwrap().text(), "hi");
+//! ```
+
+pub mod dtype;
+pub mod error;
+pub mod frame;
+pub mod problem;
+pub mod protocol;
+pub mod tensor;
+pub mod token;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use dtype::DType;
+pub use error::{QuillError, Result};
+pub use problem::Problem;
+pub use tensor::{Device, Tensor, TensorMeta};
+pub use token::{Token, TokenBatch};
+
+uniffi::setup_scaffolding!();

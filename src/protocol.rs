@@ -1,0 +1,48 @@
+//! Protocol constants and limits (protocol.md §3, §5, §6, §8): the single source of
+//! every number the codecs, the client and the server enforce.
+
+/// Largest payload of one varint stream frame, and of one tensor frame (4 MiB).
+pub const MAX_FRAME_PAYLOAD: usize = 4 * 1024 * 1024;
+/// Longest accepted LEB128 varint, in bytes.
+pub const MAX_VARINT_LEN: usize = 10;
+/// Default payload size of a TENSOR_PAYLOAD frame when sending.
+pub const TENSOR_PAYLOAD_CHUNK: usize = 64 * 1024;
+/// Length of a tensor-frame header: type, 4 reserved bytes, u32 length.
+pub const TENSOR_FRAME_HEADER_LEN: usize = 9;
+/// Largest number of tensor dimensions (the `ndim` byte).
+pub const MAX_NDIM: usize = 255;
+/// Longest token text in bytes, and largest number of tokens in a batch.
+pub const MAX_TOKEN_TEXT: usize = u16::MAX as usize;
+pub const MAX_BATCH_TOKENS: usize = u16::MAX as usize;
+/// Request bodies at least this long are zstd-compressed when compression is on.
+pub const COMPRESSION_THRESHOLD: usize = 1024;
+/// zstd level used for requests.
+pub const COMPRESSION_LEVEL: i32 = 3;
+/// Default cap on a decoded (decompressed) response body, and on a buffered unary body.
+pub const DEFAULT_MAX_DECODED_SIZE: u64 = 64 * 1024 * 1024;
+
+/// Varint stream frame flags (§3).
+pub mod flags {
+    pub const DATA: u8 = 0x01;
+    pub const END_STREAM: u8 = 0x02;
+    pub const CANCEL: u8 = 0x04;
+    pub const CREDIT: u8 = 0x08;
+}
+
+/// Tensor frame types (§6).
+pub mod tensor_frame {
+    pub const PROTO_MSG: u8 = 0x01;
+    pub const END_STREAM: u8 = 0x02;
+    pub const CANCEL: u8 = 0x04;
+    pub const CREDIT: u8 = 0x08;
+    pub const TENSOR_META: u8 = 0x10;
+    pub const TENSOR_PAYLOAD: u8 = 0x11;
+    pub const TOKEN_BATCH: u8 = 0x20;
+}
+
+/// Content types (§1, §4).
+pub const CONTENT_TYPE_PROTO: &str = "application/proto";
+pub const CONTENT_TYPE_JSON: &str = "application/json";
+pub const CONTENT_TYPE_PROBLEM: &str = "application/problem+json";
+/// The transport profiles this client really speaks: HTTP/1.1 only.
+pub const PREFER_HEADER_VALUE: &str = "prism=classic";

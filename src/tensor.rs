@@ -1,0 +1,343 @@
+//! `TensorMeta` and `Tensor`: shape, dtype and a shared, immutable byte buffer.
+//!
+//! Element bytes are little-endian and row-major. The buffer is a [`bytes::Bytes`], so
+//! cloning a tensor, slicing it into frames or handing it to another thread never
+//! copies its data.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::dtype::DType;
+use crate::error::{QuillError, Result};
+use crate::protocol::MAX_NDIM;
+
+/// Where a tensor lives (protocol.md §7: 0 = cpu, 1 = cuda).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, uniffi::Enum)]
+pub enum Device {
+    #[default]
+    Cpu,
+    Cuda,
+}
+
+impl Device {
+    pub fn wire(self) -> u8 {
+        match self {
+            Device::Cpu => 0,
+            Device::Cuda => 1,
+        }
+    }
+
+    pub fn from_wire(value: u8) -> Result<Device> {
+        match value {
+            0 => Ok(Device::Cpu),
+            1 => Ok(Device::Cuda),
+            v => Err(QuillError::decode(format!(
+                "unknown device number {v} (expected 0 = cpu or 1 = cuda)"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        }
+    }
+}
+
+/// Shape, dtype, name and device of a tensor, without its data.
+///
+/// ```
+/// use quill::{DType, TensorMeta};
+/// let meta = TensorMeta::new(vec![1, 768], DType::Float32, Some("embedding".into())).unwrap();
+/// assert_eq!(meta.num_elements().unwrap(), 768);
+/// assert_eq!(meta.size_bytes().unwrap(), 3072);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct TensorMeta {
+    pub shape: Vec<u64>,
+    pub dtype: DType,
+    pub name: Option<String>,
+    pub device: Device,
+}
+
+impl TensorMeta {
+    /// Metadata on the CPU device; fails when `shape` has more than 255 dims or its byte
+    /// size does not fit in memory.
+    pub fn new(shape: Vec<u64>, dtype: DType, name: Option<String>) -> Result<TensorMeta> {
+        let meta = TensorMeta {
+            shape,
+            dtype,
+            name,
+            device: Device::Cpu,
+        };
+        meta.validate()?;
+        Ok(meta)
+    }
+
+    /// Metadata from signed dims, as Python and Kotlin users write them; negative dims
+    /// are refused rather than wrapped.
+    pub fn from_signed(dims: &[i64], dtype: DType, name: Option<String>) -> Result<TensorMeta> {
+        let shape = dims
+            .iter()
+            .map(|&d| {
+                u64::try_from(d).map_err(|_| {
+                    QuillError::invalid(format!("negative dimension {d} in shape {dims:?}"))
+                })
+            })
+            .collect::<Result<Vec<u64>>>()?;
+        TensorMeta::new(shape, dtype, name)
+    }
+
+    /// Checks the invariants every constructor and decoder relies on.
+    pub fn validate(&self) -> Result<()> {
+        if self.shape.len() > MAX_NDIM {
+            return Err(QuillError::invalid(format!(
+                "tensor has {} dimensions; at most {MAX_NDIM} are supported",
+                self.shape.len()
+            )));
+        }
+        if let Some(name) = &self.name {
+            if name.len() > u16::MAX as usize {
+                return Err(QuillError::invalid(format!(
+                    "tensor name is {} bytes; at most 65535 are supported",
+                    name.len()
+                )));
+            }
+        }
+        let bytes = self.size_bytes()?;
+        usize::try_from(bytes).map_err(|_| {
+            QuillError::invalid(format!("tensor of {bytes} bytes does not fit in memory"))
+        })?;
+        Ok(())
+    }
+
+    /// Product of the dims (1 for a scalar), with overflow checked.
+    pub fn num_elements(&self) -> Result<u64> {
+        self.shape.iter().try_fold(1u64, |acc, &d| {
+            acc.checked_mul(d).ok_or_else(|| {
+                QuillError::invalid(format!(
+                    "shape {:?} has more elements than fit in 64 bits",
+                    self.shape
+                ))
+            })
+        })
+    }
+
+    /// Byte size of the data: elements × element size, with overflow checked.
+    pub fn size_bytes(&self) -> Result<u64> {
+        self.num_elements()?
+            .checked_mul(self.dtype.element_size() as u64)
+            .ok_or_else(|| {
+                QuillError::invalid(format!(
+                    "shape {:?} of {} is larger than 2^64 bytes",
+                    self.shape, self.dtype
+                ))
+            })
+    }
+
+    /// Validates the metadata and that `len` bytes is exactly its data size.
+    pub fn check_data_len(&self, len: usize) -> Result<()> {
+        self.validate()?;
+        let expected = self.size_bytes()?;
+        if len as u64 != expected {
+            return Err(QuillError::invalid(format!(
+                "data is {len} bytes but shape {:?} of {} needs {expected} bytes",
+                self.shape, self.dtype
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn ndim(&self) -> usize {
+        self.shape.len()
+    }
+}
+
+/// Number of elements of `meta` (uniffi face of [`TensorMeta::num_elements`]).
+#[uniffi::export]
+pub fn tensor_meta_num_elements(meta: &TensorMeta) -> Result<u64> {
+    meta.num_elements()
+}
+
+/// Byte size of the data `meta` describes.
+#[uniffi::export]
+pub fn tensor_meta_size_bytes(meta: &TensorMeta) -> Result<u64> {
+    meta.size_bytes()
+}
+
+/// A tensor: metadata plus little-endian, row-major element bytes in a shared buffer.
+///
+/// ```
+/// use quill::{DType, Tensor, TensorMeta};
+/// let meta = TensorMeta::new(vec![2, 3], DType::Float32, None).unwrap();
+/// let t = Tensor::new(meta, vec![0u8; 24].into()).unwrap();
+/// let copy = t.clone(); // shares the buffer, copies no data
+/// assert_eq!(copy.data().as_ptr(), t.data().as_ptr());
+/// assert!(Tensor::new(t.meta().clone(), vec![0u8; 23].into()).is_err());
+/// ```
+#[derive(Clone, PartialEq, uniffi::Object)]
+pub struct Tensor {
+    meta: TensorMeta,
+    data: Bytes,
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tensor")
+            .field("meta", &self.meta)
+            .field("len", &self.data.len())
+            .finish()
+    }
+}
+
+impl Tensor {
+    /// A tensor over `data`; the byte length must equal shape × element size.
+    pub fn new(meta: TensorMeta, data: Bytes) -> Result<Tensor> {
+        meta.check_data_len(data.len())?;
+        Ok(Tensor { meta, data })
+    }
+
+    /// A tensor of zero bytes.
+    pub fn zeros(meta: TensorMeta) -> Result<Tensor> {
+        meta.validate()?;
+        let len = meta.size_bytes()? as usize;
+        Ok(Tensor {
+            meta,
+            data: Bytes::from(vec![0u8; len]),
+        })
+    }
+
+    pub fn meta(&self) -> &TensorMeta {
+        &self.meta
+    }
+
+    /// The element bytes (shared, not copied).
+    pub fn data(&self) -> &Bytes {
+        &self.data
+    }
+
+    /// The same data under another name.
+    pub fn with_name(&self, name: Option<String>) -> Result<Tensor> {
+        let mut meta = self.meta.clone();
+        meta.name = name;
+        Tensor::new(meta, self.data.clone())
+    }
+}
+
+#[uniffi::export]
+impl Tensor {
+    /// A tensor from element bytes (copied once into the shared buffer).
+    #[uniffi::constructor]
+    pub fn from_bytes(
+        data: &[u8],
+        shape: Vec<u64>,
+        dtype: DType,
+        name: Option<String>,
+    ) -> Result<Arc<Tensor>> {
+        let meta = TensorMeta::new(shape, dtype, name)?;
+        // Check before copying so a wrong length never costs a large allocation.
+        meta.check_data_len(data.len())?;
+        Tensor::new(meta, Bytes::copy_from_slice(data)).map(Arc::new)
+    }
+
+    /// A zero-filled tensor.
+    #[uniffi::constructor(name = "zeros")]
+    pub fn new_zeros(shape: Vec<u64>, dtype: DType, name: Option<String>) -> Result<Arc<Tensor>> {
+        Tensor::zeros(TensorMeta::new(shape, dtype, name)?).map(Arc::new)
+    }
+
+    /// Decode a tensor from tensor frames (protocol §6).
+    #[uniffi::constructor(name = "decode")]
+    pub fn decode_frames(frames: &[u8]) -> Result<Arc<Tensor>> {
+        crate::frame::tensor::decode_tensor(frames).map(Arc::new)
+    }
+
+    /// Encode as TENSOR_META, TENSOR_PAYLOAD… (64 KiB each), END_STREAM.
+    pub fn encode(&self) -> Vec<u8> {
+        crate::frame::tensor::encode_tensor(self)
+    }
+
+    /// The metadata record.
+    #[uniffi::method(name = "meta")]
+    pub fn meta_record(&self) -> TensorMeta {
+        self.meta.clone()
+    }
+
+    pub fn shape(&self) -> Vec<u64> {
+        self.meta.shape.clone()
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.meta.dtype
+    }
+
+    pub fn name(&self) -> Option<String> {
+        self.meta.name.clone()
+    }
+
+    pub fn num_elements(&self) -> u64 {
+        // Validated at construction, so this cannot overflow.
+        self.data.len() as u64 / self.meta.dtype.element_size() as u64
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    /// A copy of the element bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.data.to_vec()
+    }
+
+    /// Whether both tensors have the same metadata and bytes.
+    pub fn equals(&self, other: &Tensor) -> bool {
+        self == other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overflowing_shapes_are_errors() {
+        let m = TensorMeta {
+            shape: vec![u64::MAX, 2],
+            dtype: DType::Uint8,
+            name: None,
+            device: Device::Cpu,
+        };
+        assert!(matches!(
+            m.num_elements(),
+            Err(QuillError::InvalidArgument { .. })
+        ));
+        let m = TensorMeta {
+            shape: vec![1 << 62],
+            dtype: DType::Float64,
+            name: None,
+            device: Device::Cpu,
+        };
+        assert!(m.num_elements().is_ok());
+        assert!(m.size_bytes().is_err());
+        assert!(TensorMeta::new(vec![1; 256], DType::Uint8, None).is_err());
+        assert!(TensorMeta::new(vec![1; 255], DType::Uint8, None).is_ok());
+        assert!(TensorMeta::from_signed(&[2, -1], DType::Uint8, None).is_err());
+    }
+
+    #[test]
+    fn scalar_and_empty() {
+        let m = TensorMeta::new(vec![], DType::Float32, None).unwrap();
+        assert_eq!(m.num_elements().unwrap(), 1);
+        let m = TensorMeta::new(vec![0, 5], DType::Float32, None).unwrap();
+        assert_eq!(m.size_bytes().unwrap(), 0);
+    }
+
+    #[test]
+    fn length_must_match() {
+        let err = Tensor::from_bytes(&[0; 23], vec![2, 3], DType::Float32, None).unwrap_err();
+        assert!(err.to_string().contains("23 bytes"), "{err}");
+        assert!(Tensor::from_bytes(&[0; 24], vec![2, 3], DType::Float32, None).is_ok());
+    }
+}
