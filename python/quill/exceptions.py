@@ -1,0 +1,85 @@
+"""The exception tree of quill.
+
+Every error raised by quill is a :class:`QuillError`, and also an instance of the
+builtin exception a user already catches: ``ValueError`` for bad input,
+``TypeError`` for unsupported dtypes, ``ConnectionError``, ``TimeoutError`` and
+``RuntimeError`` for calls. The native module picks the class
+(``src/python/errors.rs``); this file only declares them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "QuillError",
+    "InvalidArgumentError",
+    "UnsupportedDTypeError",
+    "DecodeError",
+    "QuillConnectionError",
+    "QuillTimeoutError",
+    "RpcError",
+    "StreamError",
+    "ProtocolError",
+    "CallCancelledError",
+]
+
+
+class QuillError(Exception):
+    """Base class of every quill error."""
+
+
+class InvalidArgumentError(QuillError, ValueError):
+    """An argument is wrong: a shape, a byte length, a header, a URL."""
+
+
+class UnsupportedDTypeError(QuillError, TypeError):
+    """A dtype (numpy or wire number) that quill does not support."""
+
+
+class DecodeError(QuillError, ValueError):
+    """Bytes handed to a decoder are not a valid encoding (truncated, over-long, ...)."""
+
+
+class QuillConnectionError(QuillError, ConnectionError):
+    """The server could not be reached (DNS, refused, reset)."""
+
+
+class QuillTimeoutError(QuillError, TimeoutError):
+    """The call did not finish within its timeout."""
+
+
+class RpcError(QuillError, RuntimeError):
+    """The server answered with a non-2xx status.
+
+    Carries the HTTP status and the Problem Details fields (RFC 7807); ``problem`` is
+    the whole JSON object (empty when the body was plain text or HTML, then see
+    ``body``).
+    """
+
+    status: int = 0
+    type: str | None = None
+    title: str | None = None
+    detail: str | None = None
+    instance: str | None = None
+    proto_type: str | None = None
+    proto_detail: bytes | None = None
+    retry_after: float | None = None
+    body: str = ""
+    problem: dict[str, Any]
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.problem = {}
+
+
+class StreamError(QuillError, RuntimeError):
+    """A stream broke: truncated before END_STREAM, or cancelled by the peer."""
+
+
+class ProtocolError(QuillError, RuntimeError):
+    """The peer sent bytes that break the protocol (malformed or oversized frames)."""
+
+
+class CallCancelledError(QuillError, RuntimeError):
+    """The call was cancelled locally."""

@@ -1,0 +1,29 @@
+//! The Python face (`quill._quill`): thin PyO3 wrappers over the core objects.
+//!
+//! No protocol logic lives here: each class converts arguments, calls the core and maps
+//! [`crate::QuillError`] to the exception tree of `python/quill/exceptions.py`.
+
+use pyo3::prelude::*;
+
+mod dtype;
+mod errors;
+mod numpy_conv;
+mod tensor;
+mod token;
+
+pub(crate) use errors::to_py_err;
+
+/// Copies larger than this release the GIL; below it the release costs more than it saves.
+pub(crate) const DETACH_THRESHOLD: usize = 64 * 1024;
+
+#[pymodule]
+fn _quill(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<dtype::PyDType>()?;
+    m.add_class::<tensor::PyTensorMeta>()?;
+    m.add_class::<tensor::PyTensor>()?;
+    m.add_class::<token::PyToken>()?;
+    m.add_class::<token::PyTokenBatch>()?;
+    m.add_class::<token::PyTokenBatchIter>()?;
+    Ok(())
+}
