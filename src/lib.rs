@@ -14,11 +14,17 @@
 //! assert_eq!(TokenBatch::decode(&b.encode().unwrap()).unwrap().text(), "hi");
 //! ```
 
+// uniffi hands errors across the FFI by value, so the Problem Details payload of
+// `QuillError::Status` stays inline instead of boxed.
+#![allow(clippy::result_large_err)]
+
 pub mod dtype;
 pub mod error;
 pub mod frame;
 pub mod problem;
 pub mod protocol;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod tensor;
 pub mod token;
 

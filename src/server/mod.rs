@@ -1,0 +1,306 @@
+//! The bundled Quill server (feature `server`, binary `quill-server`).
+//!
+//! An axum 0.8 / hyper HTTP/1.1 server that speaks protocol.md: unary, server-,
+//! client- and bidirectional streaming calls, zstd in both directions, Problem Details
+//! errors, plus `test.v1.FaultService/*` routes that misbehave on purpose so client test
+//! suites can check their error handling. See docs/server.md for every route.
+//!
+//! Every frame, token, tensor and dtype codec comes from the core crate; this module
+//! holds only HTTP plumbing and the demo handlers.
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! let config = quill::server::Config { port: 0, ..Default::default() };
+//! let server = quill::server::Server::bind(config).await?;
+//! println!("listening on http://{}", server.local_addr());
+//! server.serve().await
+//! # }
+//! ```
+
+mod body;
+mod compression;
+mod echo;
+mod fault;
+pub mod generator;
+mod hash;
+mod inference;
+mod layer;
+mod problem;
+mod tensor;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::routing::post;
+use axum::serve::ListenerExt;
+use axum::Router;
+
+/// Largest accepted request body, on the wire and after zstd decoding (256 MiB).
+pub const MAX_REQUEST_BODY: u64 = 256 * 1024 * 1024;
+
+/// Server settings, usually parsed from the command line by [`Config::from_args`].
+#[derive(Clone, Default)]
+pub struct Config {
+    /// Address to bind; `127.0.0.1` when empty.
+    pub host: String,
+    /// TCP port; 0 picks a free one.
+    pub port: u16,
+    /// Bearer token demanded by the auth-required routes (`test.v1.FaultService/Auth`).
+    pub token: Option<String>,
+    /// Log one line per request to stderr.
+    pub log: bool,
+}
+
+impl std::fmt::Debug for Config {
+    // Never show the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("log", &self.log)
+            .finish()
+    }
+}
+
+/// Usage text of the binary.
+pub const USAGE: &str = "\
+usage: quill-server [--port N] [--host ADDR] [--token T] [--log]
+
+  --port N     TCP port to listen on (default 0: pick a free port)
+  --host ADDR  address to bind (default 127.0.0.1)
+  --token T    demand `Authorization: Bearer T` on test.v1.FaultService/Auth
+               (or set QUILL_SERVER_TOKEN, which keeps it out of `ps`)
+  --log        log one line per request to stderr
+
+When ready, prints `listening on http://HOST:PORT` on stdout.";
+
+impl Config {
+    /// Parses `--port N --host H --token T --log` (also `--flag=value`). The token may
+    /// also come from the `QUILL_SERVER_TOKEN` environment variable.
+    pub fn from_args<I: IntoIterator<Item = String>>(args: I) -> Result<Config, String> {
+        let mut cfg = Config {
+            host: "127.0.0.1".to_owned(),
+            token: std::env::var("QUILL_SERVER_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+            ..Config::default()
+        };
+        let mut it = args.into_iter();
+        while let Some(arg) = it.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+                _ => (arg.clone(), None),
+            };
+            let mut value = |name: &str| {
+                inline
+                    .clone()
+                    .or_else(|| it.next())
+                    .ok_or_else(|| format!("{name} needs a value"))
+            };
+            match flag.as_str() {
+                "--port" | "-p" => {
+                    let v = value("--port")?;
+                    cfg.port = v
+                        .parse()
+                        .map_err(|_| format!("--port: {v:?} is not a port number (0-65535)"))?;
+                }
+                "--host" => cfg.host = value("--host")?,
+                "--token" => {
+                    let v = value("--token")?;
+                    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic()) {
+                        // Do not echo the value: it is a secret.
+                        return Err("--token must be non-empty visible ASCII".to_owned());
+                    }
+                    cfg.token = Some(v);
+                }
+                "--log" => cfg.log = true,
+                "--help" | "-h" => return Err(String::new()),
+                other => return Err(format!("unknown argument {other:?}")),
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+/// Counters behind `test.v1.FaultService/Stats`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub requests: AtomicU64,
+    pub open_streams: AtomicU64,
+    pub cancelled_streams: AtomicU64,
+}
+
+/// State shared by all handlers.
+#[derive(Debug)]
+pub struct AppState {
+    pub config: Config,
+    pub stats: Stats,
+}
+
+pub(crate) type SharedState = Arc<AppState>;
+
+/// The router: every route of docs/server.md, 405 for other methods on them, 404
+/// Problem Details for anything else.
+pub fn router(config: Config) -> Router {
+    let state: SharedState = Arc::new(AppState {
+        config,
+        stats: Stats::default(),
+    });
+    Router::new()
+        .route("/echo.v1.EchoService/Echo", post(echo::echo))
+        .route("/echo.v1.EchoService/Headers", post(echo::headers))
+        .route("/echo.v1.EchoService/BidiEcho", post(echo::bidi_echo))
+        .route(
+            "/echo.v1.EchoService/ClientStream",
+            post(echo::client_stream),
+        )
+        .route(
+            "/inference.v1.LLMService/Generate",
+            post(inference::generate),
+        )
+        .route(
+            "/inference.v1.LLMService/GenerateStream",
+            post(inference::generate_stream),
+        )
+        .route("/inference.v1.LLMService/Embed", post(inference::embed))
+        .route("/tensor.v1.TensorService/Upload", post(tensor::upload))
+        .route("/tensor.v1.TensorService/Download", post(tensor::download))
+        .route("/test.v1.FaultService/Error", post(fault::error))
+        .route("/test.v1.FaultService/PlainText", post(fault::plain_text))
+        .route("/test.v1.FaultService/Html", post(fault::html))
+        .route("/test.v1.FaultService/Slow", post(fault::slow))
+        .route("/test.v1.FaultService/Auth", post(fault::auth))
+        .route("/test.v1.FaultService/StreamCut", post(fault::stream_cut))
+        .route(
+            "/test.v1.FaultService/StreamOversized",
+            post(fault::stream_oversized),
+        )
+        .route(
+            "/test.v1.FaultService/StreamCancel",
+            post(fault::stream_cancel),
+        )
+        .route(
+            "/test.v1.FaultService/StreamCombined",
+            post(fault::stream_combined),
+        )
+        .route("/test.v1.FaultService/StreamSlow", post(fault::stream_slow))
+        .route("/test.v1.FaultService/Stats", post(fault::stats))
+        .route("/test.v1.FaultService/Batches", post(fault::batches))
+        .route("/test.v1.FaultService/Big", post(fault::big))
+        .route("/test.v1.FaultService/Bomb", post(fault::bomb))
+        .method_not_allowed_fallback(problem::method_not_allowed)
+        .fallback(problem::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            layer::common,
+        ))
+        .with_state(state)
+}
+
+/// A bound, not yet serving, server.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    config: Config,
+}
+
+impl Server {
+    /// Binds `config.host:config.port`.
+    pub async fn bind(config: Config) -> std::io::Result<Server> {
+        let host = if config.host.is_empty() {
+            "127.0.0.1"
+        } else {
+            config.host.as_str()
+        };
+        let listener = tokio::net::TcpListener::bind((host, config.port)).await?;
+        let addr = listener.local_addr()?;
+        Ok(Server {
+            listener,
+            addr,
+            config,
+        })
+    }
+
+    /// The bound address (with the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until the process ends.
+    pub async fn serve(self) -> std::io::Result<()> {
+        let app = router(self.config);
+        let listener = self.listener.tap_io(|tcp| {
+            // Streams flush frame by frame: do not let Nagle hold them back.
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, app).await
+    }
+}
+
+/// Entry point of the `quill-server` binary: parses `args` (without the program name),
+/// binds, prints `listening on http://ADDR` and serves on a multi-threaded runtime.
+pub fn main_with_args<I: IntoIterator<Item = String>>(args: I) -> std::process::ExitCode {
+    use std::io::Write as _;
+    let config = match Config::from_args(args) {
+        Ok(c) => c,
+        Err(msg) if msg.is_empty() => {
+            println!("{USAGE}");
+            return std::process::ExitCode::SUCCESS;
+        }
+        Err(msg) => {
+            eprintln!("quill-server: {msg}\n\n{USAGE}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("quill-server: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let server = match Server::bind(config.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!(
+                    "quill-server: cannot listen on {}:{}: {e}",
+                    config.host, config.port
+                );
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "listening on http://{}", server.local_addr());
+            let _ = out.flush();
+        }
+        if config.log {
+            eprintln!(
+                "quill-server: serving on {} (auth token {})",
+                server.local_addr(),
+                if config.token.is_some() {
+                    "set"
+                } else {
+                    "not set"
+                }
+            );
+        }
+        match server.serve().await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("quill-server: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}

@@ -1,0 +1,158 @@
+//! `tensor.v1.TensorService`: Upload (a tensor-frame request body, decoded as it
+//! arrives) and Download (a generated tensor, streamed out frame by frame).
+
+use axum::body::{Body, Bytes};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use futures_util::stream;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::body::{
+    infallible_stream_response, json_response, read_json, RequestBody, CONTENT_TYPE_TENSOR,
+};
+use super::hash::fnv1a64;
+use super::problem::bad_request;
+use crate::frame::tensor::{encode_meta, frame_header, TensorAssembler, TensorFrameDecoder};
+use crate::protocol::{tensor_frame, TENSOR_PAYLOAD_CHUNK};
+use crate::{DType, TensorMeta};
+
+/// Largest tensor Download generates (1 GiB).
+pub const MAX_DOWNLOAD_BYTES: u64 = 1 << 30;
+/// Period of the `ramp` pattern: element byte `i` is `i % 251`.
+const RAMP_PERIOD: usize = 251;
+
+/// `POST /tensor.v1.TensorService/Upload`: reassembles one tensor and answers its
+/// shape, dtype, name, size and FNV-1a 64 of its element bytes.
+pub async fn upload(headers: HeaderMap, body: Body) -> Response {
+    let mut body = match RequestBody::new(&headers, body) {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let mut decoder = TensorFrameDecoder::new();
+    let mut assembler = TensorAssembler::new();
+    let mut tensor = None;
+    loop {
+        match decoder.next_frame() {
+            Ok(Some(frame)) => {
+                if tensor.is_some() {
+                    return bad_request("tensor frames after the tensor's END_STREAM");
+                }
+                match assembler.on_frame(frame) {
+                    Ok(Some(t)) => tensor = Some(t),
+                    Ok(None) => {}
+                    Err(e) => return bad_request(format!("malformed tensor frames: {e}")),
+                }
+            }
+            Ok(None) => match body.chunk().await {
+                Ok(Some(chunk)) => decoder.push(&chunk),
+                Ok(None) => break,
+                Err(e) => return e.into_response(),
+            },
+            Err(e) => return bad_request(format!("malformed tensor frames: {e}")),
+        }
+    }
+    if decoder.buffered() > 0 {
+        return bad_request(format!(
+            "malformed tensor frames: body ends inside a frame ({} bytes of an incomplete frame)",
+            decoder.buffered()
+        ));
+    }
+    let Some(t) = tensor else {
+        return bad_request(if assembler.in_progress() {
+            "malformed tensor frames: body ends before the tensor's END_STREAM"
+        } else {
+            "malformed tensor frames: no tensor in the body"
+        });
+    };
+    let data = t.data().clone();
+    let hash = tokio::task::spawn_blocking(move || fnv1a64(&data))
+        .await
+        .unwrap_or_default();
+    json_response(&json!({
+        "shape": t.meta().shape,
+        "dtype": t.dtype().name(),
+        "name": t.meta().name,
+        "size_bytes": t.size_bytes(),
+        "fnv1a64": format!("{hash:016x}"),
+    }))
+}
+
+fn default_dtype() -> String {
+    "uint8".to_owned()
+}
+fn default_pattern() -> String {
+    "ramp".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+struct DownloadRequest {
+    shape: Vec<u64>,
+    #[serde(default = "default_dtype")]
+    dtype: String,
+    #[serde(default = "default_pattern")]
+    pattern: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// `POST /tensor.v1.TensorService/Download`: TENSOR_META, 64 KiB TENSOR_PAYLOAD frames
+/// whose element byte `i` is `i % 251`, END_STREAM — generated lazily, never held
+/// whole in memory.
+pub async fn download(headers: HeaderMap, body: Body) -> Response {
+    let req: DownloadRequest = match read_json(&headers, body).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    if req.pattern != "ramp" {
+        return bad_request(format!(
+            "unknown pattern {:?}; only \"ramp\" is supported",
+            req.pattern
+        ));
+    }
+    let dtype = match DType::from_name(&req.dtype) {
+        Ok(d) => d,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    let meta = match TensorMeta::new(req.shape, dtype, req.name) {
+        Ok(m) => m,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    let size = match meta.size_bytes() {
+        Ok(s) if s <= MAX_DOWNLOAD_BYTES => s as usize,
+        Ok(s) => {
+            return bad_request(format!(
+                "tensor of {s} bytes is over the {MAX_DOWNLOAD_BYTES}-byte limit"
+            ))
+        }
+        Err(e) => return bad_request(e.to_string()),
+    };
+    let meta_payload = match encode_meta(&meta) {
+        Ok(m) => m,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    let mut head = frame_header(tensor_frame::TENSOR_META, meta_payload.len())
+        .expect("meta fits a frame")
+        .to_vec();
+    head.extend_from_slice(&meta_payload);
+    // One shared pattern buffer; every payload chunk is a zero-copy slice of it.
+    let pattern: Bytes = (0..TENSOR_PAYLOAD_CHUNK + RAMP_PERIOD)
+        .map(|i| (i % RAMP_PERIOD) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    let payload_frames = (0..size.div_ceil(TENSOR_PAYLOAD_CHUNK)).flat_map(move |k| {
+        let off = k * TENSOR_PAYLOAD_CHUNK;
+        let len = TENSOR_PAYLOAD_CHUNK.min(size - off);
+        let start = off % RAMP_PERIOD;
+        let header = frame_header(tensor_frame::TENSOR_PAYLOAD, len).expect("chunk fits a frame");
+        [
+            Bytes::copy_from_slice(&header),
+            pattern.slice(start..start + len),
+        ]
+    });
+    let end = frame_header(tensor_frame::END_STREAM, 0).expect("empty frame");
+    let parts = std::iter::once(Bytes::from(head))
+        .chain(payload_frames)
+        .chain(std::iter::once(Bytes::copy_from_slice(&end)));
+    infallible_stream_response(CONTENT_TYPE_TENSOR, stream::iter(parts))
+}
