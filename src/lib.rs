@@ -18,6 +18,7 @@
 // `QuillError::Status` stays inline instead of boxed.
 #![allow(clippy::result_large_err)]
 
+pub mod client;
 pub mod dtype;
 pub mod error;
 pub mod frame;
@@ -31,6 +32,7 @@ pub mod token;
 #[cfg(feature = "python")]
 mod python;
 
+pub use client::{ClientConfig, MessageStream, QuillClient};
 pub use dtype::DType;
 pub use error::{QuillError, Result};
 pub use problem::Problem;

@@ -46,3 +46,12 @@ pub const CONTENT_TYPE_JSON: &str = "application/json";
 pub const CONTENT_TYPE_PROBLEM: &str = "application/problem+json";
 /// The transport profiles this client really speaks: HTTP/1.1 only.
 pub const PREFER_HEADER_VALUE: &str = "prism=classic";
+
+/// Client retry policy (§4): exponential backoff from this base, doubled per attempt…
+pub const RETRY_BACKOFF_BASE_MS: u64 = 50;
+/// …capped at this, with full jitter (a uniform wait between zero and the backoff).
+pub const RETRY_BACKOFF_CAP_MS: u64 = 2_000;
+/// A `Retry-After` longer than this is not waited for: the error is returned instead.
+pub const MAX_RETRY_AFTER_MS: u64 = 60_000;
+/// Most bytes of an error (non-2xx) response body the client reads for Problem Details.
+pub const MAX_ERROR_BODY: usize = 64 * 1024;

@@ -172,7 +172,7 @@ pub struct TokenBatch {
     pub sequence_id: Option<u32>,
     #[uniffi(default = false)]
     pub is_final: bool,
-    #[uniffi(default = [])]
+    #[uniffi(default)]
     pub metadata: HashMap<String, String>,
 }
 

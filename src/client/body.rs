@@ -1,0 +1,144 @@
+//! Streamed request bodies: a message stream framed on the fly (client streaming and
+//! bidi calls) and a tensor as tensor frames.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::error::{QuillError, Result};
+use crate::frame::stream::{frame_header, END_STREAM_FRAME};
+use crate::frame::tensor::encode_tensor_parts;
+use crate::protocol::{flags, TENSOR_PAYLOAD_CHUNK};
+use crate::tensor::Tensor;
+
+/// Messages up to this size are copied behind their frame header into one chunk; larger
+/// ones go out as a chunk of their own, uncopied.
+const COALESCE_LIMIT: usize = 8 * 1024;
+
+/// Where a request-body failure is kept: hyper only learns that the body failed and
+/// reports a broken connection, while the caller deserves the real reason.
+#[derive(Clone, Default)]
+pub(crate) struct ErrorSlot(Arc<Mutex<Option<QuillError>>>);
+
+impl ErrorSlot {
+    fn set(&self, err: QuillError) {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert(err);
+    }
+
+    /// The recorded error, if the request body failed.
+    pub fn take(&self) -> Option<QuillError> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// `err`, unless the request body failed first: then that failure.
+    pub fn or(&self, err: QuillError) -> QuillError {
+        self.take().unwrap_or(err)
+    }
+}
+
+enum FrameState {
+    Next(mpsc::Receiver<Bytes>),
+    Payload(mpsc::Receiver<Bytes>, Bytes),
+    Done,
+}
+
+/// A chunked body of DATA frames, one per message received from `requests`, then
+/// END_STREAM once every sender is dropped. A message over the frame limit fails the
+/// body (recorded in `slot`) instead of being split or truncated.
+pub(crate) fn framed_requests(requests: mpsc::Receiver<Bytes>, slot: ErrorSlot) -> reqwest::Body {
+    reqwest::Body::wrap_stream(frame_stream(requests, slot))
+}
+
+fn frame_stream(
+    requests: mpsc::Receiver<Bytes>,
+    slot: ErrorSlot,
+) -> impl futures_util::Stream<Item = Result<Bytes>> + Send + 'static {
+    futures_util::stream::unfold(FrameState::Next(requests), move |state| {
+        let slot = slot.clone();
+        async move {
+            match state {
+                FrameState::Done => None,
+                FrameState::Payload(rx, payload) => Some((Ok(payload), FrameState::Next(rx))),
+                FrameState::Next(mut rx) => match rx.recv().await {
+                    None => Some((Ok(Bytes::from_static(&END_STREAM_FRAME)), FrameState::Done)),
+                    Some(msg) => match frame_header(flags::DATA, msg.len()) {
+                        Err(e) => {
+                            slot.set(e.clone());
+                            Some((Err(e), FrameState::Done))
+                        }
+                        Ok(mut header) if msg.len() <= COALESCE_LIMIT => {
+                            header.extend_from_slice(&msg);
+                            Some((Ok(Bytes::from(header)), FrameState::Next(rx)))
+                        }
+                        Ok(header) => Some((Ok(Bytes::from(header)), FrameState::Payload(rx, msg))),
+                    },
+                },
+            }
+        }
+    })
+}
+
+/// The tensor's frames as a streamed body: headers plus slices of the tensor's own
+/// buffer, so the element bytes are never copied on the way to the socket.
+pub(crate) fn tensor_body(tensor: &Tensor) -> Result<reqwest::Body> {
+    let parts = encode_tensor_parts(tensor, TENSOR_PAYLOAD_CHUNK)?;
+    Ok(reqwest::Body::wrap_stream(futures_util::stream::iter(
+        parts.into_iter().map(Ok::<Bytes, Infallible>),
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::stream::decode_messages;
+
+    async fn collect(rx: mpsc::Receiver<Bytes>, slot: ErrorSlot) -> Result<Vec<u8>> {
+        use futures_util::StreamExt;
+        let mut s = std::pin::pin!(frame_stream(rx, slot));
+        let mut out = Vec::new();
+        while let Some(item) = s.next().await {
+            out.extend_from_slice(&item?);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn frames_messages_then_end() {
+        let (tx, rx) = mpsc::channel(8);
+        tx.send(Bytes::from_static(b"hi")).await.unwrap();
+        tx.send(Bytes::new()).await.unwrap();
+        tx.send(Bytes::from(vec![7u8; COALESCE_LIMIT + 1]))
+            .await
+            .unwrap();
+        drop(tx);
+        let slot = ErrorSlot::default();
+        let body = collect(rx, slot.clone()).await.unwrap();
+        let msgs = decode_messages(&body).unwrap();
+        assert_eq!(msgs.len(), 3);
+        assert_eq!(&msgs[0][..], b"hi");
+        assert!(msgs[1].is_empty());
+        assert_eq!(msgs[2].len(), COALESCE_LIMIT + 1);
+        assert!(body.ends_with(&END_STREAM_FRAME));
+        assert!(slot.take().is_none());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn oversized_message_fails_the_body() {
+        let (tx, rx) = mpsc::channel(1);
+        tx.send(Bytes::from(vec![
+            0u8;
+            crate::protocol::MAX_FRAME_PAYLOAD + 1
+        ]))
+        .await
+        .unwrap();
+        let slot = ErrorSlot::default();
+        assert!(collect(rx, slot.clone()).await.is_err());
+        assert!(matches!(
+            slot.take(),
+            Some(QuillError::InvalidArgument { .. })
+        ));
+    }
+}

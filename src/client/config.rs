@@ -1,0 +1,433 @@
+//! Client configuration, base-URL normalisation and the header store.
+//!
+//! Header values are validated once, when they are set, so a bad value is reported to
+//! the caller that set it rather than surfacing later as a failed request. Secret values
+//! never leave the store except onto the wire: `headers()` and `Debug` redact them, and
+//! validation errors never quote a value.
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
+
+use crate::error::{QuillError, Result};
+use crate::protocol::DEFAULT_MAX_DECODED_SIZE;
+
+/// What `headers()` shows instead of a secret value.
+pub const REDACTED: &str = "<redacted>";
+
+/// The header an API key goes to unless another name is given.
+pub const DEFAULT_API_KEY_HEADER: &str = "X-API-Key";
+
+/// Default whole-call timeout.
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+
+/// Settings of a [`QuillClient`](crate::client::QuillClient), fixed at construction.
+///
+/// ```
+/// use quill::ClientConfig;
+/// let mut cfg = ClientConfig::new("http://127.0.0.1:8080/");
+/// cfg.timeout_ms = 500;
+/// cfg.max_retries = 2;
+/// let client = quill::QuillClient::with_config(cfg).unwrap();
+/// assert_eq!(client.base_url(), "http://127.0.0.1:8080");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct ClientConfig {
+    /// `http://` or `https://` URL the `{service}/{method}` path is appended to; a
+    /// trailing `/` is stripped. Credentials in the URL are refused (use the auth setters).
+    pub base_url: String,
+    /// Deadline of a whole call, response body (and whole stream) included; 0 = none.
+    #[uniffi(default = 30000)]
+    pub timeout_ms: u64,
+    /// Send `Accept-Encoding: zstd` and zstd-compress request bodies of at least
+    /// [`COMPRESSION_THRESHOLD`](crate::protocol::COMPRESSION_THRESHOLD) bytes.
+    #[uniffi(default = false)]
+    pub enable_compression: bool,
+    /// Cap on a buffered (unary, client-stream or tensor) response body after decoding,
+    /// and on each message of a stream (a stream's total is not capped: decoding is
+    /// incremental, so memory stays bounded by one frame).
+    #[uniffi(default = 67108864)]
+    pub max_decoded_size: u64,
+    /// Longest wait for the next message of a stream, counted from the response headers
+    /// and then from each message (time the consumer spends holding a message does not
+    /// count); `None` or 0 = only the call timeout.
+    #[uniffi(default = None)]
+    pub idle_timeout_ms: Option<u64>,
+    /// Retries of calls marked idempotent (transport errors and 408/425/429/5xx); 0 = off.
+    #[uniffi(default = 0)]
+    pub max_retries: u32,
+    /// Extra trusted root certificate(s), PEM; the bundled webpki roots stay trusted.
+    #[uniffi(default = None)]
+    pub ca_cert_pem: Option<Vec<u8>>,
+    /// `User-Agent` to send instead of `quill/<version>`.
+    #[uniffi(default = None)]
+    pub user_agent: Option<String>,
+}
+
+impl ClientConfig {
+    /// The defaults for `base_url`: 30 s timeout, no compression, 64 MiB decode cap,
+    /// no idle timeout, no retries, no extra roots, the default user agent.
+    pub fn new(base_url: impl Into<String>) -> Self {
+        ClientConfig {
+            base_url: base_url.into(),
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            enable_compression: false,
+            max_decoded_size: DEFAULT_MAX_DECODED_SIZE,
+            idle_timeout_ms: None,
+            max_retries: 0,
+            ca_cert_pem: None,
+            user_agent: None,
+        }
+    }
+}
+
+/// One configured header as shown by `headers()` (secret values redacted).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct HeaderEntry {
+    pub name: String,
+    pub value: String,
+}
+
+/// The `User-Agent` sent when the config sets none.
+pub(crate) fn default_user_agent() -> String {
+    format!("quill/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Validates `raw` as an http(s) URL and strips its trailing `/`.
+pub(crate) fn normalize_base_url(raw: &str) -> Result<String> {
+    let trimmed = raw.trim();
+    let url = reqwest::Url::parse(trimmed).map_err(|e| {
+        QuillError::invalid(format!("base_url {trimmed:?} is not a valid URL: {e}"))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(QuillError::invalid(format!(
+            "base_url must use http or https, not {:?}",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(QuillError::invalid("base_url has no host"));
+    }
+    // Shown in Debug and in error messages, so it must not carry secrets.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(QuillError::invalid(
+            "base_url must not contain credentials; use set_bearer_token, set_api_key or set_header",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(QuillError::invalid(
+            "base_url must not have a query or fragment: the call path is appended to it",
+        ));
+    }
+    Ok(trimmed.trim_end_matches('/').to_owned())
+}
+
+/// Checks one path part (`service` or `method`): the path is built by concatenation and
+/// must not be re-encoded, so only characters that never need percent-encoding pass.
+pub(crate) fn validate_path_part(what: &str, value: &str) -> Result<()> {
+    if value.is_empty() {
+        return Err(QuillError::invalid(format!("{what} name is empty")));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(QuillError::invalid(format!(
+            "{what} name {value:?} contains {c:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"
+        )));
+    }
+    Ok(())
+}
+
+/// Headers the client sets itself per call or that control HTTP framing; letting users
+/// override them would desynchronise the body from its description.
+const RESERVED: &[&str] = &[
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "accept",
+    "accept-encoding",
+    "prefer",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Whether a header name looks like it carries a credential. Errs on the side of
+/// redacting: a redacted harmless value costs nothing, a shown secret leaks.
+pub(crate) fn is_secret_name(lower: &str) -> bool {
+    matches!(lower, "authorization" | "proxy-authorization" | "cookie")
+        || [
+            "auth",
+            "token",
+            "secret",
+            "password",
+            "passwd",
+            "api-key",
+            "api_key",
+            "apikey",
+            "session",
+            "credential",
+        ]
+        .iter()
+        .any(|needle| lower.contains(needle))
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    /// The name as the user spelled it, for `headers()`.
+    display: String,
+    name: HeaderName,
+    value: HeaderValue,
+    secret: bool,
+}
+
+/// Configured headers in insertion order; names compare case-insensitively and setting
+/// an existing name replaces its value in place.
+#[derive(Clone, Default)]
+pub(crate) struct HeaderStore {
+    entries: Vec<Entry>,
+    /// Where the current API key lives, so a key moved to another header does not stay
+    /// behind under the old one.
+    api_key_header: Option<HeaderName>,
+}
+
+impl HeaderStore {
+    fn parse_name(name: &str) -> Result<HeaderName> {
+        let parsed = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            QuillError::invalid(format!("invalid header name {name:?}: not an HTTP token"))
+        })?;
+        if RESERVED.contains(&parsed.as_str()) {
+            return Err(QuillError::invalid(format!(
+                "header {name} is set by the client itself and cannot be configured"
+            )));
+        }
+        Ok(parsed)
+    }
+
+    /// Visible ASCII, space and tab only; in particular no CR/LF (header injection).
+    fn parse_value(name: &str, value: &str) -> Result<HeaderValue> {
+        if let Some(b) = value
+            .bytes()
+            .find(|&b| !(b == b'\t' || (0x20..0x7f).contains(&b)))
+        {
+            let what = match b {
+                b'\r' | b'\n' => "a CR or LF",
+                0x80.. => "a non-ASCII character",
+                _ => "a control character",
+            };
+            // The value itself is never quoted: it may be a secret.
+            return Err(QuillError::invalid(format!(
+                "invalid value for header {name}: it contains {what}"
+            )));
+        }
+        HeaderValue::from_str(value)
+            .map_err(|_| QuillError::invalid(format!("invalid value for header {name}")))
+    }
+
+    /// Sets `name` to `value`; `secret` forces redaction even for innocuous names.
+    pub fn set(&mut self, name: &str, value: &str, secret: bool) -> Result<()> {
+        let parsed = Self::parse_name(name)?;
+        let mut value = Self::parse_value(name, value)?;
+        let secret = secret || is_secret_name(parsed.as_str());
+        value.set_sensitive(secret);
+        let entry = Entry {
+            display: name.to_owned(),
+            name: parsed,
+            value,
+            secret,
+        };
+        match self.entries.iter_mut().find(|e| e.name == entry.name) {
+            Some(existing) => {
+                // A header once marked secret stays secret when overwritten.
+                let secret = existing.secret || entry.secret;
+                *existing = Entry { secret, ..entry };
+                existing.value.set_sensitive(secret);
+            }
+            None => self.entries.push(entry),
+        }
+        Ok(())
+    }
+
+    pub fn remove(&mut self, name: &str) -> bool {
+        let Ok(parsed) = HeaderName::from_bytes(name.as_bytes()) else {
+            return false;
+        };
+        if self.api_key_header.as_ref() == Some(&parsed) {
+            self.api_key_header = None;
+        }
+        let before = self.entries.len();
+        self.entries.retain(|e| e.name != parsed);
+        self.entries.len() != before
+    }
+
+    pub fn set_bearer_token(&mut self, token: &str) -> Result<()> {
+        if token.trim().is_empty() {
+            return Err(QuillError::invalid("bearer token is empty"));
+        }
+        if let Err(QuillError::InvalidArgument { message }) =
+            Self::parse_value("Authorization", token)
+        {
+            return Err(QuillError::invalid(
+                message.replace("header Authorization", "the bearer token"),
+            ));
+        }
+        self.set("Authorization", &format!("Bearer {token}"), true)?;
+        if self.api_key_header.as_ref() == Some(&AUTHORIZATION) {
+            self.api_key_header = None;
+        }
+        Ok(())
+    }
+
+    pub fn set_api_key(&mut self, key: &str, header_name: Option<&str>) -> Result<()> {
+        if key.trim().is_empty() {
+            return Err(QuillError::invalid("API key is empty"));
+        }
+        let header = header_name.unwrap_or(DEFAULT_API_KEY_HEADER);
+        let parsed = Self::parse_name(header)?;
+        self.set(header, key, true)?;
+        if let Some(old) = self.api_key_header.take() {
+            if old != parsed {
+                self.entries.retain(|e| e.name != old);
+            }
+        }
+        self.api_key_header = Some(parsed);
+        Ok(())
+    }
+
+    /// `(name, value)` pairs in insertion order, secrets as [`REDACTED`] unless `reveal`.
+    pub fn list(&self, reveal: bool) -> Vec<(String, String)> {
+        self.entries
+            .iter()
+            .map(|e| {
+                let value = if e.secret && !reveal {
+                    REDACTED.to_owned()
+                } else {
+                    // Validated as visible ASCII when set.
+                    e.value.to_str().unwrap_or_default().to_owned()
+                };
+                (e.display.clone(), value)
+            })
+            .collect()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.entries.iter().map(|e| e.display.clone()).collect()
+    }
+
+    /// Adds the configured headers to a request's headers, replacing defaults.
+    pub fn apply(&self, map: &mut HeaderMap) {
+        for e in &self.entries {
+            map.insert(e.name.clone(), e.value.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_url_normalisation() {
+        assert_eq!(normalize_base_url("http://h:1/").unwrap(), "http://h:1");
+        assert_eq!(
+            normalize_base_url(" https://h/api// ").unwrap(),
+            "https://h/api"
+        );
+        for bad in [
+            "ftp://h",
+            "h:80",
+            "not a url",
+            "http://u:p@h",
+            "http://h/?q=1",
+            "http://h/#f",
+            "file:///x",
+        ] {
+            assert!(
+                matches!(
+                    normalize_base_url(bad),
+                    Err(QuillError::InvalidArgument { .. })
+                ),
+                "{bad}"
+            );
+        }
+        let e = normalize_base_url("http://user:hunter2@h").unwrap_err();
+        assert!(!e.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn path_parts() {
+        validate_path_part("service", "echo.v1.EchoService").unwrap();
+        validate_path_part("method", "Echo_2-x").unwrap();
+        for bad in ["", "a/b", "a b", "a?b", "ä", "a%2f"] {
+            assert!(validate_path_part("method", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn header_validation_never_echoes_values() {
+        let mut h = HeaderStore::default();
+        for bad in ["v\r\nX-Evil: 1", "v\n", "v\0", "v\x7f", "vé"] {
+            let e = h.set("X-Custom", bad, false).unwrap_err();
+            let msg = e.to_string();
+            assert!(matches!(e, QuillError::InvalidArgument { .. }));
+            assert!(msg.contains("X-Custom"), "{msg}");
+            assert!(!msg.contains(bad), "{msg}");
+        }
+        assert!(h.set("Bad Name", "v", false).is_err());
+        assert!(h.set("X-Evil\r\n", "v", false).is_err());
+        assert!(h.set("", "v", false).is_err());
+        assert!(h.set("Content-Length", "3", false).is_err());
+        assert!(h.set("transfer-encoding", "chunked", false).is_err());
+        let e = h.set_bearer_token("abc\r\ndef").unwrap_err().to_string();
+        assert!(!e.contains("abc") && e.contains("bearer token"), "{e}");
+        assert!(h.set_bearer_token("").is_err());
+        assert!(h.set_api_key(" ", None).is_err());
+        h.set("X-Tab", "a\tb", false).unwrap();
+        h.set("X-Empty", "", false).unwrap();
+    }
+
+    #[test]
+    fn order_replacement_and_redaction() {
+        let mut h = HeaderStore::default();
+        h.set("X-Trace", "1", false).unwrap();
+        h.set_bearer_token("tok").unwrap();
+        h.set("x-trace", "2", false).unwrap();
+        h.set_api_key("k1", None).unwrap();
+        h.set("X-Session-Id", "s", false).unwrap();
+        h.set("X-Plain", "p", true).unwrap();
+        assert_eq!(
+            h.list(false),
+            vec![
+                ("x-trace".to_owned(), "2".to_owned()),
+                ("Authorization".to_owned(), REDACTED.to_owned()),
+                ("X-API-Key".to_owned(), REDACTED.to_owned()),
+                ("X-Session-Id".to_owned(), REDACTED.to_owned()),
+                ("X-Plain".to_owned(), REDACTED.to_owned()),
+            ]
+        );
+        assert_eq!(h.list(true)[1].1, "Bearer tok");
+        // Overwriting a secret header with an innocuous flag keeps it secret.
+        h.set("X-Plain", "q", false).unwrap();
+        assert_eq!(h.list(false)[4].1, REDACTED);
+        // Moving the API key drops it from the old header.
+        h.set_api_key("k2", Some("X-Other-Key")).unwrap();
+        assert!(!h.names().contains(&"X-API-Key".to_owned()));
+        // An API key under Authorization replaces the bearer token.
+        h.set_api_key("raw-key", Some("Authorization")).unwrap();
+        let all = h.list(true);
+        assert!(all.contains(&("Authorization".to_owned(), "raw-key".to_owned())));
+        assert!(!all.iter().any(|(_, v)| v.starts_with("Bearer")));
+        assert!(!h.names().contains(&"X-Other-Key".to_owned()));
+        assert!(h.remove("AUTHORIZATION"));
+        assert!(!h.remove("authorization"));
+        assert!(!h.remove("bad name"));
+        let mut map = HeaderMap::new();
+        h.apply(&mut map);
+        assert_eq!(map.get("x-trace").unwrap(), "2");
+        assert!(map.get("x-plain").unwrap().is_sensitive());
+    }
+}

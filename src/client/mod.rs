@@ -1,0 +1,711 @@
+//! The Quill RPC client: [`QuillClient`], [`ClientConfig`], [`MessageStream`] and
+//! [`TokenStream`].
+//!
+//! One client owns one reqwest connection pool (HTTP/1.1 only, keep-alive, rustls with
+//! the bundled webpki roots) and one small tokio runtime, both built once at
+//! construction. Every call is spawned onto that runtime, so the async methods can be
+//! awaited from any executor — tokio, another runtime, uniffi's foreign executors — and
+//! [`QuillClient::block_on`] serves plain threads. A panic inside a call becomes a
+//! [`QuillError::Cancelled`] and never unwinds into the caller (or across FFI).
+//!
+//! ```no_run
+//! use quill::{ClientConfig, QuillClient};
+//! let client = QuillClient::with_config(ClientConfig::new("http://127.0.0.1:8080")).unwrap();
+//! client.set_bearer_token("secret").unwrap();
+//! let reply = client
+//!     .block_on(client.call_bytes("echo.v1.EchoService", "Echo", b"hi".to_vec().into(), true))
+//!     .unwrap();
+//! assert_eq!(&reply[..], b"hi");
+//! ```
+
+mod body;
+mod call;
+mod compression;
+mod config;
+mod errors;
+mod retry;
+mod runtime;
+mod stream;
+mod tensor;
+mod unary;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+pub use config::{ClientConfig, HeaderEntry, DEFAULT_API_KEY_HEADER, DEFAULT_TIMEOUT_MS, REDACTED};
+pub use stream::{MessageStream, TokenStream};
+
+use body::{framed_requests, ErrorSlot};
+use call::{call_headers, CallContext, ContentKind};
+use config::{default_user_agent, normalize_base_url, validate_path_part, HeaderStore};
+use errors::CallLabel;
+use runtime::{run_on, ClientRuntime, HttpSettings};
+
+use crate::error::{QuillError, Result};
+use crate::tensor::Tensor;
+
+/// A client of one Quill server. `Send + Sync`: share it (e.g. in an `Arc`) across
+/// threads and tasks; calls run concurrently over the shared connection pool.
+///
+/// Headers set with the `set_*` methods go out on every later call. Secret values —
+/// `Authorization`, the API-key header, headers set with
+/// [`set_secret_header`](Self::set_secret_header) and any header whose name looks like
+/// a credential (contains `auth`, `token`, `secret`, `password`, `api-key`, `session`,
+/// …, or is `Cookie`) — are shown as [`REDACTED`] by [`headers`](Self::headers) and
+/// never appear in `Debug` or in error messages.
+///
+/// ```
+/// use quill::QuillClient;
+/// let client = QuillClient::new("http://127.0.0.1:8080/".into(), 500, false).unwrap();
+/// client.set_bearer_token("s3cret").unwrap();
+/// client.set_header("X-Trace", "abc").unwrap();
+/// assert_eq!(client.headers()[0], ("Authorization".to_owned(), "<redacted>".to_owned()));
+/// assert!(!format!("{client:?}").contains("s3cret"));
+/// assert!(client.set_header("X-Bad", "a\r\nb").is_err());
+/// ```
+#[derive(uniffi::Object)]
+pub struct QuillClient {
+    /// As given, except `base_url`, which is normalised.
+    config: ClientConfig,
+    runtime: Arc<ClientRuntime>,
+    headers: RwLock<HeaderStore>,
+}
+
+impl fmt::Debug for QuillClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QuillClient")
+            .field("base_url", &self.config.base_url)
+            .field("timeout_ms", &self.config.timeout_ms)
+            .field("compression", &self.config.enable_compression)
+            .field("max_retries", &self.config.max_retries)
+            .field("header_names", &self.read_headers().names())
+            .finish_non_exhaustive()
+    }
+}
+
+impl QuillClient {
+    /// Builds a client: validates the config, starts the runtime and the connection
+    /// pool. Never panics; a bad URL, certificate or user agent is
+    /// [`QuillError::InvalidArgument`]. No connection is made until the first call.
+    pub fn with_config(mut config: ClientConfig) -> Result<QuillClient> {
+        config.base_url = normalize_base_url(&config.base_url)?;
+        let user_agent = config.user_agent.clone().unwrap_or_else(default_user_agent);
+        let settings = HttpSettings::new(user_agent, config.ca_cert_pem.as_deref())?;
+        Ok(QuillClient {
+            config,
+            runtime: Arc::new(ClientRuntime::new(settings)?),
+            headers: RwLock::new(HeaderStore::default()),
+        })
+    }
+
+    /// Runs `f` to completion on the calling thread, with this client's runtime as
+    /// context (for blocking Rust users and the Python face).
+    ///
+    /// # Panics
+    /// When called from inside an async runtime (tokio forbids blocking there), or if
+    /// the runtime cannot be rebuilt after a fork (the OS refused to start threads).
+    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.runtime_handle().block_on(f)
+    }
+
+    /// The handle of this client's runtime (rebuilt first if the process forked).
+    ///
+    /// # Panics
+    /// If the runtime has to be rebuilt after a fork and the OS refuses to start threads.
+    pub fn runtime_handle(&self) -> tokio::runtime::Handle {
+        match self.runtime.current() {
+            Ok((handle, _)) => handle,
+            Err(e) => panic!("quill client runtime unavailable: {e}"),
+        }
+    }
+
+    /// The handle of this client's runtime, or an error where
+    /// [`runtime_handle`](Self::runtime_handle) would panic (the faces use this one).
+    pub fn try_runtime_handle(&self) -> Result<tokio::runtime::Handle> {
+        self.runtime.current().map(|(handle, _)| handle)
+    }
+
+    fn read_headers(&self) -> std::sync::RwLockReadGuard<'_, HeaderStore> {
+        self.headers.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_headers(&self) -> std::sync::RwLockWriteGuard<'_, HeaderStore> {
+        self.headers.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Everything a call needs, captured now: later header changes do not affect it.
+    fn prepare(
+        &self,
+        service: &str,
+        method: &str,
+        kind: ContentKind,
+    ) -> Result<(tokio::runtime::Handle, CallContext)> {
+        validate_path_part("service", service)?;
+        validate_path_part("method", method)?;
+        let (handle, http) = self.runtime.current()?;
+        let timeout_ms = self.config.timeout_ms;
+        let deadline = (timeout_ms > 0)
+            .then(|| Instant::now().checked_add(Duration::from_millis(timeout_ms)))
+            .flatten();
+        let ctx = CallContext {
+            http,
+            url: format!("{}/{service}/{method}", self.config.base_url),
+            headers: call_headers(kind, self.config.enable_compression, &self.read_headers()),
+            label: CallLabel {
+                path: format!("{service}/{method}"),
+                timeout_ms,
+            },
+            deadline,
+            idle_timeout: self
+                .config
+                .idle_timeout_ms
+                .filter(|&ms| ms > 0)
+                .map(Duration::from_millis),
+            max_decoded_size: self.config.max_decoded_size,
+            compression: self.config.enable_compression,
+        };
+        Ok((handle, ctx))
+    }
+
+    fn retries(&self, idempotent: bool) -> u32 {
+        if idempotent {
+            self.config.max_retries
+        } else {
+            0
+        }
+    }
+
+    async fn unary(
+        &self,
+        service: &str,
+        method: &str,
+        body: Bytes,
+        idempotent: bool,
+        kind: ContentKind,
+    ) -> Result<Bytes> {
+        let (handle, ctx) = self.prepare(service, method, kind)?;
+        run_on(&handle, unary::call(ctx, body, self.retries(idempotent))).await
+    }
+
+    /// A unary call with `Content-Type: application/proto`: `body` is the raw request
+    /// message, the result the raw response message (capped at `max_decoded_size`).
+    /// Retried on transport errors and 408/425/429/5xx only when `idempotent` and
+    /// `max_retries > 0`. A non-2xx answer is [`QuillError::Status`] with the server's
+    /// Problem Details.
+    pub async fn call_bytes(
+        &self,
+        service: &str,
+        method: &str,
+        body: Bytes,
+        idempotent: bool,
+    ) -> Result<Bytes> {
+        self.unary(service, method, body, idempotent, ContentKind::Proto)
+            .await
+    }
+
+    /// [`call_bytes`](Self::call_bytes) with `application/json` in and out.
+    pub async fn call_json_bytes(
+        &self,
+        service: &str,
+        method: &str,
+        json: Bytes,
+        idempotent: bool,
+    ) -> Result<Bytes> {
+        self.unary(service, method, json, idempotent, ContentKind::Json)
+            .await
+    }
+
+    async fn server_stream_of(
+        &self,
+        service: &str,
+        method: &str,
+        body: Bytes,
+        kind: ContentKind,
+    ) -> Result<MessageStream> {
+        let (handle, ctx) = self.prepare(service, method, kind)?;
+        let opened = run_on(&handle, async move {
+            let (body, zstd) = compression::encode_request(body, ctx.compression)?;
+            stream::open(ctx, body.into(), zstd, None).await
+        })
+        .await?;
+        Ok(MessageStream::new(opened, self.runtime.clone()))
+    }
+
+    /// Opens a server-streaming call (`application/proto` request): returns once the
+    /// response headers are in; messages are then read with
+    /// [`MessageStream::next_message`]. The call timeout covers the whole stream.
+    pub async fn open_server_stream(
+        &self,
+        service: &str,
+        method: &str,
+        body: Bytes,
+    ) -> Result<MessageStream> {
+        self.server_stream_of(service, method, body, ContentKind::Proto)
+            .await
+    }
+
+    /// [`open_server_stream`](Self::open_server_stream) with an `application/json`
+    /// request (e.g. `inference.v1.LLMService/GenerateStream`).
+    pub async fn open_server_stream_json(
+        &self,
+        service: &str,
+        method: &str,
+        json: Bytes,
+    ) -> Result<MessageStream> {
+        self.server_stream_of(service, method, json, ContentKind::Json)
+            .await
+    }
+
+    /// A server stream whose messages are [`TokenBatch`](crate::TokenBatch)es.
+    pub async fn open_token_stream(
+        &self,
+        service: &str,
+        method: &str,
+        body: Bytes,
+        content_type_json: bool,
+    ) -> Result<TokenStream> {
+        let kind = ContentKind::from_json_flag(content_type_json);
+        Ok(TokenStream::new(
+            self.server_stream_of(service, method, body, kind).await?,
+        ))
+    }
+
+    /// A client-streaming or bidirectional call. Each message received from `requests`
+    /// goes out as a DATA frame as soon as it arrives; END_STREAM follows when every
+    /// sender is dropped. Returns as soon as the response headers are in, while requests
+    /// may still be flowing (full duplex): queue the first messages before awaiting if
+    /// the server waits for them before answering. A message over the 4 MiB frame
+    /// limit fails the call with [`QuillError::InvalidArgument`]. The request stream
+    /// is sent uncompressed; the response is decoded by its `Content-Encoding`. Never
+    /// retried.
+    pub async fn open_bidi_stream(
+        &self,
+        service: &str,
+        method: &str,
+        requests: mpsc::Receiver<Bytes>,
+    ) -> Result<MessageStream> {
+        let (handle, ctx) = self.prepare(service, method, ContentKind::Proto)?;
+        let opened = run_on(&handle, async move {
+            let slot = ErrorSlot::default();
+            let body = framed_requests(requests, slot.clone());
+            stream::open(ctx, body, false, Some(slot)).await
+        })
+        .await?;
+        Ok(MessageStream::new(opened, self.runtime.clone()))
+    }
+
+    /// A client-streaming call: framed request messages as in
+    /// [`open_bidi_stream`](Self::open_bidi_stream), one raw response message. Never
+    /// retried (the request stream cannot be replayed). Request streams are sent
+    /// uncompressed.
+    pub async fn call_client_stream(
+        &self,
+        service: &str,
+        method: &str,
+        requests: mpsc::Receiver<Bytes>,
+    ) -> Result<Bytes> {
+        let (handle, ctx) = self.prepare(service, method, ContentKind::Proto)?;
+        run_on(&handle, unary::client_stream(ctx, requests)).await
+    }
+
+    /// Uploads `tensor` as tensor frames (TENSOR_META, 64 KiB TENSOR_PAYLOADs,
+    /// END_STREAM), streamed from slices of the tensor's own buffer — the element bytes
+    /// are not copied, and not compressed. Returns the raw response body.
+    pub async fn send_tensor(&self, service: &str, method: &str, tensor: &Tensor) -> Result<Bytes> {
+        let (handle, ctx) = self.prepare(service, method, ContentKind::Proto)?;
+        run_on(&handle, tensor::send_tensor(ctx, tensor.clone())).await
+    }
+
+    /// A call whose response body is one tensor in tensor frames, decoded as it arrives
+    /// (size checked against `max_decoded_size` from its metadata). `body` is the raw
+    /// request, JSON when `content_type_json`.
+    pub async fn call_tensor(
+        &self,
+        service: &str,
+        method: &str,
+        body: Bytes,
+        content_type_json: bool,
+    ) -> Result<Tensor> {
+        let kind = ContentKind::from_json_flag(content_type_json);
+        let (handle, ctx) = self.prepare(service, method, kind)?;
+        run_on(&handle, tensor::call_tensor(ctx, body)).await
+    }
+
+    /// The configured headers in insertion order, secret values as [`REDACTED`].
+    pub fn headers(&self) -> Vec<(String, String)> {
+        self.read_headers().list(false)
+    }
+
+    /// The configured headers with secret values shown. Keep out of logs.
+    pub fn headers_unredacted(&self) -> Vec<(String, String)> {
+        self.read_headers().list(true)
+    }
+}
+
+#[uniffi::export(async_runtime = "tokio")]
+impl QuillClient {
+    /// A client of `base_url` with a whole-call timeout (0 = none) and optional zstd
+    /// compression; other settings default as in [`ClientConfig::new`].
+    #[uniffi::constructor(default(timeout_ms = 30000, enable_compression = false))]
+    pub fn new(base_url: String, timeout_ms: u64, enable_compression: bool) -> Result<Arc<Self>> {
+        let mut config = ClientConfig::new(base_url);
+        config.timeout_ms = timeout_ms;
+        config.enable_compression = enable_compression;
+        QuillClient::with_config(config).map(Arc::new)
+    }
+
+    /// A client with every setting of `config`.
+    #[uniffi::constructor]
+    pub fn from_config(config: ClientConfig) -> Result<Arc<Self>> {
+        QuillClient::with_config(config).map(Arc::new)
+    }
+
+    /// Sets `Authorization: Bearer <token>` (replacing any API key under
+    /// `Authorization`).
+    pub fn set_bearer_token(&self, token: &str) -> Result<()> {
+        self.write_headers().set_bearer_token(token)
+    }
+
+    /// Sets the API key under `header_name` (default [`DEFAULT_API_KEY_HEADER`]); a key
+    /// set under `Authorization` replaces the bearer token, and a key moved to another
+    /// header is removed from the previous one.
+    #[uniffi::method(default(header_name = None))]
+    pub fn set_api_key(&self, key: &str, header_name: Option<String>) -> Result<()> {
+        self.write_headers()
+            .set_api_key(key, header_name.as_deref())
+    }
+
+    /// Sets a header sent on every call. Names must be HTTP tokens; values visible
+    /// ASCII, space or tab (no CR/LF); headers the client manages itself
+    /// (`Content-Type`, `Accept`, `Content-Encoding`, `Content-Length`, …) are refused.
+    /// Errors name the header, never the value.
+    pub fn set_header(&self, name: &str, value: &str) -> Result<()> {
+        self.write_headers().set(name, value, false)
+    }
+
+    /// [`set_header`](Self::set_header) for a value that must always be redacted.
+    pub fn set_secret_header(&self, name: &str, value: &str) -> Result<()> {
+        self.write_headers().set(name, value, true)
+    }
+
+    /// Removes a configured header (any case); whether it was set.
+    pub fn remove_header(&self, name: &str) -> bool {
+        self.write_headers().remove(name)
+    }
+
+    /// The configured headers in insertion order, secret values as [`REDACTED`].
+    #[uniffi::method(name = "headers")]
+    pub fn header_entries(&self) -> Vec<HeaderEntry> {
+        self.headers()
+            .into_iter()
+            .map(|(name, value)| HeaderEntry { name, value })
+            .collect()
+    }
+
+    /// The normalised base URL (no trailing `/`).
+    pub fn base_url(&self) -> String {
+        self.config.base_url.clone()
+    }
+
+    pub fn timeout_ms(&self) -> u64 {
+        self.config.timeout_ms
+    }
+
+    pub fn compression_enabled(&self) -> bool {
+        self.config.enable_compression
+    }
+
+    /// A copy of the configuration (with the normalised base URL).
+    pub fn config(&self) -> ClientConfig {
+        self.config.clone()
+    }
+
+    /// A unary `application/proto` call; see [`call_bytes`](Self::call_bytes).
+    #[uniffi::method(default(idempotent = false))]
+    pub async fn call(
+        &self,
+        service: String,
+        method: String,
+        body: Vec<u8>,
+        idempotent: bool,
+    ) -> Result<Vec<u8>> {
+        let reply = self
+            .call_bytes(&service, &method, body.into(), idempotent)
+            .await?;
+        Ok(Vec::from(reply))
+    }
+
+    /// A unary JSON call; the response must be UTF-8.
+    #[uniffi::method(default(idempotent = false))]
+    pub async fn call_json(
+        &self,
+        service: String,
+        method: String,
+        json: String,
+        idempotent: bool,
+    ) -> Result<String> {
+        let reply = self
+            .call_json_bytes(&service, &method, json.into(), idempotent)
+            .await?;
+        String::from_utf8(Vec::from(reply)).map_err(|e| {
+            QuillError::protocol(format!(
+                "JSON response of {service}/{method} is not UTF-8: {e}"
+            ))
+        })
+    }
+
+    /// Opens a server stream; see [`open_server_stream`](Self::open_server_stream).
+    #[uniffi::method(default(content_type_json = false))]
+    pub async fn server_stream(
+        &self,
+        service: String,
+        method: String,
+        body: Vec<u8>,
+        content_type_json: bool,
+    ) -> Result<Arc<MessageStream>> {
+        let kind = ContentKind::from_json_flag(content_type_json);
+        self.server_stream_of(&service, &method, body.into(), kind)
+            .await
+            .map(Arc::new)
+    }
+
+    /// Opens a server stream of token batches.
+    #[uniffi::method(default(content_type_json = false))]
+    pub async fn token_stream(
+        &self,
+        service: String,
+        method: String,
+        body: Vec<u8>,
+        content_type_json: bool,
+    ) -> Result<Arc<TokenStream>> {
+        self.open_token_stream(&service, &method, body.into(), content_type_json)
+            .await
+            .map(Arc::new)
+    }
+
+    /// Uploads a tensor as tensor frames; see [`send_tensor`](Self::send_tensor).
+    #[uniffi::method(name = "send_tensor")]
+    pub async fn send_tensor_ffi(
+        &self,
+        service: String,
+        method: String,
+        tensor: Arc<Tensor>,
+    ) -> Result<Vec<u8>> {
+        let reply = self.send_tensor(&service, &method, &tensor).await?;
+        Ok(Vec::from(reply))
+    }
+
+    /// A call answered with one tensor; see [`call_tensor`](Self::call_tensor).
+    #[uniffi::method(name = "call_tensor", default(content_type_json = false))]
+    pub async fn call_tensor_ffi(
+        &self,
+        service: String,
+        method: String,
+        body: Vec<u8>,
+        content_type_json: bool,
+    ) -> Result<Arc<Tensor>> {
+        self.call_tensor(&service, &method, body.into(), content_type_json)
+            .await
+            .map(Arc::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn construction_and_getters() {
+        let c = QuillClient::new("https://example.com/api/".into(), 1234, true).unwrap();
+        assert_eq!(c.base_url(), "https://example.com/api");
+        assert_eq!(c.timeout_ms(), 1234);
+        assert!(c.compression_enabled());
+        assert!(matches!(
+            QuillClient::new("localhost:8080".into(), 0, false),
+            Err(QuillError::InvalidArgument { .. })
+        ));
+        let mut cfg = ClientConfig::new("http://h");
+        cfg.ca_cert_pem =
+            Some(b"-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n".to_vec());
+        assert!(QuillClient::with_config(cfg).is_err());
+    }
+
+    #[test]
+    fn debug_shows_names_not_secrets() {
+        let c = QuillClient::new("http://h".into(), 0, false).unwrap();
+        c.set_api_key("KEY-123", None).unwrap();
+        c.set_secret_header("X-Custom", "hidden-value").unwrap();
+        c.set_header("X-Visible", "shown").unwrap();
+        let dbg = format!("{c:?}");
+        assert!(dbg.contains("X-API-Key") && dbg.contains("X-Custom") && dbg.contains("http://h"));
+        assert!(
+            !dbg.contains("KEY-123") && !dbg.contains("hidden-value") && !dbg.contains("shown")
+        );
+        assert_eq!(
+            c.header_entries()[2],
+            HeaderEntry {
+                name: "X-Visible".into(),
+                value: "shown".into()
+            }
+        );
+        assert_eq!(c.headers_unredacted()[0].1, "KEY-123");
+    }
+
+    #[test]
+    fn bad_paths_fail_before_any_io() {
+        let c = QuillClient::new("http://127.0.0.1:9".into(), 1000, false).unwrap();
+        let e = c
+            .block_on(c.call_bytes("a/b", "M", Bytes::new(), false))
+            .unwrap_err();
+        assert!(matches!(e, QuillError::InvalidArgument { .. }), "{e}");
+    }
+
+    #[test]
+    fn refused_connection_is_a_connection_error_and_retries_stay_bounded() {
+        let mut cfg = ClientConfig::new("http://127.0.0.1:9");
+        cfg.max_retries = 2;
+        cfg.timeout_ms = 5_000;
+        let c = QuillClient::with_config(cfg).unwrap();
+        let start = std::time::Instant::now();
+        let e = c
+            .block_on(c.call_bytes("s.v1.S", "M", Bytes::new(), true))
+            .unwrap_err();
+        assert!(matches!(e, QuillError::Connection { .. }), "{e}");
+        assert!(start.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn calls_work_from_a_foreign_executor() {
+        // A current-thread runtime without I/O or time drivers stands in for uniffi's
+        // (or any other) executor: the call still works because it runs on the client's
+        // own runtime.
+        let foreign = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let c = QuillClient::new("http://127.0.0.1:9".into(), 1000, false).unwrap();
+        let e = foreign
+            .block_on(c.call("s.v1.S".into(), "M".into(), vec![], false))
+            .unwrap_err();
+        assert!(matches!(e, QuillError::Connection { .. }), "{e}");
+    }
+
+    /// Serves `responses` in turn, one connection each (`Connection: close`), and
+    /// returns the request heads it received.
+    fn raw_server(
+        responses: Vec<String>,
+    ) -> (std::net::SocketAddr, std::thread::JoinHandle<Vec<String>>) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handle = std::thread::spawn(move || {
+            let mut heads = Vec::new();
+            for response in responses {
+                let (mut sock, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(sock.try_clone().unwrap());
+                let mut head = String::new();
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                sock.write_all(response.as_bytes()).unwrap();
+                heads.push(head);
+            }
+            heads
+        });
+        (addr, handle)
+    }
+
+    fn redirect_to(location: &str) -> String {
+        format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    }
+
+    #[test]
+    fn redirects_stay_on_the_origin() {
+        let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".to_owned();
+        let (addr, server) = raw_server(vec![redirect_to("/s.v1.S/Other"), ok]);
+        let c = QuillClient::new(format!("http://{addr}"), 5_000, false).unwrap();
+        c.set_api_key("k-1", Some("X-Custom-Key".into())).unwrap();
+        let reply = c
+            .block_on(c.call_bytes("s.v1.S", "M", Bytes::from_static(b"x"), false))
+            .unwrap();
+        assert_eq!(&reply[..], b"ok");
+        let heads = server.join().unwrap();
+        assert!(heads[1].starts_with("POST /s.v1.S/Other "), "{}", heads[1]);
+        assert!(heads[1].to_ascii_lowercase().contains("x-custom-key: k-1"));
+
+        // Another host (same IP, other name and port) never sees the request.
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        other.set_nonblocking(true).unwrap();
+        let target = format!(
+            "http://localhost:{}/steal",
+            other.local_addr().unwrap().port()
+        );
+        let (addr, server) = raw_server(vec![redirect_to(&target)]);
+        let c = QuillClient::new(format!("http://{addr}"), 5_000, false).unwrap();
+        c.set_api_key("k-2", None).unwrap();
+        let e = c
+            .block_on(c.call_bytes("s.v1.S", "M", Bytes::new(), false))
+            .unwrap_err();
+        assert!(
+            matches!(&e, QuillError::Status { problem } if problem.status == 307),
+            "{e}"
+        );
+        server.join().unwrap();
+        assert!(other.accept().is_err(), "the redirect target was contacted");
+    }
+
+    /// A public root (DigiCert TLS ECC P384 Root G5), as an extra trusted root.
+    const ROOT_PEM: &str = "-----BEGIN CERTIFICATE-----
+MIICGTCCAZ+gAwIBAgIQCeCTZaz32ci5PhwLBCou8zAKBggqhkjOPQQDAzBOMQsw
+CQYDVQQGEwJVUzEXMBUGA1UEChMORGlnaUNlcnQsIEluYy4xJjAkBgNVBAMTHURp
+Z2lDZXJ0IFRMUyBFQ0MgUDM4NCBSb290IEc1MB4XDTIxMDExNTAwMDAwMFoXDTQ2
+MDExNDIzNTk1OVowTjELMAkGA1UEBhMCVVMxFzAVBgNVBAoTDkRpZ2lDZXJ0LCBJ
+bmMuMSYwJAYDVQQDEx1EaWdpQ2VydCBUTFMgRUNDIFAzODQgUm9vdCBHNTB2MBAG
+ByqGSM49AgEGBSuBBAAiA2IABMFEoc8Rl1Ca3iOCNQfN0MsYndLxf3c1TzvdlHJS
+7cI7+Oz6e2tYIOyZrsn8aLN1udsJ7MgT9U7GCh1mMEy7H0cKPGEQQil8pQgO4CLp
+0zVozptjn4S1mU1YoI71VOeVyaNCMEAwHQYDVR0OBBYEFMFRRVBZqz7nLFr6ICIS
+B4CIfBFqMA4GA1UdDwEB/wQEAwIBhjAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49
+BAMDA2gAMGUCMQCJao1H5+z8blUD2WdsJk6Dxv3J+ysTvLd6jLRl0mlpYxNjOyZQ
+LgGheQaRnUi/wr4CMEfDFXuxoJGZSZOoPHzoRgaLLPIxAJSdYsiJvRmEFOml+wG4
+DXZDjC5Ty3zfDBeWUA==
+-----END CERTIFICATE-----
+";
+
+    #[test]
+    fn extra_root_certificates() {
+        let mut cfg = ClientConfig::new("https://example.com");
+        cfg.ca_cert_pem = Some(ROOT_PEM.as_bytes().to_vec());
+        QuillClient::with_config(cfg.clone()).unwrap();
+        cfg.ca_cert_pem = Some(ROOT_PEM.repeat(2).into_bytes());
+        QuillClient::with_config(cfg.clone()).unwrap();
+        cfg.ca_cert_pem = Some(b"no certificate here".to_vec());
+        assert!(matches!(
+            QuillClient::with_config(cfg),
+            Err(QuillError::InvalidArgument { .. })
+        ));
+    }
+
+    #[test]
+    fn client_is_send_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<QuillClient>();
+        check::<MessageStream>();
+        check::<TokenStream>();
+    }
+}

@@ -1,0 +1,269 @@
+//! The tokio runtime and the reqwest client of one [`QuillClient`](super::QuillClient).
+//!
+//! Each client owns a small multi-thread runtime ("quill-io" threads) so that its calls
+//! work from any caller: plain threads (`block_on`), the Python face, uniffi's foreign
+//! executors or another async runtime. Work is spawned onto it and the caller awaits
+//! the `JoinHandle`, which needs no reactor of its own.
+//!
+//! Fork safety: a forked child inherits the runtime's memory but none of its threads,
+//! and the pool's sockets are shared with the parent. The pid is recorded at creation;
+//! when it changes, a fresh runtime and reqwest client are built. The inherited ones are
+//! leaked on purpose: dropping them would wait for threads that do not exist in the
+//! child, and closing the pool would disturb the parent's connections.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+
+use super::errors::map_join_error;
+use crate::error::{QuillError, Result};
+
+/// Worker threads per client: the client is I/O bound; two keep one busy decoder from
+/// stalling timers and sockets.
+const WORKER_THREADS: usize = 2;
+/// Redirects followed at most (same origin only).
+const MAX_REDIRECTS: usize = 5;
+
+/// What is needed to rebuild the reqwest client after a fork.
+#[derive(Clone)]
+pub(crate) struct HttpSettings {
+    pub user_agent: String,
+    pub extra_roots: Vec<reqwest::Certificate>,
+}
+
+impl HttpSettings {
+    pub fn new(user_agent: String, ca_cert_pem: Option<&[u8]>) -> Result<HttpSettings> {
+        let extra_roots = match ca_cert_pem {
+            None => Vec::new(),
+            Some(pem) => {
+                let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                    QuillError::invalid(format!("ca_cert_pem is not a valid PEM certificate: {e}"))
+                })?;
+                if certs.is_empty() {
+                    return Err(QuillError::invalid(
+                        "ca_cert_pem contains no PEM certificate",
+                    ));
+                }
+                certs
+            }
+        };
+        // Checked here so an invalid override fails at construction, not per call.
+        reqwest::header::HeaderValue::from_str(&user_agent)
+            .map_err(|_| QuillError::invalid("user_agent is not a valid header value"))?;
+        Ok(HttpSettings {
+            user_agent,
+            extra_roots,
+        })
+    }
+
+    fn build_client(&self) -> Result<reqwest::Client> {
+        let mut builder = reqwest::Client::builder()
+            .http1_only()
+            .use_rustls_tls()
+            .user_agent(self.user_agent.clone())
+            .referer(false)
+            .redirect(same_origin_redirects());
+        for cert in &self.extra_roots {
+            builder = builder.add_root_certificate(cert.clone());
+        }
+        builder.build().map_err(|e| {
+            QuillError::invalid(format!(
+                "could not build the HTTP client: {}",
+                super::errors::describe(&e)
+            ))
+        })
+    }
+}
+
+/// Follows redirects only within the origin of the original URL, so no header (bearer
+/// token, API key under any name) is ever sent to another host. A cross-origin redirect
+/// is not followed: its 3xx response is returned and becomes a `Status` error.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+        }
+        let Some(first) = attempt.previous().first() else {
+            return attempt.stop();
+        };
+        let next = attempt.url();
+        let same = first.scheme() == next.scheme()
+            && first.host_str() == next.host_str()
+            && first.port_or_known_default() == next.port_or_known_default();
+        if same {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
+}
+
+struct Parts {
+    pid: u32,
+    runtime: Option<tokio::runtime::Runtime>,
+    http: reqwest::Client,
+}
+
+impl Parts {
+    fn build(settings: &HttpSettings) -> Result<Parts> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(WORKER_THREADS)
+            .thread_name("quill-io")
+            .enable_all()
+            .build()
+            .map_err(|e| QuillError::Connection {
+                message: format!("could not start the client's I/O threads: {e}"),
+            })?;
+        Ok(Parts {
+            pid: std::process::id(),
+            runtime: Some(runtime),
+            http: settings.build_client()?,
+        })
+    }
+
+    fn handle(&self) -> Handle {
+        self.runtime
+            .as_ref()
+            .expect("the runtime is only taken on drop")
+            .handle()
+            .clone()
+    }
+}
+
+/// The runtime and HTTP client of one `QuillClient`, rebuilt after a fork.
+pub(crate) struct ClientRuntime {
+    parts: Mutex<Parts>,
+    settings: HttpSettings,
+}
+
+impl ClientRuntime {
+    pub fn new(settings: HttpSettings) -> Result<ClientRuntime> {
+        Ok(ClientRuntime {
+            parts: Mutex::new(Parts::build(&settings)?),
+            settings,
+        })
+    }
+
+    /// The runtime handle and reqwest client for this process.
+    pub fn current(&self) -> Result<(Handle, reqwest::Client)> {
+        let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+        if parts.pid != std::process::id() {
+            let fresh = Parts::build(&self.settings)?;
+            let inherited = std::mem::replace(&mut *parts, fresh);
+            std::mem::forget(inherited);
+        }
+        Ok((parts.handle(), parts.http.clone()))
+    }
+}
+
+impl Drop for ClientRuntime {
+    fn drop(&mut self) {
+        let parts = self.parts.get_mut().unwrap_or_else(|p| p.into_inner());
+        if parts.pid != std::process::id() {
+            return; // inherited from the parent: see the module docs
+        }
+        if let Some(rt) = parts.runtime.take() {
+            // Never blocks, so a client may be dropped inside async code.
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A `JoinHandle` that aborts its task when dropped, so cancelling the caller's future
+/// (a timeout, a dropped Python awaitable) also stops the work on the client runtime.
+pub(crate) struct AbortOnDrop<T>(pub JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> Future for AbortOnDrop<T> {
+    type Output = Result<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.map_err(map_join_error))
+    }
+}
+
+/// Runs `fut` on `handle`'s runtime and waits for it from any executor.
+pub(crate) fn spawn_on<T, F>(handle: &Handle, fut: F) -> AbortOnDrop<Result<T>>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T>> + Send + 'static,
+{
+    AbortOnDrop(handle.spawn(fut))
+}
+
+/// Flattens the task's own `Result` with the join result.
+pub(crate) async fn run_on<T, F>(handle: &Handle, fut: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T>> + Send + 'static,
+{
+    spawn_on(handle, fut).await?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> ClientRuntime {
+        ClientRuntime::new(HttpSettings::new("quill/test".into(), None).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn runs_work_from_a_plain_thread_and_names_threads() {
+        let rt = runtime();
+        let (handle, _) = rt.current().unwrap();
+        let name = handle
+            .block_on(run_on(&handle, async {
+                Ok(std::thread::current().name().map(str::to_owned))
+            }))
+            .unwrap();
+        assert_eq!(name.as_deref(), Some("quill-io"));
+    }
+
+    #[test]
+    fn panics_become_errors() {
+        let rt = runtime();
+        let (handle, _) = rt.current().unwrap();
+        let r: Result<()> = handle.block_on(run_on(&handle, async { panic!("kaboom") }));
+        assert!(matches!(r, Err(QuillError::Cancelled { message }) if message.contains("kaboom")));
+    }
+
+    #[test]
+    fn dropping_inside_async_code_does_not_panic() {
+        let outer = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let rt = runtime();
+        outer.block_on(async move { drop(rt) });
+    }
+
+    #[test]
+    fn a_changed_pid_rebuilds() {
+        let rt = runtime();
+        let (before, _) = rt.current().unwrap();
+        rt.parts.lock().unwrap().pid = 0; // what a forked child would see
+        let (after, _) = rt.current().unwrap();
+        assert_ne!(before.id(), after.id());
+        assert_eq!(rt.parts.lock().unwrap().pid, std::process::id());
+    }
+
+    #[test]
+    fn bad_settings_are_invalid_arguments() {
+        assert!(matches!(
+            HttpSettings::new("ua".into(), Some(b"not pem")),
+            Err(QuillError::InvalidArgument { .. })
+        ));
+        assert!(HttpSettings::new("bad\nua".into(), None).is_err());
+    }
+}

@@ -1,0 +1,379 @@
+//! Response streams: [`MessageStream`] and [`TokenStream`].
+//!
+//! Once the response headers are in, a reader task on the client's runtime decodes the
+//! body as it arrives (`Content-Encoding` first, then frames with `MessageReader`) and
+//! hands messages over a small bounded channel. The channel is the backpressure: while
+//! the consumer does not take messages, the task stops reading and TCP flow control
+//! slows the server. The task also enforces the call deadline and the idle timeout, so
+//! `next_message` needs no timer and works from any executor.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use super::body::ErrorSlot;
+use super::call::CallContext;
+use super::compression::BodyDecoder;
+use super::errors::{decode_as_protocol, map_body_error, BodyKind, CallLabel};
+use super::runtime::ClientRuntime;
+use crate::error::{QuillError, Result};
+use crate::frame::stream::{Event, MessageReader};
+use crate::token::TokenBatch;
+
+/// Messages decoded ahead of the consumer. Small: each may be up to 4 MiB.
+const READ_AHEAD: usize = 2;
+/// After END_STREAM, how long the reader waits for the end of the HTTP body so the
+/// connection can go back to the pool; a server still holding the body open after
+/// END_STREAM just loses its keep-alive.
+const DRAIN_GRACE: Duration = Duration::from_millis(250);
+
+type Item = Result<Option<Bytes>>;
+
+#[derive(Debug, Clone)]
+enum State {
+    Open,
+    Ended,
+    Failed(QuillError),
+    Cancelled,
+}
+
+/// The response side of a server-streaming or bidirectional call: its messages in order.
+///
+/// `next_message` returns `Ok(Some(message))` per DATA payload and `Ok(None)` after
+/// END_STREAM. Errors: [`QuillError::Stream`] when the body ends or the connection
+/// drops before END_STREAM, or on a CANCEL frame; [`QuillError::Protocol`] for malformed
+/// or oversized frames (or a message over `max_decoded_size`); [`QuillError::Timeout`]
+/// when the call deadline or the idle timeout passes. A non-2xx answer fails the
+/// `open_*` call itself with [`QuillError::Status`]. Errors are sticky: once the stream
+/// failed, every later call returns the same error.
+///
+/// Dropping the stream, or [`cancel`](Self::cancel), closes the connection at once, so
+/// the server sees the client go.
+///
+/// ```no_run
+/// # async fn demo(client: &quill::QuillClient) -> quill::Result<()> {
+/// let stream = client
+///     .open_server_stream("inference.v1.LLMService", "GenerateStream", b"{}".to_vec().into())
+///     .await?;
+/// while let Some(message) = stream.next_message().await? {
+///     println!("{} bytes", message.len());
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(uniffi::Object)]
+pub struct MessageStream {
+    rx: tokio::sync::Mutex<mpsc::Receiver<Item>>,
+    state: Mutex<State>,
+    reader: AbortHandle,
+    path: String,
+    /// The reader runs on the client's runtime; keep it alive as long as the stream.
+    _runtime: Arc<ClientRuntime>,
+}
+
+impl fmt::Debug for MessageStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MessageStream")
+            .field("path", &self.path)
+            .field("state", &*self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stream whose reader task runs; the client wraps it into a [`MessageStream`].
+pub(crate) struct Opened {
+    rx: mpsc::Receiver<Item>,
+    reader: AbortHandle,
+    path: String,
+}
+
+impl MessageStream {
+    pub(crate) fn new(opened: Opened, runtime: Arc<ClientRuntime>) -> MessageStream {
+        MessageStream {
+            rx: tokio::sync::Mutex::new(opened.rx),
+            state: Mutex::new(State::Open),
+            reader: opened.reader,
+            path: opened.path,
+            _runtime: runtime,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cancelled_error(&self) -> QuillError {
+        QuillError::Cancelled {
+            message: format!("stream {} was cancelled", self.path),
+        }
+    }
+
+    fn settled(&self) -> Option<Item> {
+        match &*self.state() {
+            State::Open => None,
+            State::Ended => Some(Ok(None)),
+            State::Failed(e) => Some(Err(e.clone())),
+            State::Cancelled => Some(Err(self.cancelled_error())),
+        }
+    }
+
+    /// The next message; `Ok(None)` once the stream ended normally (see the type docs
+    /// for the errors). Safe to call from several tasks: they take turns.
+    pub async fn next_message(&self) -> Result<Option<Bytes>> {
+        if let Some(done) = self.settled() {
+            return done;
+        }
+        let mut rx = self.rx.lock().await;
+        if let Some(done) = self.settled() {
+            return done;
+        }
+        let item = rx.recv().await;
+        let mut state = self.state();
+        if matches!(*state, State::Cancelled) {
+            return Err(self.cancelled_error());
+        }
+        match item {
+            Some(Ok(Some(message))) => Ok(Some(message)),
+            Some(Ok(None)) => {
+                *state = State::Ended;
+                Ok(None)
+            }
+            Some(Err(e)) => {
+                *state = State::Failed(e.clone());
+                Err(e)
+            }
+            None => {
+                let e =
+                    QuillError::stream(format!("stream {} stopped before END_STREAM", self.path));
+                *state = State::Failed(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether the stream is over: ended, failed or cancelled.
+    pub fn is_finished(&self) -> bool {
+        !matches!(*self.state(), State::Open)
+    }
+}
+
+#[uniffi::export(async_runtime = "tokio")]
+impl MessageStream {
+    /// The next message, `None` after END_STREAM.
+    #[uniffi::method(name = "next")]
+    pub async fn next_ffi(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self.next_message().await?.map(Vec::from))
+    }
+
+    /// Stops the stream: the response body is dropped and the connection closed, so
+    /// the server sees the client go. Afterwards `next_message` returns
+    /// [`QuillError::Cancelled`] (messages already buffered are discarded), except on a
+    /// stream that had already ended or failed, which keeps its outcome. Idempotent.
+    pub fn cancel(&self) {
+        {
+            let mut state = self.state();
+            if matches!(*state, State::Open) {
+                *state = State::Cancelled;
+            }
+        }
+        self.reader.abort();
+    }
+}
+
+impl Drop for MessageStream {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// A stream of [`TokenBatch`]es: each DATA payload decoded with [`TokenBatch::decode`].
+///
+/// A payload that is not a valid batch is a [`QuillError::Protocol`] error for that
+/// message; the stream itself goes on.
+#[derive(Debug, uniffi::Object)]
+pub struct TokenStream {
+    inner: MessageStream,
+}
+
+impl TokenStream {
+    pub(crate) fn new(inner: MessageStream) -> TokenStream {
+        TokenStream { inner }
+    }
+
+    /// The next batch, `None` after END_STREAM.
+    pub async fn next_batch(&self) -> Result<Option<TokenBatch>> {
+        match self.inner.next_message().await? {
+            None => Ok(None),
+            Some(payload) => TokenBatch::decode(&payload)
+                .map(Some)
+                .map_err(decode_as_protocol),
+        }
+    }
+
+    /// The underlying message stream.
+    pub fn messages(&self) -> &MessageStream {
+        &self.inner
+    }
+}
+
+#[uniffi::export(async_runtime = "tokio")]
+impl TokenStream {
+    /// The next batch, `None` after END_STREAM.
+    #[uniffi::method(name = "next")]
+    pub async fn next_ffi(&self) -> Result<Option<TokenBatch>> {
+        self.next_batch().await
+    }
+
+    /// Stops the stream; see [`MessageStream::cancel`].
+    #[uniffi::method(name = "cancel")]
+    pub fn cancel_ffi(&self) {
+        self.inner.cancel();
+    }
+}
+
+struct ReaderSpec {
+    label: CallLabel,
+    deadline: Option<Instant>,
+    idle: Option<Duration>,
+    max_message: u64,
+    request_error: Option<ErrorSlot>,
+}
+
+enum Outcome {
+    End,
+    ConsumerGone,
+}
+
+/// Sends `body` and, once 2xx headers are in, starts the reader task. Must run on the
+/// client's runtime.
+pub(crate) async fn open(
+    ctx: CallContext,
+    body: reqwest::Body,
+    zstd: bool,
+    request_error: Option<ErrorSlot>,
+) -> Result<Opened> {
+    let sent = ctx.within_deadline(ctx.send(ctx.request(body, zstd))).await;
+    let resp = sent.map_err(|e| match &request_error {
+        Some(slot) => slot.or(e),
+        None => e,
+    })?;
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
+    let spec = ReaderSpec {
+        label: ctx.label.clone(),
+        deadline: ctx.deadline,
+        idle: ctx.idle_timeout,
+        max_message: ctx.max_decoded_size,
+        request_error,
+    };
+    let task = tokio::spawn(pump(resp, spec, tx));
+    Ok(Opened {
+        rx,
+        reader: task.abort_handle(),
+        path: ctx.label.path,
+    })
+}
+
+async fn pump(mut resp: reqwest::Response, spec: ReaderSpec, tx: mpsc::Sender<Item>) {
+    let work = read_messages(&mut resp, &spec, &tx);
+    let outcome = match spec.deadline {
+        Some(d) => tokio::time::timeout_at(d, work)
+            .await
+            .unwrap_or_else(|_| Err(spec.label.timeout())),
+        None => work.await,
+    };
+    match outcome {
+        Ok(Outcome::End) => {
+            if tx.send(Ok(None)).await.is_ok() {
+                drain(&mut resp).await;
+            }
+        }
+        Ok(Outcome::ConsumerGone) => {}
+        Err(e) => {
+            // Close the connection before reporting, so the server is released first.
+            drop(resp);
+            let e = match &spec.request_error {
+                Some(slot) => slot.or(e),
+                None => e,
+            };
+            let _ = tx.send(Err(e)).await;
+        }
+    }
+}
+
+async fn drain(resp: &mut reqwest::Response) {
+    let _ = tokio::time::timeout(DRAIN_GRACE, async {
+        while let Ok(Some(_)) = resp.chunk().await {}
+    })
+    .await;
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn read_messages(
+    resp: &mut reqwest::Response,
+    spec: &ReaderSpec,
+    tx: &mpsc::Sender<Item>,
+) -> Result<Outcome> {
+    // Per message, not per stream: a long stream may carry any total, and memory stays
+    // bounded by one frame anyway because decoding is incremental.
+    let mut decoder = BodyDecoder::for_headers(resp.headers(), None)?;
+    let mut reader = MessageReader::new();
+    let idle_from_now = || spec.idle.map(|d| Instant::now() + d);
+    let mut idle_at = idle_from_now();
+    loop {
+        while let Some(event) = reader.next_event()? {
+            match event {
+                Event::Message(message) => {
+                    if message.len() as u64 > spec.max_message {
+                        return Err(QuillError::protocol(format!(
+                            "stream message of {} bytes exceeds the {}-byte limit (max_decoded_size)",
+                            message.len(),
+                            spec.max_message
+                        )));
+                    }
+                    if tx.send(Ok(Some(message))).await.is_err() {
+                        return Ok(Outcome::ConsumerGone);
+                    }
+                    idle_at = idle_from_now();
+                }
+                // Existing servers neither send nor enforce credit; accepting it is enough.
+                Event::Credit(_) => {}
+                Event::End => return Ok(Outcome::End),
+            }
+        }
+        if let Some(piece) = decoder.next_output()? {
+            reader.push(&piece);
+            continue;
+        }
+        let chunk = tokio::select! {
+            biased;
+            _ = tx.closed() => return Ok(Outcome::ConsumerGone),
+            _ = sleep_until(idle_at) => {
+                return Err(spec.label.idle_timeout(spec.idle.unwrap_or_default()));
+            }
+            chunk = resp.chunk() => chunk.map_err(|e| map_body_error(e, &spec.label, BodyKind::Stream))?,
+        };
+        match chunk {
+            Some(chunk) => decoder.push(chunk),
+            None => {
+                decoder.finish()?;
+                // Every event was taken above and END_STREAM returns early, so this
+                // reports the truncation (inside a frame or between frames).
+                reader.finish()?;
+                return Err(QuillError::stream(format!(
+                    "stream {} ended before END_STREAM (truncated)",
+                    spec.label.path
+                )));
+            }
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Tensor calls: uploads streamed from the tensor's own buffer, and downloads decoded
+//! frame by frame as the body arrives.
+
+use bytes::Bytes;
+
+use super::body::tensor_body;
+use super::call::CallContext;
+use super::compression::{encode_request, BodyDecoder};
+use super::errors::{decode_as_protocol, map_body_error, BodyKind};
+use crate::error::{QuillError, Result};
+use crate::frame::tensor::{TensorAssembler, TensorFrame, TensorFrameDecoder};
+use crate::tensor::Tensor;
+
+/// Uploads a tensor as tensor frames; the response is returned raw.
+pub(crate) async fn send_tensor(ctx: CallContext, tensor: Tensor) -> Result<Bytes> {
+    let body = tensor_body(&tensor)?;
+    // The body holds slices of the tensor's buffer; the tensor itself is not needed.
+    drop(tensor);
+    ctx.within_deadline(async {
+        let resp = ctx.send(ctx.request(body, false)).await?;
+        ctx.read_body(resp, BodyKind::Unary).await
+    })
+    .await
+}
+
+/// A call whose response body is one tensor in tensor frames.
+pub(crate) async fn call_tensor(ctx: CallContext, body: Bytes) -> Result<Tensor> {
+    let (body, zstd) = encode_request(body, ctx.compression)?;
+    ctx.within_deadline(async {
+        let resp = ctx.send(ctx.request(body.into(), zstd)).await?;
+        read_tensor(&ctx, resp).await
+    })
+    .await
+}
+
+/// Decodes the frames as chunks arrive. Memory stays bounded by the tensor size (checked
+/// against `max_decoded_size` as soon as TENSOR_META arrives) plus one frame.
+async fn read_tensor(ctx: &CallContext, mut resp: reqwest::Response) -> Result<Tensor> {
+    let limit = ctx.max_decoded_size;
+    let mut decoder = BodyDecoder::for_headers(resp.headers(), None)?;
+    let mut frames = TensorFrameDecoder::new();
+    let mut assembler = TensorAssembler::new();
+    let mut tensor: Option<Tensor> = None;
+    loop {
+        while let Some(piece) = decoder.next_output()? {
+            if tensor.is_some() {
+                return Err(trailing_bytes(piece.len()));
+            }
+            frames.push(&piece);
+            while let Some(frame) = frames.next_frame().map_err(decode_as_protocol)? {
+                if let TensorFrame::Meta(meta) = &frame {
+                    let size = meta.size_bytes().map_err(decode_as_protocol)?;
+                    if size > limit {
+                        return Err(QuillError::protocol(format!(
+                            "response tensor of {size} bytes exceeds the {limit}-byte limit (max_decoded_size)"
+                        )));
+                    }
+                }
+                if let Some(done) = assembler.on_frame(frame).map_err(decode_as_protocol)? {
+                    if frames.buffered() > 0 {
+                        return Err(trailing_bytes(frames.buffered()));
+                    }
+                    tensor = Some(done);
+                    break;
+                }
+            }
+        }
+        let chunk = resp
+            .chunk()
+            .await
+            .map_err(|e| map_body_error(e, &ctx.label, BodyKind::Stream))?;
+        match chunk {
+            Some(chunk) => decoder.push(chunk),
+            None => break,
+        }
+    }
+    decoder.finish()?;
+    tensor.ok_or_else(|| {
+        QuillError::stream(if frames.buffered() > 0 || assembler.in_progress() {
+            format!(
+                "tensor response of {} ended before END_STREAM (truncated)",
+                ctx.label.path
+            )
+        } else {
+            format!("tensor response of {} is empty", ctx.label.path)
+        })
+    })
+}
+
+fn trailing_bytes(n: usize) -> QuillError {
+    QuillError::protocol(format!("{n} bytes after the tensor's END_STREAM"))
+}

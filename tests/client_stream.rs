@@ -1,0 +1,400 @@
+//! QuillClient server and bidirectional streams against the bundled server.
+#![cfg(feature = "server")]
+// Test helpers return `quill::Result`; its error carries a `Problem` inline (see lib.rs).
+#![allow(clippy::result_large_err)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quill::client::TokenStream;
+use quill::{ClientConfig, MessageStream, QuillClient, QuillError};
+use serde_json::{json, Value};
+
+/// A `quill-server` child process, killed when dropped (also when a test panics).
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start() -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_quill-server"))
+            .args(["--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start quill-server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Server { child, url }
+    }
+
+    fn client_with(&self, edit: impl FnOnce(&mut ClientConfig)) -> QuillClient {
+        let mut cfg = ClientConfig::new(self.url.clone());
+        cfg.timeout_ms = 10_000;
+        edit(&mut cfg);
+        QuillClient::with_config(cfg).unwrap()
+    }
+
+    fn client(&self) -> QuillClient {
+        self.client_with(|_| {})
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const FAULT: &str = "test.v1.FaultService";
+
+fn open(c: &QuillClient, method: &str, req: Value) -> quill::Result<MessageStream> {
+    c.block_on(c.open_server_stream_json(FAULT, method, req.to_string().into()))
+}
+
+fn drain(c: &QuillClient, s: &MessageStream) -> (Vec<Bytes>, quill::Result<()>) {
+    c.block_on(async {
+        let mut got = Vec::new();
+        loop {
+            match s.next_message().await {
+                Ok(Some(m)) => got.push(m),
+                Ok(None) => return (got, Ok(())),
+                Err(e) => return (got, Err(e)),
+            }
+        }
+    })
+}
+
+fn stats(c: &QuillClient) -> Value {
+    let r = c
+        .block_on(c.call_json_bytes(FAULT, "Stats", "{}".into(), false))
+        .unwrap();
+    serde_json::from_slice(&r).unwrap()
+}
+
+/// Waits until the server reports no open stream and at least `cancelled` abandoned ones.
+fn wait_for_server_to_see_the_client_go(c: &QuillClient, cancelled: u64) {
+    let start = Instant::now();
+    loop {
+        let s = stats(c);
+        if s["open_streams"] == 0 && s["cancelled_streams"].as_u64().unwrap() >= cancelled {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "server still sees the stream: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn token_batches(c: &QuillClient, stream: &TokenStream) -> Vec<quill::TokenBatch> {
+    c.block_on(async {
+        let mut out = Vec::new();
+        while let Some(b) = stream.next_batch().await.unwrap() {
+            out.push(b);
+        }
+        out
+    })
+}
+
+#[test]
+fn generate_stream_yields_token_batches() {
+    let s = Server::start();
+    for compression in [false, true] {
+        let c = s.client_with(|cfg| cfg.enable_compression = compression);
+        let req = json!({"prompt": "Alice", "max_tokens": 10, "batch_size": 4, "sequence_id": 7});
+        let stream = c
+            .block_on(c.open_token_stream(
+                "inference.v1.LLMService",
+                "GenerateStream",
+                req.to_string().into(),
+                true,
+            ))
+            .unwrap();
+        let batches = token_batches(&c, &stream);
+        assert_eq!(
+            batches.iter().map(|b| b.tokens.len()).collect::<Vec<_>>(),
+            [4, 4, 2]
+        );
+        assert!(batches.iter().all(|b| b.sequence_id == Some(7)));
+        assert!(batches.last().unwrap().is_final);
+        let positions: Vec<u32> = batches.iter().flat_map(|b| b.positions()).collect();
+        assert_eq!(positions, (0..10).collect::<Vec<_>>());
+        // Same tokens as the unary Generate.
+        let unary = c
+            .block_on(c.call_json_bytes(
+                "inference.v1.LLMService",
+                "Generate",
+                req.to_string().into(),
+                false,
+            ))
+            .unwrap();
+        let unary: Value = serde_json::from_slice(&unary).unwrap();
+        let text: String = batches.iter().map(|b| b.text()).collect();
+        assert_eq!(unary["text"], text);
+        // Finished streams stay finished.
+        assert_eq!(c.block_on(stream.next_batch()).unwrap(), None);
+    }
+}
+
+#[test]
+fn truncated_stream_is_an_error_not_an_end() {
+    let s = Server::start();
+    for compression in [false, true] {
+        let c = s.client_with(|cfg| cfg.enable_compression = compression);
+        let stream = open(&c, "StreamCut", json!({"messages": 3})).unwrap();
+        let (got, end) = drain(&c, &stream);
+        assert_eq!(
+            got,
+            ["message 0", "message 1", "message 2"].map(Bytes::from)
+        );
+        let e = end.unwrap_err();
+        assert!(matches!(e, QuillError::Stream { .. }), "{e}");
+        // Sticky.
+        assert_eq!(c.block_on(stream.next_message()).unwrap_err(), e);
+    }
+}
+
+#[test]
+fn oversized_frames_cancel_frames_and_combined_flags() {
+    let s = Server::start();
+    let c = s.client();
+    let stream = open(&c, "StreamOversized", json!({})).unwrap();
+    let (got, end) = drain(&c, &stream);
+    assert!(got.is_empty());
+    assert!(matches!(end, Err(QuillError::Protocol { .. })), "{end:?}");
+
+    let stream = open(&c, "StreamCancel", json!({})).unwrap();
+    let (got, end) = drain(&c, &stream);
+    assert_eq!(got, [Bytes::from_static(b"before cancel")]);
+    let e = end.unwrap_err();
+    assert!(
+        matches!(e, QuillError::Stream { .. }) && e.to_string().contains("CANCEL"),
+        "{e}"
+    );
+
+    let stream = open(&c, "StreamCombined", json!({})).unwrap();
+    let (got, end) = drain(&c, &stream);
+    end.unwrap();
+    assert_eq!(got, ["one", "two", "three"].map(Bytes::from));
+
+    // A per-message cap below the frame limit.
+    let c = s.client_with(|cfg| cfg.max_decoded_size = 4);
+    let stream = open(&c, "StreamCombined", json!({})).unwrap();
+    let (got, end) = drain(&c, &stream);
+    assert_eq!(got.len(), 2);
+    assert!(matches!(end, Err(QuillError::Protocol { .. })), "{end:?}");
+}
+
+#[test]
+fn non_2xx_fails_the_open() {
+    let s = Server::start();
+    let c = s.client();
+    let e = open(&c, "Error", json!({"status": 503, "title": "down"})).unwrap_err();
+    match e {
+        QuillError::Status { problem } => {
+            assert_eq!(problem.status, 503);
+            assert_eq!(problem.title.as_deref(), Some("down"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn stream_timeouts() {
+    let s = Server::start();
+    // Idle timeout: the gap between messages is longer than allowed.
+    let c = s.client_with(|cfg| cfg.idle_timeout_ms = Some(100));
+    let stream = open(&c, "StreamSlow", json!({"messages": 5, "interval_ms": 400})).unwrap();
+    let start = Instant::now();
+    let (got, end) = drain(&c, &stream);
+    assert_eq!(got.len(), 1, "tick 0 comes at once");
+    let e = end.unwrap_err();
+    assert!(
+        matches!(e, QuillError::Timeout { .. }) && e.to_string().contains("idle"),
+        "{e}"
+    );
+    assert!(start.elapsed() < Duration::from_millis(390));
+    // Within the idle timeout the stream completes.
+    let stream = open(&c, "StreamSlow", json!({"messages": 4, "interval_ms": 20})).unwrap();
+    let (got, end) = drain(&c, &stream);
+    end.unwrap();
+    assert_eq!(got.len(), 4);
+    // The call timeout covers the whole stream.
+    let c = s.client_with(|cfg| cfg.timeout_ms = 300);
+    let stream = open(
+        &c,
+        "StreamSlow",
+        json!({"messages": 100, "interval_ms": 50}),
+    )
+    .unwrap();
+    let start = Instant::now();
+    let (got, end) = drain(&c, &stream);
+    assert!((2..=7).contains(&got.len()), "{}", got.len());
+    let e = end.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "timed out: call to test.v1.FaultService/StreamSlow exceeded 300 ms"
+    );
+    assert!(start.elapsed() < Duration::from_secs(1));
+    wait_for_server_to_see_the_client_go(&c, 1);
+}
+
+#[test]
+fn cancel_and_drop_close_the_connection() {
+    let s = Server::start();
+    let c = s.client();
+    let stream = open(
+        &c,
+        "StreamSlow",
+        json!({"messages": 1000, "interval_ms": 20}),
+    )
+    .unwrap();
+    assert_eq!(
+        c.block_on(stream.next_message()).unwrap().unwrap(),
+        "tick 0"
+    );
+    assert_eq!(stats(&c)["open_streams"], 1);
+    stream.cancel();
+    let e = c.block_on(stream.next_message()).unwrap_err();
+    assert!(matches!(e, QuillError::Cancelled { .. }), "{e}");
+    assert!(stream.is_finished());
+    wait_for_server_to_see_the_client_go(&c, 1);
+
+    let stream = open(
+        &c,
+        "StreamSlow",
+        json!({"messages": 1000, "interval_ms": 20}),
+    )
+    .unwrap();
+    c.block_on(stream.next_message()).unwrap().unwrap();
+    drop(stream);
+    wait_for_server_to_see_the_client_go(&c, 2);
+
+    // Cancelling a finished stream keeps its normal end.
+    let stream = open(&c, "StreamCombined", json!({})).unwrap();
+    let (_, end) = drain(&c, &stream);
+    end.unwrap();
+    stream.cancel();
+    assert_eq!(c.block_on(stream.next_message()).unwrap(), None);
+}
+
+#[test]
+fn cancel_wakes_a_pending_reader() {
+    let s = Server::start();
+    let c = s.client();
+    let stream = std::sync::Arc::new(
+        open(
+            &c,
+            "StreamSlow",
+            json!({"messages": 3, "interval_ms": 5000}),
+        )
+        .unwrap(),
+    );
+    c.block_on(stream.next_message()).unwrap().unwrap();
+    let reader = {
+        let (c2, s2) = (c.runtime_handle(), stream.clone());
+        std::thread::spawn(move || c2.block_on(s2.next_message()))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let start = Instant::now();
+    stream.cancel();
+    let r = reader.join().unwrap();
+    assert!(matches!(r, Err(QuillError::Cancelled { .. })), "{r:?}");
+    assert!(start.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn bidi_is_full_duplex() {
+    let s = Server::start();
+    for compression in [false, true] {
+        let c = s.client_with(|cfg| cfg.enable_compression = compression);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let stream = c
+            .block_on(c.open_bidi_stream("echo.v1.EchoService", "BidiEcho", rx))
+            .unwrap();
+        // Each echo arrives while the request stream is still open.
+        for i in 0..5 {
+            let msg = Bytes::from(format!("ping {i}"));
+            c.block_on(tx.send(msg.clone())).unwrap();
+            let echo = c.block_on(stream.next_message()).unwrap().unwrap();
+            assert_eq!(echo, msg);
+        }
+        let big = Bytes::from(vec![9u8; 100_000]);
+        c.block_on(tx.send(big.clone())).unwrap();
+        assert_eq!(c.block_on(stream.next_message()).unwrap().unwrap(), big);
+        drop(tx);
+        assert_eq!(c.block_on(stream.next_message()).unwrap(), None);
+    }
+}
+
+#[test]
+fn bidi_oversized_request_message_is_invalid_argument() {
+    let s = Server::start();
+    let c = s.client();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let stream = c
+        .block_on(c.open_bidi_stream("echo.v1.EchoService", "BidiEcho", rx))
+        .unwrap();
+    c.block_on(tx.send(Bytes::from_static(b"ok"))).unwrap();
+    assert_eq!(c.block_on(stream.next_message()).unwrap().unwrap(), "ok");
+    c.block_on(tx.send(Bytes::from(vec![
+        0u8;
+        quill::protocol::MAX_FRAME_PAYLOAD + 1
+    ])))
+    .unwrap();
+    let e = c.block_on(stream.next_message()).unwrap_err();
+    assert!(matches!(e, QuillError::InvalidArgument { .. }), "{e}");
+}
+
+#[test]
+fn ffi_streams_from_a_foreign_executor() {
+    let s = Server::start();
+    let c = QuillClient::new(s.url.clone(), 5_000, false).unwrap();
+    let foreign = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let stream = foreign
+        .block_on(c.server_stream(FAULT.into(), "StreamCombined".into(), b"{}".to_vec(), true))
+        .unwrap();
+    let mut got = Vec::new();
+    while let Some(m) = foreign.block_on(stream.next_ffi()).unwrap() {
+        got.push(String::from_utf8(m).unwrap());
+    }
+    assert_eq!(got, ["one", "two", "three"]);
+    let tokens = foreign
+        .block_on(c.token_stream(
+            "inference.v1.LLMService".into(),
+            "GenerateStream".into(),
+            br#"{"max_tokens": 3, "batch_size": 2}"#.to_vec(),
+            true,
+        ))
+        .unwrap();
+    let first = foreign.block_on(tokens.next_ffi()).unwrap().unwrap();
+    assert_eq!(first.tokens.len(), 2);
+    tokens.cancel_ffi();
+    assert!(matches!(
+        foreign.block_on(tokens.next_ffi()),
+        Err(QuillError::Cancelled { .. })
+    ));
+    // Payloads that are not token batches are protocol errors.
+    let bad = foreign
+        .block_on(c.token_stream(FAULT.into(), "StreamCombined".into(), b"{}".to_vec(), true))
+        .unwrap();
+    assert!(matches!(
+        foreign.block_on(bad.next_ffi()),
+        Err(QuillError::Protocol { .. })
+    ));
+}

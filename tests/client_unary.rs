@@ -1,0 +1,521 @@
+//! QuillClient unary, client-streaming and tensor calls against the bundled server.
+#![cfg(feature = "server")]
+// Test helpers return `quill::Result`; its error carries a `Problem` inline (see lib.rs).
+#![allow(clippy::result_large_err)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quill::{ClientConfig, DType, QuillClient, QuillError, Tensor};
+use serde_json::{json, Value};
+
+/// A `quill-server` child process, killed when dropped (also when a test panics).
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_quill-server"))
+            .args(["--port", "0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start quill-server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Server { child, url }
+    }
+
+    fn client(&self) -> QuillClient {
+        self.client_with(|_| {})
+    }
+
+    fn client_with(&self, edit: impl FnOnce(&mut ClientConfig)) -> QuillClient {
+        let mut cfg = ClientConfig::new(format!("{}/", self.url));
+        cfg.timeout_ms = 10_000;
+        edit(&mut cfg);
+        QuillClient::with_config(cfg).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn json_call(c: &QuillClient, service: &str, method: &str, body: Value) -> quill::Result<Value> {
+    let reply = c.block_on(c.call_json_bytes(service, method, body.to_string().into(), false))?;
+    Ok(serde_json::from_slice(&reply).expect("JSON reply"))
+}
+
+fn fault(c: &QuillClient, method: &str, body: Value) -> quill::Result<Value> {
+    json_call(c, "test.v1.FaultService", method, body)
+}
+
+fn problem(e: QuillError) -> quill::Problem {
+    match e {
+        QuillError::Status { problem } => problem,
+        other => panic!("expected a Status error, got {other:?}"),
+    }
+}
+
+fn requests(c: &QuillClient) -> u64 {
+    fault(c, "Stats", json!({})).unwrap()["requests"]
+        .as_u64()
+        .unwrap()
+}
+
+fn fnv1a64(data: &[u8]) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for &b in data {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
+
+#[test]
+fn echo_round_trips_bytes() {
+    let s = Server::start(&[]);
+    let c = s.client();
+    assert_eq!(c.base_url(), s.url);
+    for body in [
+        Vec::new(),
+        b"hello".to_vec(),
+        (0..300_000u32).map(|i| i as u8).collect(),
+    ] {
+        let reply = c
+            .block_on(c.call_bytes("echo.v1.EchoService", "Echo", body.clone().into(), false))
+            .unwrap();
+        assert_eq!(reply, body);
+    }
+}
+
+#[test]
+fn compressed_calls_round_trip() {
+    let s = Server::start(&[]);
+    let c = s.client_with(|cfg| cfg.enable_compression = true);
+    let body: Vec<u8> = b"quill ".iter().cycle().take(200_000).copied().collect();
+    let reply = c
+        .block_on(c.call_bytes("echo.v1.EchoService", "Echo", body.clone().into(), false))
+        .unwrap();
+    assert_eq!(reply, body);
+    // What the server saw: zstd only for bodies of 1024 bytes or more.
+    let big = json_call(
+        &c,
+        "echo.v1.EchoService",
+        "Headers",
+        json!({ "pad": "x".repeat(2000) }),
+    )
+    .unwrap();
+    assert_eq!(big["content-encoding"], "zstd");
+    assert_eq!(big["accept-encoding"], "zstd");
+    let small = json_call(&c, "echo.v1.EchoService", "Headers", json!({})).unwrap();
+    assert!(small.get("content-encoding").is_none(), "{small}");
+}
+
+#[test]
+fn request_headers_follow_the_protocol() {
+    let s = Server::start(&[]);
+    let c = s.client();
+    c.set_header("X-Trace", "t-1").unwrap();
+    c.set_api_key("key-1", None).unwrap();
+    c.set_bearer_token("tok-1").unwrap();
+    let h = json_call(&c, "echo.v1.EchoService", "Headers", json!({})).unwrap();
+    assert_eq!(h["content-type"], "application/json");
+    assert_eq!(h["accept"], "application/json");
+    assert_eq!(h["prefer"], "prism=classic");
+    assert_eq!(
+        h["user-agent"],
+        format!("quill/{}", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(h["x-trace"], "t-1");
+    assert_eq!(h["x-api-key"], "key-1");
+    assert_eq!(h["authorization"], "Bearer tok-1");
+    assert!(h.get("accept-encoding").is_none(), "{h}");
+    let reply = c
+        .block_on(c.call_bytes("echo.v1.EchoService", "Headers", Bytes::new(), false))
+        .unwrap();
+    let h: Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!(h["content-type"], "application/proto");
+    assert_eq!(h["accept"], "application/proto");
+    // Removal and the user-agent override.
+    assert!(c.remove_header("x-trace"));
+    let c2 = s.client_with(|cfg| cfg.user_agent = Some("my-app/2".into()));
+    let h = json_call(&c2, "echo.v1.EchoService", "Headers", json!({})).unwrap();
+    assert_eq!(h["user-agent"], "my-app/2");
+    let h = json_call(&c, "echo.v1.EchoService", "Headers", json!({})).unwrap();
+    assert!(h.get("x-trace").is_none());
+}
+
+#[test]
+fn generate_json() {
+    let s = Server::start(&[]);
+    let c = s.client();
+    let r = json_call(
+        &c,
+        "inference.v1.LLMService",
+        "Generate",
+        json!({"prompt": "Alice", "max_tokens": 5}),
+    )
+    .unwrap();
+    assert_eq!(r["tokens"].as_array().unwrap().len(), 5);
+    assert_eq!(r["finish_reason"], "length");
+}
+
+#[test]
+fn problem_details_are_parsed() {
+    let s = Server::start(&[]);
+    let c = s.client();
+    let p = problem(
+        fault(
+            &c,
+            "Error",
+            json!({"status": 429, "title": "Quota exceeded", "detail": "slow down", "retry_after": 2,
+                   "proto_type": "pkg.QuotaError", "proto_detail_base64": "CgRwZWVy", "instance": "/x"}),
+        )
+        .unwrap_err(),
+    );
+    assert_eq!(p.status, 429);
+    assert_eq!(p.title.as_deref(), Some("Quota exceeded"));
+    assert_eq!(p.detail.as_deref(), Some("slow down"));
+    assert_eq!(p.instance.as_deref(), Some("/x"));
+    assert_eq!(p.problem_type.as_deref(), Some("urn:quill:error:429"));
+    assert_eq!(p.proto_type.as_deref(), Some("pkg.QuotaError"));
+    assert_eq!(p.proto_detail.as_deref(), Some(&b"\n\x04peer"[..]));
+    assert_eq!(p.retry_after_ms, Some(2000));
+    assert!(p.body.contains("kept"));
+
+    let p = problem(fault(&c, "PlainText", json!({})).unwrap_err());
+    assert_eq!(p.status, 502);
+    assert!(p.body.contains("bad gateway from proxy"));
+    let p = problem(fault(&c, "Html", json!({})).unwrap_err());
+    assert_eq!(p.status, 503);
+    let p = problem(fault(&c, "NoSuchMethod", json!({})).unwrap_err());
+    assert_eq!(p.status, 404);
+}
+
+#[test]
+fn timeout_covers_the_call() {
+    let s = Server::start(&[]);
+    let c = s.client_with(|cfg| cfg.timeout_ms = 300);
+    let start = Instant::now();
+    let e = fault(&c, "Slow", json!({"ms": 5000})).unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        e.to_string(),
+        "timed out: call to test.v1.FaultService/Slow exceeded 300 ms"
+    );
+    // Fast calls still succeed on the same client.
+    assert_eq!(fault(&c, "Slow", json!({"ms": 1})).unwrap()["slept_ms"], 1);
+    // The timeout also covers a slow body, not just the headers.
+    let c = s.client_with(|cfg| cfg.timeout_ms = 200);
+    let e = c
+        .block_on(c.call_json_bytes(
+            "test.v1.FaultService",
+            "StreamSlow",
+            r#"{"messages":50,"interval_ms":50}"#.into(),
+            false,
+        ))
+        .unwrap_err();
+    assert!(matches!(e, QuillError::Timeout { .. }), "{e}");
+}
+
+#[test]
+fn auth_and_secrets() {
+    let s = Server::start(&["--token", "s3cr3t-token"]);
+    let c = s.client();
+    let p = problem(fault(&c, "Auth", json!({})).unwrap_err());
+    assert_eq!(p.status, 401);
+    c.set_bearer_token("wrong-token").unwrap();
+    let e = fault(&c, "Auth", json!({})).unwrap_err();
+    assert!(!e.to_string().contains("wrong-token"));
+    assert_eq!(problem(e).status, 401);
+    c.set_bearer_token("s3cr3t-token").unwrap();
+    assert_eq!(fault(&c, "Auth", json!({})).unwrap()["ok"], true);
+    assert!(!format!("{c:?}").contains("s3cr3t"));
+    assert!(c.headers().iter().all(|(_, v)| !v.contains("s3cr3t")));
+    // An API key under Authorization replaces the bearer token.
+    c.set_api_key("Bearer s3cr3t-token", Some("Authorization".into()))
+        .unwrap();
+    assert_eq!(fault(&c, "Auth", json!({})).unwrap()["ok"], true);
+    let e = c.set_header("X-Api-Token", "bad\r\nvalue").unwrap_err();
+    assert!(matches!(e, QuillError::InvalidArgument { .. }));
+    assert!(!e.to_string().contains("bad"), "{e}");
+}
+
+#[test]
+fn unreachable_server_is_a_connection_error() {
+    let addr = {
+        // A port that was free a moment ago: nothing listens there.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let c = QuillClient::new(format!("http://{addr}"), 5_000, false).unwrap();
+    let start = Instant::now();
+    let e = c
+        .block_on(c.call_bytes("echo.v1.EchoService", "Echo", Bytes::new(), false))
+        .unwrap_err();
+    assert!(matches!(e, QuillError::Connection { .. }), "{e}");
+    assert!(start.elapsed() < Duration::from_secs(2));
+    let c = QuillClient::new("http://no-such-host.invalid".into(), 5_000, false).unwrap();
+    let e = c
+        .block_on(c.call_bytes("echo.v1.EchoService", "Echo", Bytes::new(), false))
+        .unwrap_err();
+    assert!(matches!(e, QuillError::Connection { .. }), "{e}");
+}
+
+#[test]
+fn retries_only_idempotent_calls_on_retryable_statuses() {
+    let s = Server::start(&[]);
+    let c = s.client_with(|cfg| cfg.max_retries = 2);
+    let body: Bytes = json!({"status": 503}).to_string().into();
+    let call = |idempotent| {
+        c.block_on(c.call_json_bytes("test.v1.FaultService", "Error", body.clone(), idempotent))
+    };
+
+    let before = requests(&c);
+    assert_eq!(problem(call(true).unwrap_err()).status, 503);
+    // Three attempts, plus this Stats call.
+    assert_eq!(requests(&c) - before, 4);
+
+    let before = requests(&c);
+    assert_eq!(problem(call(false).unwrap_err()).status, 503);
+    assert_eq!(requests(&c) - before, 2);
+
+    let before = requests(&c);
+    let bad: Bytes = json!({"status": 400}).to_string().into();
+    let e = c
+        .block_on(c.call_json_bytes("test.v1.FaultService", "Error", bad, true))
+        .unwrap_err();
+    assert_eq!(problem(e).status, 400);
+    assert_eq!(requests(&c) - before, 2);
+
+    // A Retry-After past the deadline is not waited for.
+    let c = s.client_with(|cfg| {
+        cfg.max_retries = 3;
+        cfg.timeout_ms = 1_000;
+    });
+    let start = Instant::now();
+    let slow: Bytes = json!({"status": 429, "retry_after": 5}).to_string().into();
+    let e = c
+        .block_on(c.call_json_bytes("test.v1.FaultService", "Error", slow, true))
+        .unwrap_err();
+    assert_eq!(problem(e).status, 429);
+    assert!(start.elapsed() < Duration::from_millis(900));
+}
+
+#[test]
+fn body_size_limits() {
+    let s = Server::start(&[]);
+    let c = s.client_with(|cfg| cfg.max_decoded_size = 1 << 20);
+    let ok = c
+        .block_on(c.call_json_bytes(
+            "test.v1.FaultService",
+            "Big",
+            r#"{"bytes":1048576}"#.into(),
+            false,
+        ))
+        .unwrap();
+    assert_eq!(ok.len(), 1 << 20);
+    let e = c
+        .block_on(c.call_json_bytes(
+            "test.v1.FaultService",
+            "Big",
+            r#"{"bytes":1048577}"#.into(),
+            false,
+        ))
+        .unwrap_err();
+    assert!(matches!(e, QuillError::Protocol { .. }), "{e}");
+    // A zstd bomb (1 GiB of zeros) stops at the limit instead of filling memory.
+    let start = Instant::now();
+    let e = c
+        .block_on(c.call_json_bytes(
+            "test.v1.FaultService",
+            "Bomb",
+            r#"{"bytes":1073741824}"#.into(),
+            false,
+        ))
+        .unwrap_err();
+    assert!(matches!(e, QuillError::Protocol { .. }), "{e}");
+    assert!(e.to_string().contains("max_decoded_size"), "{e}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    // Within the limit the bomb route is just a zstd body.
+    let small = c
+        .block_on(c.call_json_bytes(
+            "test.v1.FaultService",
+            "Bomb",
+            r#"{"bytes":100000}"#.into(),
+            false,
+        ))
+        .unwrap();
+    assert_eq!(small, vec![0u8; 100_000]);
+}
+
+#[test]
+fn client_stream_counts_messages() {
+    let s = Server::start(&[]);
+    let c = s.client();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let reply = c.block_on(async {
+        let sender = async move {
+            for m in [&b"a"[..], b"bb", b"", b"dddd"] {
+                tx.send(Bytes::copy_from_slice(m)).await.unwrap();
+            }
+        };
+        let (reply, ()) = tokio::join!(
+            c.call_client_stream("echo.v1.EchoService", "ClientStream", rx),
+            sender
+        );
+        reply
+    });
+    let v: Value = serde_json::from_slice(&reply.unwrap()).unwrap();
+    assert_eq!(v, json!({"count": 4, "bytes": 7}));
+    // A message over the frame limit is the caller's error, reported as such.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.try_send(Bytes::from(vec![
+        0u8;
+        quill::protocol::MAX_FRAME_PAYLOAD + 1
+    ]))
+    .unwrap();
+    drop(tx);
+    let e = c
+        .block_on(c.call_client_stream("echo.v1.EchoService", "ClientStream", rx))
+        .unwrap_err();
+    assert!(matches!(e, QuillError::InvalidArgument { .. }), "{e}");
+}
+
+#[test]
+fn tensors_up_and_down() {
+    let s = Server::start(&[]);
+    for compression in [false, true] {
+        let c = s.client_with(|cfg| cfg.enable_compression = compression);
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7) as u8).collect();
+        let t =
+            Tensor::from_bytes(&data, vec![250, 1000], DType::Float32, Some("x".into())).unwrap();
+        let reply = c
+            .block_on(c.send_tensor("tensor.v1.TensorService", "Upload", &t))
+            .unwrap();
+        let v: Value = serde_json::from_slice(&reply).unwrap();
+        assert_eq!(v["shape"], json!([250, 1000]));
+        assert_eq!(v["dtype"], "float32");
+        assert_eq!(v["name"], "x");
+        assert_eq!(v["fnv1a64"], fnv1a64(&data));
+
+        let req = json!({"shape": [3, 100_000], "dtype": "uint8"}).to_string();
+        let t = c
+            .block_on(c.call_tensor("tensor.v1.TensorService", "Download", req.into(), true))
+            .unwrap();
+        assert_eq!(t.shape(), vec![3, 100_000]);
+        assert_eq!(t.dtype(), DType::Uint8);
+        assert!(t
+            .data()
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b as usize == i % 251));
+    }
+    let c = s.client_with(|cfg| cfg.max_decoded_size = 1000);
+    let req = json!({"shape": [1001], "dtype": "uint8"}).to_string();
+    let e = c
+        .block_on(c.call_tensor("tensor.v1.TensorService", "Download", req.into(), true))
+        .unwrap_err();
+    assert!(matches!(e, QuillError::Protocol { .. }), "{e}");
+    // Tensor frames expected, but a plain body came back.
+    let e = c
+        .block_on(c.call_tensor(
+            "echo.v1.EchoService",
+            "Echo",
+            Bytes::from_static(b"not frames"),
+            false,
+        ))
+        .unwrap_err();
+    assert!(
+        matches!(e, QuillError::Protocol { .. } | QuillError::Stream { .. }),
+        "{e}"
+    );
+}
+
+#[test]
+fn one_client_many_threads_and_the_ffi_face() {
+    let s = Server::start(&[]);
+    let c = Arc::new(s.client());
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                for j in 0..20 {
+                    let body = format!("{i}-{j}").into_bytes();
+                    let reply = c
+                        .block_on(c.call_bytes(
+                            "echo.v1.EchoService",
+                            "Echo",
+                            body.clone().into(),
+                            true,
+                        ))
+                        .unwrap();
+                    assert_eq!(reply, body);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    // The exported (uniffi) methods driven by an executor without tokio drivers.
+    let foreign = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let ffi = QuillClient::new(s.url.clone(), 5_000, true).unwrap();
+    let out = foreign
+        .block_on(ffi.call(
+            "echo.v1.EchoService".into(),
+            "Echo".into(),
+            b"ffi".to_vec(),
+            false,
+        ))
+        .unwrap();
+    assert_eq!(out, b"ffi");
+    let out = foreign
+        .block_on(ffi.call_json(
+            "inference.v1.LLMService".into(),
+            "Generate".into(),
+            r#"{"max_tokens":2}"#.into(),
+            true,
+        ))
+        .unwrap();
+    assert!(out.contains("tokens"));
+    let t = foreign
+        .block_on(ffi.call_tensor_ffi(
+            "tensor.v1.TensorService".into(),
+            "Download".into(),
+            br#"{"shape":[4],"dtype":"uint8"}"#.to_vec(),
+            true,
+        ))
+        .unwrap();
+    assert_eq!(t.to_bytes(), vec![0, 1, 2, 3]);
+    let up = foreign
+        .block_on(ffi.send_tensor_ffi("tensor.v1.TensorService".into(), "Upload".into(), t))
+        .unwrap();
+    assert!(String::from_utf8(up)
+        .unwrap()
+        .contains(&fnv1a64(&[0, 1, 2, 3])));
+}
