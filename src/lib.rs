@@ -39,4 +39,15 @@ pub use problem::Problem;
 pub use tensor::{Device, Tensor, TensorMeta};
 pub use token::{Token, TokenBatch};
 
+/// The library version (from Cargo.toml, the single source of the version number:
+/// Python's `quill.__version__` and the Kotlin/Swift packages read it too).
+///
+/// ```
+/// assert_eq!(quill::version(), env!("CARGO_PKG_VERSION"));
+/// ```
+#[uniffi::export]
+pub fn version() -> String {
+    env!("CARGO_PKG_VERSION").to_owned()
+}
+
 uniffi::setup_scaffolding!();

@@ -7,13 +7,18 @@
 
 from __future__ import annotations
 
+import atexit
+
 from quill._quill import (
     DType,
+    QuillClient,
+    Stream,
     Tensor,
     TensorMeta,
     Token,
     TokenBatch,
     __version__,
+    _mark_shutdown,
 )
 from quill.exceptions import (
     CallCancelledError,
@@ -28,8 +33,13 @@ from quill.exceptions import (
     UnsupportedDTypeError,
 )
 
+# At exit, runtime threads must stop calling into Python before it finalizes.
+atexit.register(_mark_shutdown)
+
 __all__ = [
     "__version__",
+    "QuillClient",
+    "Stream",
     "DType",
     "Tensor",
     "TensorMeta",

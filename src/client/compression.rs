@@ -206,8 +206,17 @@ impl ZstdState {
                 .map_err(|e| QuillError::protocol(format!("invalid zstd response body: {e}")))?;
             let (read, written) = (input.pos(), output.pos());
             self.pos += read;
-            self.maybe_more = written == DECODE_CHUNK;
-            self.frame_complete = hint == 0 && self.pos >= self.input.len() && !self.maybe_more;
+            // hint 0 means the frame is decoded and fully flushed. Once that is seen, a
+            // further run on empty input reports the header size of a *next* frame, so
+            // completion must not be re-derived from that later hint: when the output
+            // ended exactly on a DECODE_CHUNK boundary that re-derivation wrongly called
+            // a complete body truncated.
+            self.maybe_more = written == DECODE_CHUNK && hint != 0;
+            if hint == 0 {
+                self.frame_complete = true;
+            } else if read > 0 || written > 0 {
+                self.frame_complete = false;
+            }
             if written > 0 {
                 buf.truncate(written);
                 return Ok(Some(Bytes::from(buf)));
@@ -261,6 +270,22 @@ impl Collector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_ending_on_a_chunk_boundary_is_complete() {
+        // 16 × DECODE_CHUNK of highly compressible data: the last run fills the buffer
+        // exactly, and the body must still count as complete.
+        let plain: Vec<u8> = (0..16 * DECODE_CHUNK).map(|i| (i % 256) as u8).collect();
+        let packed = zstd::bulk::compress(&plain, 3).unwrap();
+        let mut d = BodyDecoder::zstd(None).unwrap();
+        d.push(Bytes::from(packed));
+        let mut out = Vec::new();
+        while let Some(piece) = d.next_output().unwrap() {
+            out.extend_from_slice(&piece);
+        }
+        d.finish().unwrap();
+        assert_eq!(out, plain);
+    }
 
     fn decode_all(dec: &mut BodyDecoder, body: &[u8], cut: usize) -> Result<Vec<u8>> {
         let mut out = Vec::new();

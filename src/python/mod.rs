@@ -5,11 +5,14 @@
 
 use pyo3::prelude::*;
 
+mod client;
 mod dtype;
 mod errors;
 mod numpy_conv;
+mod stream;
 mod tensor;
 mod token;
+mod wait;
 
 pub(crate) use errors::to_py_err;
 
@@ -18,12 +21,15 @@ pub(crate) const DETACH_THRESHOLD: usize = 64 * 1024;
 
 #[pymodule]
 fn _quill(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("__version__", crate::version())?;
     m.add_class::<dtype::PyDType>()?;
     m.add_class::<tensor::PyTensorMeta>()?;
     m.add_class::<tensor::PyTensor>()?;
     m.add_class::<token::PyToken>()?;
     m.add_class::<token::PyTokenBatch>()?;
     m.add_class::<token::PyTokenBatchIter>()?;
+    m.add_class::<client::PyQuillClient>()?;
+    m.add_class::<stream::PyStream>()?;
+    m.add_function(wrap_pyfunction!(wait::_mark_shutdown, m)?)?;
     Ok(())
 }

@@ -209,7 +209,7 @@ impl PyTensor {
     /// Decodes a tensor from tensor frames (protocol §6).
     #[staticmethod]
     fn decode(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let t = bytes_like(py, data, |raw| crate::frame::tensor::decode_tensor(raw))?;
+        let t = bytes_like(py, data, crate::frame::tensor::decode_tensor)?;
         Ok(PyTensor::wrap(t))
     }
 

@@ -1,9 +1,28 @@
-"""Shared fixtures of the Python suite."""
+"""Shared fixtures: one real bundled Quill server process per test session."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
+from quilltest import TOKEN, Server, start_server
+
+import quill
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[Server]:
+    """The bundled server, started with a bearer token for the Auth route."""
+    s = start_server("--token", TOKEN)
+    yield s
+    s.process.terminate()
+    s.process.wait(timeout=10)
+
+
+@pytest.fixture
+def client(server: Server) -> quill.QuillClient:
+    return quill.QuillClient(server.url, timeout_ms=10_000)
 
 
 @pytest.fixture

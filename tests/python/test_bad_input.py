@@ -7,6 +7,7 @@ import struct
 
 import numpy as np
 import pytest
+
 import quill
 
 F32 = quill.DType.float32()

@@ -1,0 +1,399 @@
+//! `quill.QuillClient`: the Python face of [`crate::QuillClient`].
+//!
+//! Every network wait runs with the GIL released ([`wait::block_on`]); one client is
+//! shared safely by many threads (the core client is `Send + Sync` with one runtime and
+//! one connection pool). JSON bodies are serialised with Python's own `json` module.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict};
+
+use super::errors::IntoPyResult;
+use super::stream::{PyStream, StreamKind};
+use super::tensor::{bytes_like, PyTensor};
+use super::wait;
+use crate::client::{ClientConfig, QuillClient};
+use crate::protocol::DEFAULT_MAX_DECODED_SIZE;
+
+// The signature below spells the default out so Python introspection shows it.
+const _: () = assert!(DEFAULT_MAX_DECODED_SIZE == 67108864);
+
+static JSON_DUMPS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static JSON_LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Request bytes: a bytes-like object is sent as is (one copy into the request body).
+pub(crate) fn request_bytes(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Bytes> {
+    bytes_like(py, obj, |raw| Ok(Bytes::copy_from_slice(raw)))
+}
+
+/// A JSON request: `str`/bytes pass through, anything else goes through `json.dumps`.
+pub(crate) fn json_bytes(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Bytes> {
+    if let Ok(s) = obj.extract::<&str>() {
+        return Ok(Bytes::copy_from_slice(s.as_bytes()));
+    }
+    if obj.cast::<PyBytes>().is_ok() {
+        return request_bytes(py, obj);
+    }
+    let dumps = JSON_DUMPS.import(py, "json", "dumps")?;
+    let text: String = dumps.call1((obj,))?.extract()?;
+    Ok(Bytes::from(text.into_bytes()))
+}
+
+fn json_value<'py>(py: Python<'py>, body: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    let loads = JSON_LOADS.import(py, "json", "loads")?;
+    if body.is_empty() {
+        return Ok(py.None().into_bound(py));
+    }
+    loads.call1((PyBytes::new(py, body),))
+}
+
+/// Client for Quill services: `QuillClient(base_url, timeout_ms=30000, enable_compression=False)`.
+#[pyclass(name = "QuillClient", module = "quill", frozen)]
+pub struct PyQuillClient {
+    pub(crate) inner: Arc<QuillClient>,
+}
+
+impl PyQuillClient {
+    fn handle(&self) -> PyResult<tokio::runtime::Handle> {
+        self.inner.try_runtime_handle().py()
+    }
+}
+
+#[pymethods]
+impl PyQuillClient {
+    #[new]
+    #[pyo3(signature = (
+        base_url,
+        timeout_ms = 30000,
+        enable_compression = false,
+        *,
+        max_decoded_size = 67108864,
+        idle_timeout_ms = None,
+        max_retries = 0,
+        ca_cert = None,
+        user_agent = None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        base_url: String,
+        timeout_ms: u64,
+        enable_compression: bool,
+        max_decoded_size: u64,
+        idle_timeout_ms: Option<u64>,
+        max_retries: u32,
+        ca_cert: Option<&Bound<'_, PyAny>>,
+        user_agent: Option<String>,
+    ) -> PyResult<Self> {
+        let mut config = ClientConfig::new(base_url);
+        config.timeout_ms = timeout_ms;
+        config.enable_compression = enable_compression;
+        config.max_decoded_size = max_decoded_size;
+        config.idle_timeout_ms = idle_timeout_ms;
+        config.max_retries = max_retries;
+        config.ca_cert_pem = ca_cert
+            .map(|c| request_bytes(py, c).map(|b| b.to_vec()))
+            .transpose()?;
+        config.user_agent = user_agent;
+        let inner = py.detach(|| QuillClient::with_config(config)).py()?;
+        Ok(PyQuillClient {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// A unary call: raw request bytes in, raw response bytes out.
+    #[pyo3(signature = (service, method, request = None, *, idempotent = false))]
+    fn call<'py>(
+        &self,
+        py: Python<'py>,
+        service: &str,
+        method: &str,
+        request: Option<&Bound<'py, PyAny>>,
+        idempotent: bool,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let body = request
+            .map(|r| request_bytes(py, r))
+            .transpose()?
+            .unwrap_or_default();
+        let handle = self.handle()?;
+        let out = wait::block_on(
+            py,
+            &handle,
+            self.inner.call_bytes(service, method, body, idempotent),
+        )?;
+        Ok(PyBytes::new(py, &out))
+    }
+
+    /// A JSON call: `request` (dict, list, str, …) is sent as JSON, the JSON answer
+    /// returned as Python objects.
+    #[pyo3(signature = (service, method, request = None, *, idempotent = false))]
+    fn call_json<'py>(
+        &self,
+        py: Python<'py>,
+        service: &str,
+        method: &str,
+        request: Option<&Bound<'py, PyAny>>,
+        idempotent: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let body = match request {
+            Some(r) => json_bytes(py, r)?,
+            None => Bytes::from_static(b"{}"),
+        };
+        let handle = self.handle()?;
+        let out = wait::block_on(
+            py,
+            &handle,
+            self.inner
+                .call_json_bytes(service, method, body, idempotent),
+        )?;
+        json_value(py, &out)
+    }
+
+    /// `await client.call_async(...)`: `call` for asyncio.
+    #[pyo3(signature = (service, method, request = None, *, idempotent = false))]
+    fn call_async<'py>(
+        &self,
+        py: Python<'py>,
+        service: String,
+        method: String,
+        request: Option<&Bound<'py, PyAny>>,
+        idempotent: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let body = request
+            .map(|r| request_bytes(py, r))
+            .transpose()?
+            .unwrap_or_default();
+        let client = self.inner.clone();
+        let fut = async move { client.call_bytes(&service, &method, body, idempotent).await };
+        wait::to_asyncio(py, &self.handle()?, fut, |py, out: Bytes| {
+            Ok(PyBytes::new(py, &out).into_any())
+        })
+    }
+
+    /// `await client.call_json_async(...)`: `call_json` for asyncio.
+    #[pyo3(signature = (service, method, request = None, *, idempotent = false))]
+    fn call_json_async<'py>(
+        &self,
+        py: Python<'py>,
+        service: String,
+        method: String,
+        request: Option<&Bound<'py, PyAny>>,
+        idempotent: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let body = match request {
+            Some(r) => json_bytes(py, r)?,
+            None => Bytes::from_static(b"{}"),
+        };
+        let client = self.inner.clone();
+        let fut = async move {
+            client
+                .call_json_bytes(&service, &method, body, idempotent)
+                .await
+        };
+        wait::to_asyncio(py, &self.handle()?, fut, |py, out: Bytes| {
+            json_value(py, &out)
+        })
+    }
+
+    /// Server streaming: an iterator (and async iterator) over the raw response
+    /// messages. A dict/list/str request is sent as JSON, bytes as they are. Opens the
+    /// call now, so a status error is raised here, as for a unary call.
+    #[pyo3(signature = (service, method, request = None))]
+    fn stream(
+        &self,
+        py: Python<'_>,
+        service: String,
+        method: String,
+        request: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyStream> {
+        PyStream::open_server(
+            py,
+            self,
+            service,
+            method,
+            request,
+            StreamKind::Messages,
+            true,
+        )
+    }
+
+    /// Server streaming of `TokenBatch` messages (protocol §8).
+    #[pyo3(signature = (service, method, request = None))]
+    fn stream_tokens(
+        &self,
+        py: Python<'_>,
+        service: String,
+        method: String,
+        request: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyStream> {
+        PyStream::open_server(py, self, service, method, request, StreamKind::Tokens, true)
+    }
+
+    /// `async for m in client.stream_async(...)`: opens on the first iteration.
+    #[pyo3(signature = (service, method, request = None))]
+    fn stream_async(
+        &self,
+        py: Python<'_>,
+        service: String,
+        method: String,
+        request: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyStream> {
+        PyStream::open_server(
+            py,
+            self,
+            service,
+            method,
+            request,
+            StreamKind::Messages,
+            false,
+        )
+    }
+
+    /// `async for batch in client.stream_tokens_async(...)`.
+    #[pyo3(signature = (service, method, request = None))]
+    fn stream_tokens_async(
+        &self,
+        py: Python<'_>,
+        service: String,
+        method: String,
+        request: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyStream> {
+        PyStream::open_server(
+            py,
+            self,
+            service,
+            method,
+            request,
+            StreamKind::Tokens,
+            false,
+        )
+    }
+
+    /// Bidirectional streaming: each item of `requests` (an iterable of bytes) goes
+    /// out as a frame as soon as it is produced; replies can arrive before the request
+    /// stream ends (full duplex).
+    fn bidi_stream(
+        &self,
+        py: Python<'_>,
+        service: String,
+        method: String,
+        requests: &Bound<'_, PyAny>,
+    ) -> PyResult<PyStream> {
+        PyStream::open_bidi(py, self, service, method, requests)
+    }
+
+    /// Client streaming: sends every item of `requests` as a frame, returns the reply.
+    fn client_stream<'py>(
+        &self,
+        py: Python<'py>,
+        service: &str,
+        method: &str,
+        requests: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let rx = super::stream::pump_requests(py, requests)?;
+        let handle = self.handle()?;
+        let out = wait::block_on(
+            py,
+            &handle,
+            self.inner.call_client_stream(service, method, rx),
+        )?;
+        Ok(PyBytes::new(py, &out))
+    }
+
+    /// Sends `tensor` as the request body in tensor frames (its bytes are not copied);
+    /// returns the raw response.
+    fn send_tensor<'py>(
+        &self,
+        py: Python<'py>,
+        service: &str,
+        method: &str,
+        tensor: &Bound<'py, PyTensor>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let t = tensor.get().inner.clone();
+        let handle = self.handle()?;
+        let out = wait::block_on(py, &handle, self.inner.send_tensor(service, method, &t))?;
+        Ok(PyBytes::new(py, &out))
+    }
+
+    /// A call whose response is one tensor in tensor frames. A dict/list/str request
+    /// is sent as JSON, bytes as they are.
+    #[pyo3(signature = (service, method, request = None))]
+    fn call_tensor(
+        &self,
+        py: Python<'_>,
+        service: &str,
+        method: &str,
+        request: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyTensor> {
+        let (body, json) = super::stream::request_body(py, request)?;
+        let handle = self.handle()?;
+        let t = wait::block_on(
+            py,
+            &handle,
+            self.inner.call_tensor(service, method, body, json),
+        )?;
+        Ok(PyTensor::wrap(t))
+    }
+
+    /// `Authorization: Bearer <token>` on every call (never shown in repr or errors).
+    fn set_bearer_token(&self, token: &str) -> PyResult<()> {
+        self.inner.set_bearer_token(token).py()
+    }
+
+    /// An API key in `header_name` (default `X-API-Key`).
+    #[pyo3(signature = (key, header_name = None))]
+    fn set_api_key(&self, key: &str, header_name: Option<String>) -> PyResult<()> {
+        self.inner.set_api_key(key, header_name).py()
+    }
+
+    /// A custom header on every call; CR/LF and invalid characters are refused.
+    fn set_header(&self, name: &str, value: &str) -> PyResult<()> {
+        self.inner.set_header(name, value).py()
+    }
+
+    /// Removes a header; returns whether it was set.
+    fn remove_header(&self, name: &str) -> bool {
+        self.inner.remove_header(name)
+    }
+
+    /// The configured headers; secret values (tokens, API keys) are shown as
+    /// `<redacted>`.
+    fn get_headers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in self.inner.headers() {
+            d.set_item(k, v)?;
+        }
+        Ok(d)
+    }
+
+    #[getter]
+    fn base_url(&self) -> String {
+        self.inner.base_url()
+    }
+
+    #[getter]
+    fn timeout_ms(&self) -> u64 {
+        self.inner.timeout_ms()
+    }
+
+    #[getter]
+    fn compression_enabled(&self) -> bool {
+        self.inner.compression_enabled()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "QuillClient(base_url='{}', timeout_ms={}, enable_compression={})",
+            self.inner.base_url(),
+            self.inner.timeout_ms(),
+            if self.inner.compression_enabled() {
+                "True"
+            } else {
+                "False"
+            }
+        )
+    }
+}

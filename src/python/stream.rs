@@ -1,0 +1,315 @@
+//! `quill.Stream`: a server, bidirectional or token stream, as a Python iterator, an
+//! async iterator and a context manager. Leaving the loop early or `close()` cancels
+//! the HTTP request, so the server sees the connection go.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use pyo3::exceptions::{PyStopAsyncIteration, PyStopIteration};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use tokio::sync::mpsc;
+
+use super::client::{json_bytes, request_bytes, PyQuillClient};
+use super::token::PyTokenBatch;
+use super::wait;
+use crate::client::{MessageStream, QuillClient};
+use crate::error::QuillError;
+use crate::token::TokenBatch;
+
+/// What each message of a stream is decoded into.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamKind {
+    Messages,
+    Tokens,
+}
+
+/// `(body, is_json)` of an optional request: bytes-like as is, anything else as JSON.
+pub(crate) fn request_body(
+    py: Python<'_>,
+    request: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(Bytes, bool)> {
+    match request {
+        None => Ok((Bytes::new(), false)),
+        Some(r)
+            if r.cast::<PyBytes>().is_ok()
+                || r.cast::<pyo3::types::PyByteArray>().is_ok()
+                || r.cast::<pyo3::types::PyMemoryView>().is_ok() =>
+        {
+            Ok((request_bytes(py, r)?, false))
+        }
+        Some(r) => Ok((json_bytes(py, r)?, true)),
+    }
+}
+
+/// Queue depth between the Python thread producing requests and the HTTP body.
+const REQUEST_QUEUE: usize = 16;
+
+/// Feeds the items of a Python iterable into a channel from a helper thread that holds
+/// the GIL only while it pulls the next item. A bad item ends the request stream
+/// without END_STREAM (the server sees a truncated stream) and is reported on stderr
+/// by Python's unraisable hook.
+pub(crate) fn pump_requests(
+    py: Python<'_>,
+    requests: &Bound<'_, PyAny>,
+) -> PyResult<mpsc::Receiver<Bytes>> {
+    let iter = requests.try_iter()?.unbind();
+    let (tx, rx) = mpsc::channel::<Bytes>(REQUEST_QUEUE);
+    std::thread::Builder::new()
+        .name("quill-requests".into())
+        .spawn(move || loop {
+            let next = Python::try_attach(|py| -> Option<Bytes> {
+                let it = iter.bind(py);
+                match it.call_method0("__next__") {
+                    Ok(item) => match request_bytes(py, &item) {
+                        Ok(b) => Some(b),
+                        Err(e) => {
+                            e.write_unraisable(py, Some(it));
+                            None
+                        }
+                    },
+                    Err(e) if e.is_instance_of::<PyStopIteration>(py) => None,
+                    Err(e) => {
+                        e.write_unraisable(py, Some(it));
+                        None
+                    }
+                }
+            })
+            .flatten();
+            match next {
+                Some(b) => {
+                    if tx.blocking_send(b).is_err() {
+                        return; // the call is over: stop pulling
+                    }
+                }
+                None => return,
+            }
+        })
+        .map_err(|e| {
+            pyo3::exceptions::PyRuntimeError::new_err(format!("cannot start request thread: {e}"))
+        })?;
+    let _ = py;
+    Ok(rx)
+}
+
+type Opener = BoxFuture<'static, Result<MessageStream, QuillError>>;
+
+/// Shared state: opened lazily (async iteration) or eagerly (sync API).
+struct Core {
+    opener: tokio::sync::Mutex<Option<Opener>>,
+    stream: OnceLock<Arc<MessageStream>>,
+    closed: Mutex<bool>,
+    kind: StreamKind,
+}
+
+enum Item {
+    Message(Bytes),
+    Batch(TokenBatch),
+}
+
+impl Core {
+    async fn opened(&self) -> Result<Arc<MessageStream>, QuillError> {
+        if let Some(s) = self.stream.get() {
+            return Ok(s.clone());
+        }
+        let mut opener = self.opener.lock().await;
+        if let Some(s) = self.stream.get() {
+            return Ok(s.clone());
+        }
+        let Some(fut) = opener.take() else {
+            return Err(QuillError::Cancelled {
+                message: "stream was closed".into(),
+            });
+        };
+        let s = Arc::new(fut.await?);
+        let s = self.stream.get_or_init(|| s).clone();
+        if *self.closed.lock().unwrap_or_else(|p| p.into_inner()) {
+            s.cancel();
+        }
+        Ok(s)
+    }
+
+    async fn next(&self) -> Result<Option<Item>, QuillError> {
+        let s = self.opened().await?;
+        let Some(msg) = s.next_message().await? else {
+            return Ok(None);
+        };
+        Ok(Some(match self.kind {
+            StreamKind::Messages => Item::Message(msg),
+            StreamKind::Tokens => {
+                Item::Batch(TokenBatch::decode(&msg).map_err(|e| QuillError::Protocol {
+                    message: format!("stream message is not a valid TokenBatch: {e}"),
+                })?)
+            }
+        }))
+    }
+
+    fn close(&self) {
+        *self.closed.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        if let Some(s) = self.stream.get() {
+            s.cancel();
+        } else if let Ok(mut opener) = self.opener.try_lock() {
+            opener.take();
+        }
+    }
+}
+
+fn item_to_py(py: Python<'_>, item: Item) -> PyResult<Bound<'_, PyAny>> {
+    match item {
+        Item::Message(b) => Ok(PyBytes::new(py, &b).into_any()),
+        Item::Batch(b) => Ok(Bound::new(py, PyTokenBatch(b))?.into_any()),
+    }
+}
+
+/// A response stream: `for m in stream`, `async for m in stream`, `with stream:`.
+#[pyclass(name = "Stream", module = "quill", frozen)]
+pub struct PyStream {
+    core: Arc<Core>,
+    client: Arc<QuillClient>,
+    path: String,
+}
+
+impl PyStream {
+    fn new(client: &PyQuillClient, path: String, kind: StreamKind, opener: Opener) -> PyStream {
+        PyStream {
+            core: Arc::new(Core {
+                opener: tokio::sync::Mutex::new(Some(opener)),
+                stream: OnceLock::new(),
+                closed: Mutex::new(false),
+                kind,
+            }),
+            client: client.inner.clone(),
+            path,
+        }
+    }
+
+    fn handle(&self) -> PyResult<tokio::runtime::Handle> {
+        use super::errors::IntoPyResult;
+        self.client.try_runtime_handle().py()
+    }
+
+    pub(crate) fn open_server(
+        py: Python<'_>,
+        client: &PyQuillClient,
+        service: String,
+        method: String,
+        request: Option<&Bound<'_, PyAny>>,
+        kind: StreamKind,
+        eager: bool,
+    ) -> PyResult<PyStream> {
+        let (body, json) = request_body(py, request)?;
+        let c = client.inner.clone();
+        let path = format!("{service}/{method}");
+        let opener: Opener = Box::pin(async move {
+            if json {
+                c.open_server_stream_json(&service, &method, body).await
+            } else {
+                c.open_server_stream(&service, &method, body).await
+            }
+        });
+        let s = PyStream::new(client, path, kind, opener);
+        if eager {
+            s.open_now(py)?;
+        }
+        Ok(s)
+    }
+
+    pub(crate) fn open_bidi(
+        py: Python<'_>,
+        client: &PyQuillClient,
+        service: String,
+        method: String,
+        requests: &Bound<'_, PyAny>,
+    ) -> PyResult<PyStream> {
+        let rx = pump_requests(py, requests)?;
+        let c = client.inner.clone();
+        let path = format!("{service}/{method}");
+        let opener: Opener =
+            Box::pin(async move { c.open_bidi_stream(&service, &method, rx).await });
+        let s = PyStream::new(client, path, StreamKind::Messages, opener);
+        s.open_now(py)?;
+        Ok(s)
+    }
+
+    fn open_now(&self, py: Python<'_>) -> PyResult<()> {
+        let core = self.core.clone();
+        wait::block_on(
+            py,
+            &self.handle()?,
+            async move { core.opened().await.map(drop) },
+        )
+    }
+}
+
+#[pymethods]
+impl PyStream {
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let core = self.core.clone();
+        match wait::block_on(py, &self.handle()?, async move { core.next().await })? {
+            Some(item) => item_to_py(py, item),
+            None => Err(PyStopIteration::new_err(())),
+        }
+    }
+
+    fn __aiter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let core = self.core.clone();
+        wait::to_asyncio(
+            py,
+            &self.handle()?,
+            async move { core.next().await },
+            |py, item| match item {
+                Some(item) => item_to_py(py, item),
+                None => Err(PyStopAsyncIteration::new_err(())),
+            },
+        )
+    }
+
+    /// Cancels the call: the connection is closed and further iteration ends.
+    fn close(&self) {
+        self.core.close();
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(&self, _t: &Bound<'_, PyAny>, _v: &Bound<'_, PyAny>, _tb: &Bound<'_, PyAny>) {
+        self.close();
+    }
+
+    fn __aenter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, PyAny>> {
+        let py = slf.py();
+        wait::ready(py, slf.into_any())
+    }
+
+    fn __aexit__<'py>(
+        &self,
+        py: Python<'py>,
+        _t: &Bound<'py, PyAny>,
+        _v: &Bound<'py, PyAny>,
+        _tb: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.close();
+        wait::ready(py, py.None().into_bound(py))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Stream('{}')", self.path)
+    }
+}
+
+impl Drop for PyStream {
+    fn drop(&mut self) {
+        // Dropping the Python object (e.g. `break` out of a loop) cancels the call.
+        self.core.close();
+    }
+}

@@ -1,0 +1,120 @@
+//! Bridges core futures to Python: blocking waits that release the GIL and stay
+//! interruptible (Ctrl-C), and asyncio futures resolved from the client's runtime.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyCFunction;
+use tokio::runtime::Handle;
+
+use super::errors::IntoPyResult;
+use crate::error::QuillError;
+
+/// How often a blocking wait wakes up to let Python run signal handlers.
+const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Set by `quill`'s atexit hook: from then on, runtime threads never touch Python
+/// again (the interpreter may be finalizing, and waking asyncio then crashes it).
+static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
+
+/// Called once at interpreter exit (registered with atexit by `quill/__init__.py`).
+#[pyfunction]
+pub(crate) fn _mark_shutdown() {
+    SHUTTING_DOWN.store(true, Ordering::SeqCst);
+}
+
+/// Runs `fut` to completion with the GIL released. Every 50 ms the thread re-attaches
+/// to run signal handlers: a KeyboardInterrupt drops `fut` (cancelling the call) and
+/// propagates.
+pub(crate) fn block_on<T, F>(py: Python<'_>, handle: &Handle, fut: F) -> PyResult<T>
+where
+    T: Send,
+    F: Future<Output = Result<T, QuillError>> + Send,
+{
+    py.detach(|| {
+        // The timer below needs the runtime's context.
+        let _context = handle.enter();
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            match handle.block_on(tokio::time::timeout(SIGNAL_CHECK_INTERVAL, &mut fut)) {
+                Ok(result) => return result.py(),
+                Err(_elapsed) => Python::attach(|py| py.check_signals())?,
+            }
+        }
+    })
+}
+
+static RESOLVE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// `quill._async._resolve(fut, value, error)`: sets a result unless the future was
+/// cancelled meanwhile. Run on the event loop's thread via `call_soon_threadsafe`.
+fn resolver(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    RESOLVE.import(py, "quill._async", "_resolve")
+}
+
+/// Spawns `fut` on the client's runtime and returns an asyncio future of its result,
+/// converted by `convert` with the GIL held. Cancelling the asyncio future aborts the
+/// task (and so the HTTP request).
+pub(crate) fn to_asyncio<'py, T, F, C>(
+    py: Python<'py>,
+    handle: &Handle,
+    fut: F,
+    convert: C,
+) -> PyResult<Bound<'py, PyAny>>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, QuillError>> + Send + 'static,
+    C: for<'a> FnOnce(Python<'a>, T) -> PyResult<Bound<'a, PyAny>> + Send + 'static,
+{
+    let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
+    let py_future = event_loop.call_method0("create_future")?;
+    resolver(py)?;
+    let loop_ref = event_loop.unbind();
+    let fut_ref = py_future.clone().unbind();
+    let task = handle.spawn(async move {
+        let result = fut.await;
+        if SHUTTING_DOWN.load(Ordering::SeqCst) {
+            return;
+        }
+        // try_attach: never block on (or crash in) a finalizing interpreter.
+        let _ = Python::try_attach(|py| -> PyResult<()> {
+            let (value, error) = match result.py().and_then(|v| convert(py, v)) {
+                Ok(v) => (v, py.None().into_bound(py)),
+                Err(e) => (
+                    py.None().into_bound(py),
+                    e.into_value(py).into_bound(py).into_any(),
+                ),
+            };
+            let resolve = resolver(py)?;
+            // A closed loop raises RuntimeError: nobody is waiting any more.
+            let _ = loop_ref.bind(py).call_method1(
+                "call_soon_threadsafe",
+                (resolve, fut_ref.bind(py), value, error),
+            );
+            Ok(())
+        });
+    });
+    let abort = task.abort_handle();
+    let on_done = PyCFunction::new_closure(py, None, None, move |args, _kwargs| -> PyResult<()> {
+        let fut = args.get_item(0)?;
+        if fut.call_method0("cancelled")?.is_truthy()? {
+            abort.abort();
+        }
+        Ok(())
+    })?;
+    py_future.call_method1("add_done_callback", (on_done,))?;
+    Ok(py_future)
+}
+
+/// An already-completed asyncio future holding `value` (for `__aenter__`/`__aexit__`).
+pub(crate) fn ready<'py>(py: Python<'py>, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let fut = py
+        .import("asyncio")?
+        .call_method0("get_running_loop")?
+        .call_method0("create_future")?;
+    fut.call_method1("set_result", (value,))?;
+    Ok(fut)
+}

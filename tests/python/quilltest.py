@@ -1,0 +1,46 @@
+"""Test helpers: start the real bundled Quill server as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "s3cret-test-token-7f1e"
+
+
+def server_binary() -> Path:
+    """The quill-server binary: $QUILL_SERVER_BIN, or built on demand (debug)."""
+    env = os.environ.get("QUILL_SERVER_BIN")
+    if env:
+        return Path(env)
+    subprocess.run(
+        ["cargo", "build", "--quiet", "--features", "server,bindgen", "--bin", "quill-server"],
+        cwd=ROOT,
+        check=True,
+    )
+    return ROOT / "target" / "debug" / "quill-server"
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[str]
+
+
+def start_server(*args: str) -> Server:
+    proc = subprocess.Popen(
+        [str(server_binary()), "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=sys.stderr,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith("listening on "):
+        proc.kill()
+        raise RuntimeError(f"quill-server did not start: {line!r}")
+    return Server(url=line.removeprefix("listening on "), process=proc)

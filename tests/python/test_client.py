@@ -1,0 +1,310 @@
+"""QuillClient against the real bundled server: the seed's RPC Client, Authentication,
+Client Properties, Error Handling and Threading sections, plus the client issue's list."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from quilltest import ROOT, TOKEN, Server
+
+import quill
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_seed_basic_usage(server: Server) -> None:
+    client = quill.QuillClient(base_url=server.url, timeout_ms=30000, enable_compression=True)
+    request = b'{"prompt": "Hello"}'
+    response = client.call("inference.v1.LLMService", "Generate", request)
+    assert isinstance(response, bytes)
+    assert json.loads(response)["finish_reason"] in ("length", "stop")
+    response = client.call_json(
+        "inference.v1.LLMService", "Generate", {"prompt": "Hello", "max_tokens": 100}
+    )
+    assert len(response["tokens"]) == 100
+    assert response["text"] == "".join(t["text"] for t in response["tokens"])
+    tok = response["tokens"][0]
+    assert set(tok) == {"id", "text", "logprob", "position", "is_special"}
+
+
+def test_seed_authentication_headers_really_arrive(client: quill.QuillClient) -> None:
+    client.set_bearer_token("my-auth-token")
+    client.set_api_key("api-key-123")
+    client.set_header("X-Request-ID", "abc123")
+    seen = client.call_json("echo.v1.EchoService", "Headers", {})
+    assert seen["authorization"] == "Bearer my-auth-token"
+    assert seen["x-api-key"] == "api-key-123"
+    assert seen["x-request-id"] == "abc123"
+    assert seen["content-type"] == "application/json"
+    assert seen["prefer"] == "prism=classic"
+    assert seen["user-agent"].startswith("quill/")
+    client.remove_header("X-Request-ID")
+    seen = client.call_json("echo.v1.EchoService", "Headers", {})
+    assert "x-request-id" not in seen
+    headers = client.get_headers()
+    assert "my-auth-token" not in str(headers) and "api-key-123" not in str(headers)
+    assert set(headers) >= {"Authorization", "X-API-Key"}
+
+    client.set_api_key("api-key-123", header_name="Authorization")
+    seen = client.call_json("echo.v1.EchoService", "Headers", {})
+    assert seen["authorization"] == "api-key-123"
+
+
+def test_raw_calls_use_proto_content_type(client: quill.QuillClient) -> None:
+    seen = json.loads(client.call("echo.v1.EchoService", "Headers", b"x"))
+    assert seen["content-type"] == "application/proto"
+    assert seen["accept"] == "application/proto"
+    assert client.call("echo.v1.EchoService", "Echo", b"") == b""
+    assert client.call("echo.v1.EchoService", "Echo", bytearray(b"abc")) == b"abc"
+
+
+def test_seed_client_properties(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+    client = quill.QuillClient(server.url + "/", timeout_ms=30000, enable_compression=True)
+    print(client.base_url)
+    print(client.timeout_ms)
+    print(client.compression_enabled)
+    assert capsys.readouterr().out.splitlines() == [server.url, "30000", "True"]
+    defaults = quill.QuillClient("http://localhost:8080")
+    assert (defaults.base_url, defaults.timeout_ms, defaults.compression_enabled) == (
+        "http://localhost:8080",
+        30000,
+        False,
+    )
+
+
+def test_repr_never_shows_secrets(server: Server) -> None:
+    client = quill.QuillClient(server.url, timeout_ms=1234)
+    client.set_bearer_token(TOKEN)
+    client.set_api_key("key-" + TOKEN)
+    text = repr(client)
+    assert (
+        text == f"QuillClient(base_url='{server.url}', timeout_ms=1234, enable_compression=False)"
+    )
+    assert TOKEN not in text
+
+
+def test_auth_route_and_token_never_in_errors(client: quill.QuillClient) -> None:
+    with pytest.raises(quill.RpcError) as info:
+        client.call("test.v1.FaultService", "Auth", b"")
+    assert info.value.status == 401 and info.value.title == "Unauthenticated"
+    client.set_bearer_token("wrong-" + TOKEN)
+    with pytest.raises(RuntimeError) as info2:
+        client.call("test.v1.FaultService", "Auth", b"")
+    assert TOKEN not in str(info2.value) and TOKEN not in repr(info2.value.args)
+    client.set_bearer_token(TOKEN)
+    assert client.call_json("test.v1.FaultService", "Auth", {}) == {"ok": True}
+
+
+def test_problem_details_fields_reach_python(client: quill.QuillClient) -> None:
+    req = {
+        "status": 429,
+        "title": "Quota exceeded",
+        "detail": "try later",
+        "instance": "/quota/7",
+        "retry_after": 2,
+        "proto_type": "pkg.QuotaError",
+        "proto_detail_base64": "CgRwZWVy",
+    }
+    with pytest.raises(quill.RpcError) as info:
+        client.call_json("test.v1.FaultService", "Error", req)
+    e = info.value
+    assert isinstance(e, RuntimeError) and isinstance(e, quill.QuillError)
+    assert e.status == 429
+    assert e.type == "urn:quill:error:429"
+    assert e.title == "Quota exceeded" and e.detail == "try later" and e.instance == "/quota/7"
+    assert e.proto_type == "pkg.QuotaError" and e.proto_detail == b"\n\x04peer"
+    assert e.retry_after == 2.0
+    assert e.problem["extra"] == "kept"
+    assert "429" in str(e) and "Quota exceeded" in str(e)
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "text"),
+    [("PlainText", 502, "bad gateway from proxy"), ("Html", 503, "<html")],
+)
+def test_plain_text_and_html_errors(
+    client: quill.QuillClient, method: str, status: int, text: str
+) -> None:
+    with pytest.raises(quill.RpcError) as info:
+        client.call("test.v1.FaultService", method, b"")
+    assert info.value.status == status
+    assert text in info.value.body
+    assert info.value.title is None and info.value.problem == {}
+
+
+def test_unknown_route_is_404_problem(client: quill.QuillClient) -> None:
+    with pytest.raises(quill.RpcError) as info:
+        client.call("nope.v1.Missing", "Method", b"")
+    assert info.value.status == 404 and info.value.type == "urn:quill:error:404"
+
+
+def test_seed_error_handling_connection_refused_quickly() -> None:
+    port = free_port()
+    t0 = time.monotonic()
+    try:
+        client = quill.QuillClient(f"http://127.0.0.1:{port}")
+        client.call("service", "method", b"data")
+        raise AssertionError("expected a connection error")
+    except ConnectionError as e:
+        assert isinstance(e, quill.QuillConnectionError)
+        assert "connect" in str(e).lower()
+    assert time.monotonic() - t0 < 2.0
+
+
+def test_timeout_is_honoured_within_ten_percent(server: Server) -> None:
+    client = quill.QuillClient(server.url, timeout_ms=500)
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError) as info:
+        client.call_json("test.v1.FaultService", "Slow", {"ms": 3000})
+    elapsed = time.monotonic() - t0
+    assert isinstance(info.value, quill.QuillTimeoutError)
+    assert 0.45 <= elapsed <= 0.55, elapsed
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("X-Bad", "a\r\nInjected: 1"),
+        ("X-Bad", "a\nb"),
+        ("Bad Name", "v"),
+        ("X-Bad\r\n", "v"),
+        ("", "v"),
+    ],
+)
+def test_header_injection_refused(client: quill.QuillClient, name: str, value: str) -> None:
+    with pytest.raises(ValueError) as info:
+        client.set_header(name, value)
+    assert isinstance(info.value, quill.InvalidArgumentError)
+    with pytest.raises(ValueError):
+        client.set_bearer_token("tok\r\nX-Evil: 1")
+
+
+def test_bad_base_url() -> None:
+    with pytest.raises(ValueError):
+        quill.QuillClient("not a url")
+    with pytest.raises(ValueError):
+        quill.QuillClient("ftp://example.com")
+
+
+def test_zstd_both_directions_and_threshold(server: Server) -> None:
+    client = quill.QuillClient(server.url, enable_compression=True)
+    small = client.call("echo.v1.EchoService", "Headers", b"x" * 1023)
+    seen = json.loads(small)
+    assert "content-encoding" not in seen and "zstd" in seen["accept-encoding"]
+    seen = json.loads(client.call("echo.v1.EchoService", "Headers", b"x" * 1024))
+    assert seen["content-encoding"] == "zstd"
+    payload = bytes(range(256)) * 4096  # 1 MiB, compressed both ways
+    assert client.call("echo.v1.EchoService", "Echo", payload) == payload
+    plain = quill.QuillClient(server.url)
+    seen = json.loads(plain.call("echo.v1.EchoService", "Headers", b"x" * 5000))
+    assert "content-encoding" not in seen and "accept-encoding" not in seen
+
+
+def test_decompression_bomb_is_an_error_not_oom(server: Server) -> None:
+    client = quill.QuillClient(server.url, enable_compression=True, max_decoded_size=1 << 20)
+    with pytest.raises(quill.ProtocolError, match="limit|exceeds|larger"):
+        client.call_json("test.v1.FaultService", "Bomb", {"bytes": 1 << 30})
+    with pytest.raises(quill.ProtocolError):
+        client.call_json("test.v1.FaultService", "Big", {"bytes": (1 << 20) + 1})
+    assert len(client.call("test.v1.FaultService", "Big", b'{"bytes": 1048576}')) == 1 << 20
+
+
+def test_threads_share_one_client(client: quill.QuillClient) -> None:
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for j in range(100):
+                body = f"{i}-{j}".encode()
+                assert client.call("echo.v1.EchoService", "Echo", body) == body
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_gil_released_during_network_wait(client: quill.QuillClient) -> None:
+    count = 0
+    stop = threading.Event()
+
+    def spin() -> None:
+        nonlocal count
+        while not stop.is_set():
+            count += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    time.sleep(0.05)
+    before = count
+    client.call_json("test.v1.FaultService", "Slow", {"ms": 400})
+    during = count - before
+    stop.set()
+    t.join()
+    # With the GIL held for 400 ms the spinner would be frozen; released, it runs freely.
+    assert during > 100_000, during
+
+
+def test_asyncio_calls(client: quill.QuillClient) -> None:
+    async def main() -> None:
+        results = await asyncio.gather(
+            *(client.call_async("echo.v1.EchoService", "Echo", str(i).encode()) for i in range(50))
+        )
+        assert results == [str(i).encode() for i in range(50)]
+        out = await client.call_json_async("inference.v1.LLMService", "Generate", {"max_tokens": 3})
+        assert len(out["tokens"]) == 3
+        with pytest.raises(quill.RpcError):
+            await client.call_json_async("test.v1.FaultService", "Error", {"status": 503})
+        slow = asyncio.ensure_future(
+            client.call_json_async("test.v1.FaultService", "Slow", {"ms": 5000})
+        )
+        await asyncio.sleep(0.05)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+
+    asyncio.run(main())
+
+
+EXIT_SCRIPT = """
+import asyncio, sys, quill
+client = quill.QuillClient(sys.argv[1])
+async def main():
+    for _ in range(5):
+        asyncio.ensure_future(client.call_json_async("test.v1.FaultService", "Slow", {"ms": 2000}))
+    fut = client.call_async("echo.v1.EchoService", "Echo", b"x")
+    assert await fut == b"x"
+    # leave the slow calls pending and exit
+asyncio.run(main())
+stream = client.stream("test.v1.FaultService", "StreamSlow", {"messages": 100, "interval_ms": 50})
+next(stream)
+print("bye")
+"""
+
+
+def test_interpreter_exit_with_pending_async_work(server: Server) -> None:
+    for run in range(50):
+        proc = subprocess.run(
+            [sys.executable, "-c", EXIT_SCRIPT, server.url],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=ROOT,
+        )
+        assert proc.returncode == 0, (run, proc.returncode, proc.stderr[-2000:])
+        assert proc.stdout.strip() == "bye"

@@ -1,0 +1,110 @@
+"""Process hygiene: fork safety, exit with work in flight, reference leaks."""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from quilltest import ROOT, Server
+
+import quill
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_client_created_before_fork_works_in_the_child(server: Server) -> None:
+    client = quill.QuillClient(server.url, timeout_ms=5000)
+    assert client.call("echo.v1.EchoService", "Echo", b"parent") == b"parent"
+    pid = os.fork()
+    if pid == 0:  # child: the runtime is rebuilt on the pid change
+        code = 1
+        try:
+            code = 0 if client.call("echo.v1.EchoService", "Echo", b"child") == b"child" else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert client.call("echo.v1.EchoService", "Echo", b"again") == b"again"
+
+
+_INHERITED: quill.QuillClient | None = None
+
+
+def _echo_inherited(_: int) -> bytes:
+    assert _INHERITED is not None
+    return _INHERITED.call("echo.v1.EchoService", "Echo", b"mp")
+
+
+def test_multiprocessing_fork_start_method(server: Server) -> None:
+    global _INHERITED
+    _INHERITED = quill.QuillClient(server.url, timeout_ms=5000)
+    _INHERITED.call("echo.v1.EchoService", "Echo", b"warm")  # pool and runtime in use
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(2) as pool:
+        assert pool.map(_echo_inherited, range(4), chunksize=1) == [b"mp"] * 4
+
+
+SHUTDOWN_SCRIPT = """
+import asyncio, sys, quill
+client = quill.QuillClient(sys.argv[1])
+other = quill.QuillClient(sys.argv[1], enable_compression=True)
+stream = client.stream_tokens("inference.v1.LLMService", "GenerateStream",
+                              {"max_tokens": 500, "delay_ms": 5})
+next(stream)
+async def main():
+    for _ in range(3):
+        asyncio.ensure_future(other.call_json_async("test.v1.FaultService", "Slow", {"ms": 3000}))
+    asyncio.ensure_future(client.stream_async("test.v1.FaultService", "StreamSlow",
+                                              {"messages": 100, "interval_ms": 10}).__anext__())
+    await asyncio.sleep(0.01)
+loop = asyncio.new_event_loop()
+loop.run_until_complete(main())
+print("exiting", flush=True)
+"""
+
+
+def test_interpreter_shutdown_with_live_clients_streams_and_async_calls(server: Server) -> None:
+    """100 runs that exit with a live stream, pending async calls and an open loop."""
+    for run in range(100):
+        proc = subprocess.run(
+            [sys.executable, "-c", SHUTDOWN_SCRIPT, server.url],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=ROOT,
+        )
+        assert proc.returncode == 0, (run, proc.returncode, proc.stderr[-2000:])
+        assert proc.stdout.strip() == "exiting"
+
+
+def test_no_reference_leaks(client: quill.QuillClient) -> None:
+    def churn() -> None:
+        for i in range(200):
+            t = quill.Tensor.from_numpy(np.arange(16, dtype=np.float32), name=str(i))
+            np.asarray(t)
+            memoryview(t).tobytes()
+            b = quill.TokenBatch.from_tokens([quill.Token(id=i, text="x")])
+            list(b)
+            quill.TokenBatch.decode(b.encode())
+            client.call("echo.v1.EchoService", "Echo", b"x")
+            list(
+                client.stream(
+                    "test.v1.FaultService", "StreamSlow", {"messages": 1, "interval_ms": 0}
+                )
+            )
+            try:
+                quill.Tensor.decode(b"\x00")
+            except quill.DecodeError:
+                pass
+
+    churn()
+    gc.collect()
+    before = len(gc.get_objects())
+    churn()
+    gc.collect()
+    after = len(gc.get_objects())
+    assert after - before < 50, (before, after)
