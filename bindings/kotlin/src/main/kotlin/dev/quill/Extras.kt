@@ -1,0 +1,239 @@
+// Hand-written Kotlin extras over the generated bindings in quill.kt (which
+// scripts/bindings regenerates; do not edit that one). Everything here is a thin layer:
+// the facts (dtype table, codecs, validation) stay in the Rust core.
+//
+// The generated objects (QuillClient, Tensor, MessageStream, TokenStream) already
+// implement AutoCloseable, so `use { }` works on them as it is.
+
+package dev.quill
+
+import java.nio.ByteBuffer
+import java.nio.ByteOrder
+import kotlinx.coroutines.flow.Flow
+import kotlinx.coroutines.flow.flow
+
+// ---------------------------------------------------------------------------------
+// Streams as Flows
+// ---------------------------------------------------------------------------------
+
+/**
+ * The messages of this stream as a cold, single-use [Flow].
+ *
+ * The flow owns the stream: it calls [MessageStream.next] until the end of the stream,
+ * and when the collector stops early (`take(n)`, `first()`, an exception, coroutine
+ * cancellation) it [cancels][MessageStream.cancel] the stream, which closes the
+ * connection so the server sees the client go. In every case the native stream object is
+ * released ([MessageStream.close]) when the flow completes, so collect it once.
+ * Stream errors surface as [QuillException] from `collect`.
+ */
+fun MessageStream.asFlow(): Flow<ByteArray> = flow {
+    val stream = this@asFlow
+    drain(stream, { stream.next() }, { stream.cancel() }) { emit(it) }
+}
+
+/**
+ * The token batches of this stream as a cold, single-use [Flow]; see
+ * [MessageStream.asFlow] for cancellation and ownership.
+ */
+fun TokenStream.asFlow(): Flow<TokenBatch> = flow {
+    val stream = this@asFlow
+    drain(stream, { stream.next() }, { stream.cancel() }) { emit(it) }
+}
+
+private suspend inline fun <T : Any> drain(
+    stream: AutoCloseable,
+    next: () -> T?,
+    cancel: () -> Unit,
+    emit: (T) -> Unit,
+) {
+    var finished = false
+    try {
+        while (true) {
+            val item = next() ?: break
+            emit(item)
+        }
+        finished = true
+    } finally {
+        if (!finished) cancel()
+        stream.close()
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Tensors from and to JVM arrays and buffers
+// ---------------------------------------------------------------------------------
+
+/** A direct, little-endian buffer of [size] bytes: the layout tensor data uses. */
+fun directTensorBuffer(size: Int): ByteBuffer =
+    ByteBuffer.allocateDirect(size).order(ByteOrder.LITTLE_ENDIAN)
+
+private fun byteSize(count: Int, elementSize: Int): Int {
+    val bytes = count.toLong() * elementSize
+    if (bytes > Int.MAX_VALUE) {
+        throw QuillException.InvalidArgument(
+            "array of $count elements is $bytes bytes; JVM buffers hold at most ${Int.MAX_VALUE}"
+        )
+    }
+    return bytes.toInt()
+}
+
+private fun toShape(shape: LongArray): List<ULong> = shape.map { d ->
+    if (d < 0) {
+        throw QuillException.InvalidArgument(
+            "negative dimension $d in shape ${shape.contentToString()}"
+        )
+    }
+    d.toULong()
+}
+
+/**
+ * A tensor over the remaining bytes of [data] (little-endian, row-major element bytes),
+ * copied once into the tensor's own buffer by the core.
+ *
+ * A direct buffer is handed to the core without a JVM-side copy (its position is
+ * honoured); a heap buffer is first copied into a direct one. Throws
+ * [QuillException.InvalidArgument] when the byte count does not match shape × dtype.
+ */
+fun Tensor.Companion.fromByteBuffer(
+    data: ByteBuffer,
+    shape: LongArray,
+    dtype: DType,
+    name: String? = null,
+): Tensor {
+    val direct = if (data.isDirect) {
+        // uniffi passes the buffer's base address: slice so that position 0 is ours.
+        data.slice()
+    } else {
+        directTensorBuffer(data.remaining()).put(data.duplicate()).flip()
+    }
+    return Tensor.fromBytes(direct, toShape(shape), dtype, name)
+}
+
+/** A tensor over a copy of [data] (little-endian, row-major element bytes). */
+fun Tensor.Companion.fromByteArray(
+    data: ByteArray,
+    shape: LongArray,
+    dtype: DType,
+    name: String? = null,
+): Tensor {
+    val buf = directTensorBuffer(data.size)
+    buf.put(data).flip()
+    return Tensor.fromBytes(buf, toShape(shape), dtype, name)
+}
+
+/** A float32 tensor of [values]; the shape defaults to one dimension. */
+fun Tensor.Companion.fromFloatArray(
+    values: FloatArray,
+    shape: LongArray = longArrayOf(values.size.toLong()),
+    name: String? = null,
+): Tensor {
+    val buf = directTensorBuffer(byteSize(values.size, 4))
+    buf.asFloatBuffer().put(values)
+    return Tensor.fromBytes(buf, toShape(shape), DType.FLOAT32, name)
+}
+
+/** A float64 tensor of [values]; the shape defaults to one dimension. */
+fun Tensor.Companion.fromDoubleArray(
+    values: DoubleArray,
+    shape: LongArray = longArrayOf(values.size.toLong()),
+    name: String? = null,
+): Tensor {
+    val buf = directTensorBuffer(byteSize(values.size, 8))
+    buf.asDoubleBuffer().put(values)
+    return Tensor.fromBytes(buf, toShape(shape), DType.FLOAT64, name)
+}
+
+/** An int32 tensor of [values]; the shape defaults to one dimension. */
+fun Tensor.Companion.fromIntArray(
+    values: IntArray,
+    shape: LongArray = longArrayOf(values.size.toLong()),
+    name: String? = null,
+): Tensor {
+    val buf = directTensorBuffer(byteSize(values.size, 4))
+    buf.asIntBuffer().put(values)
+    return Tensor.fromBytes(buf, toShape(shape), DType.INT32, name)
+}
+
+/** An int64 tensor of [values]; the shape defaults to one dimension. */
+fun Tensor.Companion.fromLongArray(
+    values: LongArray,
+    shape: LongArray = longArrayOf(values.size.toLong()),
+    name: String? = null,
+): Tensor {
+    val buf = directTensorBuffer(byteSize(values.size, 8))
+    buf.asLongBuffer().put(values)
+    return Tensor.fromBytes(buf, toShape(shape), DType.INT64, name)
+}
+
+/** Decode a tensor from tensor frames (protocol §6) held in a byte array. */
+fun Tensor.Companion.decode(frames: ByteArray): Tensor =
+    Tensor.decode(directTensorBuffer(frames.size).put(frames).flip())
+
+/** The shape as JVM longs. */
+fun Tensor.shapeLongs(): LongArray = shape().map { it.toLong() }.toLongArray()
+
+private fun Tensor.littleEndianData(expected: DType): ByteBuffer {
+    val actual = dtype()
+    if (actual != expected) {
+        throw QuillException.UnsupportedDType(
+            "tensor is ${dtypeName(actual)}, not ${dtypeName(expected)}"
+        )
+    }
+    return ByteBuffer.wrap(toBytes()).order(ByteOrder.LITTLE_ENDIAN)
+}
+
+/** A copy of the elements of a float32 tensor. */
+fun Tensor.toFloatArray(): FloatArray {
+    val fb = littleEndianData(DType.FLOAT32).asFloatBuffer()
+    return FloatArray(fb.remaining()).also { fb.get(it) }
+}
+
+/** A copy of the elements of a float64 tensor. */
+fun Tensor.toDoubleArray(): DoubleArray {
+    val db = littleEndianData(DType.FLOAT64).asDoubleBuffer()
+    return DoubleArray(db.remaining()).also { db.get(it) }
+}
+
+/** A copy of the elements of an int32 tensor. */
+fun Tensor.toIntArray(): IntArray {
+    val ib = littleEndianData(DType.INT32).asIntBuffer()
+    return IntArray(ib.remaining()).also { ib.get(it) }
+}
+
+/** A copy of the elements of an int64 tensor. */
+fun Tensor.toLongArray(): LongArray {
+    val lb = littleEndianData(DType.INT64).asLongBuffer()
+    return LongArray(lb.remaining()).also { lb.get(it) }
+}
+
+// ---------------------------------------------------------------------------------
+// Tokens and dtypes
+// ---------------------------------------------------------------------------------
+
+private fun ByteArray.toDirect(): ByteBuffer = ByteBuffer.allocateDirect(size).put(this).flip()
+
+/** Decode one token (protocol §8) from [bytes]; leftover bytes are an error. */
+fun Token.Companion.decode(bytes: ByteArray): Token = decodeToken(bytes.toDirect())
+
+/** Decode one token batch (protocol §8) from [bytes]; leftover bytes are an error. */
+fun TokenBatch.Companion.decode(bytes: ByteArray): TokenBatch = decodeTokenBatch(bytes.toDirect())
+
+/** Size of one element in bytes. */
+val DType.elementSize: Int get() = dtypeElementSize(this).toInt()
+
+/** Canonical lower-case name (`"float32"`, `"bool"`, …); `name` stays Kotlin's enum name. */
+val DType.canonicalName: String get() = dtypeName(this)
+
+/** Number used on the wire (protocol §7). */
+val DType.wireValue: Int get() = dtypeWireValue(this).toInt()
+
+/** The dtype of a wire number; unknown numbers throw [QuillException.UnsupportedDType]. */
+fun DType.Companion.fromWireValue(value: Int): DType {
+    if (value !in 0..255) {
+        throw QuillException.UnsupportedDType("unknown dtype number $value (expected 1..=9, see protocol §7)")
+    }
+    return dtypeFromWireValue(value.toUByte())
+}
+
+/** The dtype of a name such as `"float32"`. */
+fun DType.Companion.fromName(name: String): DType = dtypeFromName(name)

@@ -1,0 +1,258 @@
+// Hand-written additions to the generated bindings (Quill.swift): `AsyncSequence`
+// views of the response streams, so that
+//
+//     let stream = try await client.tokenStream(service: "inference.v1.LLMService",
+//                                               method: "GenerateStream",
+//                                               body: Data(#"{"prompt":"Alice"}"#.utf8),
+//                                               contentTypeJson: true)
+//     for try await batch in stream.batches {
+//         print(batch.text(), terminator: "")
+//     }
+//
+// works with `break`, `throw` and task cancellation: leaving the loop early cancels the
+// stream (the connection is closed, so the server sees the client go).
+
+import Foundation
+
+/// A response stream of the generated bindings: `next()` until `nil`, `cancel()` to stop
+/// early. `MessageStream` (raw messages) and `TokenStream` (decoded token batches) conform.
+public protocol QuillStreamSource: AnyObject, Sendable {
+    associatedtype Item: Sendable
+    /// The next item, `nil` after the end of the stream.
+    func next() async throws -> Item?
+    /// Stops the stream; idempotent. A pending or later `next()` throws
+    /// `QuillError.Cancelled` (unless the stream had already ended or failed).
+    func cancel()
+}
+
+extension MessageStream: QuillStreamSource {
+    public typealias Item = Data
+}
+
+extension TokenStream: QuillStreamSource {
+    public typealias Item = TokenBatch
+}
+
+/// An `AsyncSequence` over a `MessageStream` or `TokenStream`.
+///
+/// - The items come from `next()` until it returns `nil`; errors are the stream's
+///   `QuillError`s (`.Stream`, `.Protocol`, `.Timeout`, `.Cancelled`, …).
+/// - Leaving a `for try await` loop early (`break`, `return`, an error thrown by the
+///   loop body), or dropping the iterator before the end, calls `cancel()` on the stream.
+/// - Cancelling the surrounding `Task` calls `cancel()` too: the pending `next()` then
+///   throws `QuillError.Cancelled`.
+/// - A stream is consumed once: iterators made from the same stream share its items.
+public struct QuillAsyncStream<Source: QuillStreamSource>: AsyncSequence, Sendable {
+    public typealias Element = Source.Item
+
+    /// The wrapped stream object (for `cancel()` from elsewhere).
+    public let source: Source
+
+    public init(_ source: Source) {
+        self.source = source
+    }
+
+    public func makeAsyncIterator() -> Iterator {
+        Iterator(StreamGuard(source))
+    }
+
+    public struct Iterator: AsyncIteratorProtocol, Sendable {
+        fileprivate let state: StreamGuard<Source>
+
+        fileprivate init(_ state: StreamGuard<Source>) {
+            self.state = state
+        }
+
+        public mutating func next() async throws -> Source.Item? {
+            try await state.next()
+        }
+    }
+}
+
+/// Owns one iteration: remembers whether the stream finished (end or error) and cancels
+/// it when the last copy of the iterator goes away before that.
+private final class StreamGuard<Source: QuillStreamSource>: @unchecked Sendable {
+    private let source: Source
+    private let lock = NSLock()
+    private var finished = false  // guarded by `lock`
+
+    init(_ source: Source) {
+        self.source = source
+    }
+
+    private var isFinished: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return finished
+    }
+
+    private func finish() {
+        lock.lock()
+        finished = true
+        lock.unlock()
+    }
+
+    func next() async throws -> Source.Item? {
+        if isFinished { return nil }
+        let source = self.source
+        do {
+            let item = try await withTaskCancellationHandler {
+                try await source.next()
+            } onCancel: {
+                source.cancel()
+            }
+            if item == nil { finish() }
+            return item
+        } catch {
+            // Errors are sticky in the core; after one the sequence is over.
+            finish()
+            throw error
+        }
+    }
+
+    deinit {
+        if !isFinished { source.cancel() }
+    }
+}
+
+extension MessageStream {
+    /// The messages as an `AsyncSequence` of `Data`; see `QuillAsyncStream`.
+    public var messages: QuillAsyncStream<MessageStream> { QuillAsyncStream(self) }
+}
+
+extension TokenStream {
+    /// The token batches as an `AsyncSequence`; see `QuillAsyncStream`.
+    public var batches: QuillAsyncStream<TokenStream> { QuillAsyncStream(self) }
+}
+
+// MARK: - DType
+
+extension DType: CaseIterable {
+    /// Every dtype, in wire-number order (protocol §7).
+    public static var allCases: [DType] {
+        [.float32, .float16, .bfloat16, .float64, .int8, .int32, .int64, .uint8, .bool]
+    }
+}
+
+extension DType {
+    /// The dtype of a canonical name such as `"float32"` (or `"bool_"`); unknown names
+    /// throw `QuillError.UnsupportedDType`.
+    public init(name: String) throws {
+        self = try dtypeFromName(name: name)
+    }
+
+    /// The dtype of a wire number (1...9); others throw `QuillError.UnsupportedDType`.
+    public init(wireValue: UInt8) throws {
+        self = try dtypeFromWireValue(value: wireValue)
+    }
+
+    /// Canonical lower-case name (`"float32"`, `"bool"`, …).
+    public var name: String { dtypeName(dtype: self) }
+    /// Number used on the wire (protocol §7).
+    public var wireValue: UInt8 { dtypeWireValue(dtype: self) }
+    /// Size of one element in bytes.
+    public var elementSize: Int { Int(dtypeElementSize(dtype: self)) }
+    public var isFloat: Bool { dtypeIsFloat(dtype: self) }
+    public var isInteger: Bool { dtypeIsInteger(dtype: self) }
+    public var isSigned: Bool { dtypeIsSigned(dtype: self) }
+}
+
+// MARK: - Tensor elements
+
+/// A Swift type that is the element of one tensor dtype. Tensor data is little-endian,
+/// row-major; these conversions are explicit about it, so they hold on any host.
+public protocol TensorElement: Sendable {
+    static var dtype: DType { get }
+    /// Appends the little-endian bytes of `self`.
+    func appendLittleEndian(to data: inout Data)
+    /// The value of `MemoryLayout<Self>.size` little-endian bytes.
+    static func fromLittleEndian(_ bytes: UnsafeRawBufferPointer) -> Self
+}
+
+extension TensorElement where Self: FixedWidthInteger {
+    public func appendLittleEndian(to data: inout Data) {
+        withUnsafeBytes(of: littleEndian) { data.append(contentsOf: $0) }
+    }
+    public static func fromLittleEndian(_ bytes: UnsafeRawBufferPointer) -> Self {
+        Self(littleEndian: bytes.loadUnaligned(as: Self.self))
+    }
+}
+
+extension Int8: TensorElement { public static var dtype: DType { .int8 } }
+extension UInt8: TensorElement { public static var dtype: DType { .uint8 } }
+extension Int32: TensorElement { public static var dtype: DType { .int32 } }
+extension Int64: TensorElement { public static var dtype: DType { .int64 } }
+
+extension Float: TensorElement {
+    public static var dtype: DType { .float32 }
+    public func appendLittleEndian(to data: inout Data) {
+        withUnsafeBytes(of: bitPattern.littleEndian) { data.append(contentsOf: $0) }
+    }
+    public static func fromLittleEndian(_ bytes: UnsafeRawBufferPointer) -> Float {
+        Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(as: UInt32.self)))
+    }
+}
+
+extension Double: TensorElement {
+    public static var dtype: DType { .float64 }
+    public func appendLittleEndian(to data: inout Data) {
+        withUnsafeBytes(of: bitPattern.littleEndian) { data.append(contentsOf: $0) }
+    }
+    public static func fromLittleEndian(_ bytes: UnsafeRawBufferPointer) -> Double {
+        Double(bitPattern: UInt64(littleEndian: bytes.loadUnaligned(as: UInt64.self)))
+    }
+}
+
+extension Bool: TensorElement {
+    public static var dtype: DType { .bool }
+    public func appendLittleEndian(to data: inout Data) { data.append(self ? 1 : 0) }
+    public static func fromLittleEndian(_ bytes: UnsafeRawBufferPointer) -> Bool { bytes[0] != 0 }
+}
+
+extension Tensor {
+    /// A tensor of `values` with the dtype of `T` (`[Float]` → float32, `[Int64]` →
+    /// int64, …); `shape` defaults to one dimension. Throws `QuillError.InvalidArgument`
+    /// when the shape does not hold `values.count` elements.
+    public static func from<T: TensorElement>(
+        _ values: [T], shape: [UInt64]? = nil, name: String? = nil
+    ) throws -> Tensor {
+        var data = Data(capacity: values.count * MemoryLayout<T>.size)
+        for v in values { v.appendLittleEndian(to: &data) }
+        return try Tensor.fromBytes(
+            data: data, shape: shape ?? [UInt64(values.count)], dtype: T.dtype, name: name)
+    }
+
+    /// A copy of the elements as `T`; throws `QuillError.InvalidArgument` unless the
+    /// tensor's dtype is `T.dtype`.
+    public func values<T: TensorElement>(as type: T.Type = T.self) throws -> [T] {
+        guard dtype() == T.dtype, MemoryLayout<T>.size == dtype().elementSize else {
+            throw QuillError.InvalidArgument(
+                message: "tensor has dtype \(dtype().name), not \(T.dtype.name) (\(T.self))")
+        }
+        let bytes = toBytes()
+        let size = MemoryLayout<T>.size
+        return bytes.withUnsafeBytes { raw in
+            stride(from: 0, to: raw.count, by: size).map {
+                T.fromLittleEndian(UnsafeRawBufferPointer(rebasing: raw[$0..<$0 + size]))
+            }
+        }
+    }
+}
+
+// MARK: - Tokens
+
+extension Token {
+    /// Decodes exactly one token (protocol §8); leftover or missing bytes throw
+    /// `QuillError.Decode`.
+    public static func decode(_ bytes: Data) throws -> Token {
+        try decodeToken(bytes: bytes)
+    }
+}
+
+extension TokenBatch {
+    /// Decodes exactly one token batch (protocol §8); leftover or missing bytes throw
+    /// `QuillError.Decode`.
+    public static func decode(_ bytes: Data) throws -> TokenBatch {
+        try decodeTokenBatch(bytes: bytes)
+    }
+}
