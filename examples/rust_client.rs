@@ -6,7 +6,7 @@
 
 use quill::{ClientConfig, DType, QuillClient, Tensor, Token, TokenBatch};
 
-fn main() -> Result<(), quill::QuillError> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "http://127.0.0.1:8080".into());
