@@ -23,6 +23,7 @@ const _: () = assert!(DEFAULT_MAX_DECODED_SIZE == 67108864);
 
 static JSON_DUMPS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static JSON_LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static JSON_DEFAULT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// Request bytes: a bytes-like object is sent as is (one copy into the request body).
 pub(crate) fn request_bytes(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Bytes> {
@@ -38,7 +39,12 @@ pub(crate) fn json_bytes(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Byt
         return request_bytes(py, obj);
     }
     let dumps = JSON_DUMPS.import(py, "json", "dumps")?;
-    let text: String = dumps.call1((obj,))?.extract()?;
+    let kwargs = PyDict::new(py);
+    kwargs.set_item(
+        "default",
+        JSON_DEFAULT.import(py, "quill._json", "default")?,
+    )?;
+    let text: String = dumps.call((obj,), Some(&kwargs))?.extract()?;
     Ok(Bytes::from(text.into_bytes()))
 }
 

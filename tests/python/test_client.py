@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -36,6 +37,32 @@ def test_seed_basic_usage(server: Server) -> None:
     assert response["text"] == "".join(t["text"] for t in response["tokens"])
     tok = response["tokens"][0]
     assert set(tok) == {"id", "text", "logprob", "position", "is_special"}
+
+
+def test_seed_complete_example_runs_verbatim(server: Server) -> None:
+    """examples/complete.py is the seed's Complete Example with the URL from $QUILL_URL."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "complete.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "QUILL_URL": server.url},
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.strip()
+    assert not out.startswith("Error"), out
+    assert len(out.split()) >= 40  # 50 generated words printed
+
+
+def test_json_calls_accept_numpy_values(client: quill.QuillClient) -> None:
+    import numpy as np
+
+    seen = client.call_json(
+        "echo.v1.EchoService", "Echo", {"a": np.float32(0.5), "b": np.arange(3)}
+    )
+    assert seen == {"a": 0.5, "b": [0, 1, 2]}
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        client.call_json("echo.v1.EchoService", "Echo", {"x": object()})
 
 
 def test_seed_authentication_headers_really_arrive(client: quill.QuillClient) -> None:
