@@ -11,6 +11,12 @@ from quilltest import TOKEN, Server, start_server
 import quill
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "slow: soak and many-subprocess tests (scripts/check-wheel skips them)"
+    )
+
+
 @pytest.fixture(scope="session")
 def server() -> Iterator[Server]:
     """The bundled server, started with a bearer token for the Auth route."""

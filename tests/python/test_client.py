@@ -324,6 +324,7 @@ print("bye")
 """
 
 
+@pytest.mark.slow
 def test_interpreter_exit_with_pending_async_work(server: Server) -> None:
     for run in range(50):
         proc = subprocess.run(

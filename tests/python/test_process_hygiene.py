@@ -67,6 +67,7 @@ print("exiting", flush=True)
 """
 
 
+@pytest.mark.slow
 def test_interpreter_shutdown_with_live_clients_streams_and_async_calls(server: Server) -> None:
     """100 runs that exit with a live stream, pending async calls and an open loop."""
     for run in range(100):
