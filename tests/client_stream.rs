@@ -3,59 +3,15 @@
 // Test helpers return `quill::Result`; its error carries a `Problem` inline (see lib.rs).
 #![allow(clippy::result_large_err)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quill::client::TokenStream;
-use quill::{ClientConfig, MessageStream, QuillClient, QuillError};
+use quill::{MessageStream, QuillClient, QuillError};
 use serde_json::{json, Value};
 
-/// A `quill-server` child process, killed when dropped (also when a test panics).
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start() -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_quill-server"))
-            .args(["--port", "0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start quill-server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Server { child, url }
-    }
-
-    fn client_with(&self, edit: impl FnOnce(&mut ClientConfig)) -> QuillClient {
-        let mut cfg = ClientConfig::new(self.url.clone());
-        cfg.timeout_ms = 10_000;
-        edit(&mut cfg);
-        QuillClient::with_config(cfg).unwrap()
-    }
-
-    fn client(&self) -> QuillClient {
-        self.client_with(|_| {})
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::Server;
 
 const FAULT: &str = "test.v1.FaultService";
 
@@ -111,7 +67,7 @@ fn token_batches(c: &QuillClient, stream: &TokenStream) -> Vec<quill::TokenBatch
 
 #[test]
 fn generate_stream_yields_token_batches() {
-    let s = Server::start();
+    let s = Server::start(&[]);
     for compression in [false, true] {
         let c = s.client_with(|cfg| cfg.enable_compression = compression);
         let req = json!({"prompt": "Alice", "max_tokens": 10, "batch_size": 4, "sequence_id": 7});
@@ -151,7 +107,7 @@ fn generate_stream_yields_token_batches() {
 
 #[test]
 fn truncated_stream_is_an_error_not_an_end() {
-    let s = Server::start();
+    let s = Server::start(&[]);
     for compression in [false, true] {
         let c = s.client_with(|cfg| cfg.enable_compression = compression);
         let stream = open(&c, "StreamCut", json!({"messages": 3})).unwrap();
@@ -169,7 +125,7 @@ fn truncated_stream_is_an_error_not_an_end() {
 
 #[test]
 fn oversized_frames_cancel_frames_and_combined_flags() {
-    let s = Server::start();
+    let s = Server::start(&[]);
     let c = s.client();
     let stream = open(&c, "StreamOversized", json!({})).unwrap();
     let (got, end) = drain(&c, &stream);
@@ -200,7 +156,7 @@ fn oversized_frames_cancel_frames_and_combined_flags() {
 
 #[test]
 fn non_2xx_fails_the_open() {
-    let s = Server::start();
+    let s = Server::start(&[]);
     let c = s.client();
     let e = open(&c, "Error", json!({"status": 503, "title": "down"})).unwrap_err();
     match e {
@@ -214,7 +170,7 @@ fn non_2xx_fails_the_open() {
 
 #[test]
 fn stream_timeouts() {
-    let s = Server::start();
+    let s = Server::start(&[]);
     // Idle timeout: the gap between messages is longer than allowed.
     let c = s.client_with(|cfg| cfg.idle_timeout_ms = Some(100));
     let stream = open(&c, "StreamSlow", json!({"messages": 5, "interval_ms": 400})).unwrap();
@@ -254,7 +210,7 @@ fn stream_timeouts() {
 
 #[test]
 fn cancel_and_drop_close_the_connection() {
-    let s = Server::start();
+    let s = Server::start(&[]);
     let c = s.client();
     let stream = open(
         &c,
@@ -293,7 +249,7 @@ fn cancel_and_drop_close_the_connection() {
 
 #[test]
 fn cancel_wakes_a_pending_reader() {
-    let s = Server::start();
+    let s = Server::start(&[]);
     let c = s.client();
     let stream = std::sync::Arc::new(
         open(
@@ -318,7 +274,7 @@ fn cancel_wakes_a_pending_reader() {
 
 #[test]
 fn bidi_is_full_duplex() {
-    let s = Server::start();
+    let s = Server::start(&[]);
     for compression in [false, true] {
         let c = s.client_with(|cfg| cfg.enable_compression = compression);
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
@@ -342,7 +298,7 @@ fn bidi_is_full_duplex() {
 
 #[test]
 fn bidi_oversized_request_message_is_invalid_argument() {
-    let s = Server::start();
+    let s = Server::start(&[]);
     let c = s.client();
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let stream = c
@@ -361,7 +317,7 @@ fn bidi_oversized_request_message_is_invalid_argument() {
 
 #[test]
 fn ffi_streams_from_a_foreign_executor() {
-    let s = Server::start();
+    let s = Server::start(&[]);
     let c = QuillClient::new(s.url.clone(), 5_000, false).unwrap();
     let foreign = tokio::runtime::Builder::new_current_thread()
         .build()

@@ -3,60 +3,15 @@
 // Test helpers return `quill::Result`; its error carries a `Problem` inline (see lib.rs).
 #![allow(clippy::result_large_err)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use quill::{ClientConfig, DType, QuillClient, QuillError, Tensor};
+use quill::{DType, QuillClient, QuillError, Tensor};
 use serde_json::{json, Value};
 
-/// A `quill-server` child process, killed when dropped (also when a test panics).
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_quill-server"))
-            .args(["--port", "0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start quill-server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Server { child, url }
-    }
-
-    fn client(&self) -> QuillClient {
-        self.client_with(|_| {})
-    }
-
-    fn client_with(&self, edit: impl FnOnce(&mut ClientConfig)) -> QuillClient {
-        let mut cfg = ClientConfig::new(format!("{}/", self.url));
-        cfg.timeout_ms = 10_000;
-        edit(&mut cfg);
-        QuillClient::with_config(cfg).unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::Server;
 
 fn json_call(c: &QuillClient, service: &str, method: &str, body: Value) -> quill::Result<Value> {
     let reply = c.block_on(c.call_json_bytes(service, method, body.to_string().into(), false))?;

@@ -2,9 +2,8 @@
 //! no HTTP client dependency). Run with `cargo test --features server --test server_smoke`.
 #![cfg(feature = "server")]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use quill::frame::stream::{decode_messages, encode_messages, MessageReader};
@@ -12,36 +11,12 @@ use quill::frame::tensor::decode_tensor;
 use quill::{DType, Tensor, TokenBatch};
 use serde_json::Value;
 
-/// A running server, killed (by its own child handle) when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-}
+mod common;
+use common::Server;
 
 impl Server {
-    fn start(extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_quill-server"))
-            .args(["--port", "0"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start quill-server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let port = line
-            .trim()
-            .strip_prefix("listening on http://127.0.0.1:")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("port number");
-        Server { child, port }
-    }
-
     fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        let s = TcpStream::connect(("127.0.0.1", self.port())).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         s.set_nodelay(true).unwrap();
         s
@@ -84,13 +59,6 @@ impl Server {
             String::from_utf8_lossy(&r.body)
         );
         serde_json::from_slice(&r.body).expect("JSON body")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

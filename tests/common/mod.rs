@@ -1,0 +1,63 @@
+//! Shared by the Rust integration tests: the bundled `quill-server` as a child process.
+#![allow(dead_code)] // each test crate uses a different subset
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use quill::{ClientConfig, QuillClient};
+
+/// A `quill-server` child process, killed when dropped (also when a test panics).
+pub struct Server {
+    child: Child,
+    pub url: String,
+}
+
+impl Server {
+    /// Starts `quill-server --port 0 <args>` and waits for its `listening on` line.
+    pub fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_quill-server"))
+            .args(["--port", "0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start quill-server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Server { child, url }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port in the URL")
+    }
+
+    /// A client with a 10 s timeout; the trailing `/` exercises URL normalisation.
+    pub fn client(&self) -> QuillClient {
+        self.client_with(|_| {})
+    }
+
+    pub fn client_with(&self, edit: impl FnOnce(&mut ClientConfig)) -> QuillClient {
+        let mut cfg = ClientConfig::new(format!("{}/", self.url));
+        cfg.timeout_ms = 10_000;
+        edit(&mut cfg);
+        QuillClient::with_config(cfg).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
