@@ -516,6 +516,34 @@ impl QuillClient {
     }
 }
 
+/// Not API: decodes a response body exactly as calls do (by `Content-Encoding`, in
+/// pieces of at most 64 KiB, stopping once the output passes `limit`), fed `chunks` as
+/// if they arrived from the socket. Returns the decoded pieces. It exists for the fuzz
+/// targets in `fuzz/`, which cannot reach the crate-private decoder otherwise.
+#[doc(hidden)]
+pub fn __fuzz_decode_body<'a>(
+    content_encoding: Option<&str>,
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+    limit: Option<u64>,
+) -> Result<Vec<Bytes>> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(value) = content_encoding {
+        let value = reqwest::header::HeaderValue::from_str(value)
+            .map_err(|_| QuillError::invalid("Content-Encoding is not a header value"))?;
+        headers.insert(reqwest::header::CONTENT_ENCODING, value);
+    }
+    let mut decoder = compression::BodyDecoder::for_headers(&headers, limit)?;
+    let mut pieces = Vec::new();
+    for chunk in chunks {
+        decoder.push(Bytes::copy_from_slice(chunk));
+        while let Some(piece) = decoder.next_output()? {
+            pieces.push(piece);
+        }
+    }
+    decoder.finish()?;
+    Ok(pieces)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -699,6 +727,20 @@ DXZDjC5Ty3zfDBeWUA==
             QuillClient::with_config(cfg),
             Err(QuillError::InvalidArgument { .. })
         ));
+    }
+
+    #[test]
+    fn fuzz_decode_hook_matches_the_call_path() {
+        let plain = vec![3u8; 200_000];
+        let packed = zstd::bulk::compress(&plain, 3).unwrap();
+        let pieces = __fuzz_decode_body(Some("zstd"), packed.chunks(7), Some(1 << 20)).unwrap();
+        assert!(pieces.iter().all(|p| p.len() <= 64 * 1024));
+        assert_eq!(pieces.concat(), plain);
+        let e = __fuzz_decode_body(Some("zstd"), [&packed[..]], Some(1000)).unwrap_err();
+        assert!(matches!(e, QuillError::Protocol { .. }), "{e}");
+        assert!(__fuzz_decode_body(Some("gzip"), [&b"x"[..]], None).is_err());
+        let ident = __fuzz_decode_body(None, [&b"ab"[..], &b"c"[..]], Some(3)).unwrap();
+        assert_eq!(ident.concat(), b"abc");
     }
 
     #[test]

@@ -352,6 +352,14 @@ async fn read_messages(
         }
         if let Some(piece) = decoder.next_output()? {
             reader.push(&piece);
+            // One small compressed chunk can decode to any amount of output that holds
+            // no message (a zstd bomb of ignored frames). Without an await here the task
+            // would spin through all of it: yield between the 64 KiB pieces so the call
+            // deadline and cancellation take effect, and check the idle timeout.
+            tokio::task::yield_now().await;
+            if idle_at.is_some_and(|at| Instant::now() >= at) {
+                return Err(spec.label.idle_timeout(spec.idle.unwrap_or_default()));
+            }
             continue;
         }
         let chunk = tokio::select! {
@@ -374,6 +382,82 @@ async fn read_messages(
                     spec.label.path
                 )));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{SocketAddr, TcpListener};
+
+    use super::*;
+    use crate::{ClientConfig, QuillClient};
+
+    /// Answers one request with `head` and `body`, then holds the connection until the
+    /// client closes it.
+    pub(crate) fn serve_once(head: String, body: Vec<u8>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut sock, _) = listener.accept().unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(60)))
+                .unwrap();
+            let mut reader = BufReader::new(sock.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let _ = reader.read_exact(&mut vec![0; length]);
+            let _ = sock.write_all(head.as_bytes());
+            let _ = sock.write_all(&body);
+            let _ = sock.read(&mut [0; 1]);
+        });
+        addr
+    }
+
+    /// A zstd body (concatenated frames, a few bytes per 128 KiB) decoding to `unit`
+    /// repeated to about `total` bytes.
+    pub(crate) fn zstd_repeat(unit: &[u8], total: usize) -> Vec<u8> {
+        let block = unit.repeat(128 * 1024 / unit.len());
+        zstd::bulk::compress(&block, 3)
+            .unwrap()
+            .repeat(total / block.len())
+    }
+
+    pub(crate) fn zstd_head(len: usize) -> String {
+        format!("HTTP/1.1 200 OK\r\nContent-Encoding: zstd\r\nContent-Length: {len}\r\n\r\n")
+    }
+
+    #[test]
+    fn a_bomb_of_ignored_frames_cannot_outlast_the_timeouts() {
+        // 1 GiB of `00 00` (empty frames without a known flag, ignored by §3) in ~200 KiB
+        // of zstd: no message ever arrives, and before the fix the reader spun through
+        // the whole of it, far past the deadline.
+        for (timeout_ms, idle_ms) in [(300, None), (0, Some(300))] {
+            let body = zstd_repeat(&[0x00, 0x00], 1 << 30);
+            let addr = serve_once(zstd_head(body.len()), body);
+            let mut cfg = ClientConfig::new(format!("http://{addr}"));
+            cfg.timeout_ms = timeout_ms;
+            cfg.idle_timeout_ms = idle_ms;
+            let c = QuillClient::with_config(cfg).unwrap();
+            let start = std::time::Instant::now();
+            let r = c.block_on(async {
+                let s = c.open_server_stream("s.v1.S", "M", Bytes::new()).await?;
+                s.next_message().await
+            });
+            assert!(matches!(r, Err(QuillError::Timeout { .. })), "{r:?}");
+            let elapsed = start.elapsed();
+            assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
         }
     }
 }

@@ -19,7 +19,10 @@ pub(crate) use errors::to_py_err;
 /// Copies larger than this release the GIL; below it the release costs more than it saves.
 pub(crate) const DETACH_THRESHOLD: usize = 64 * 1024;
 
-#[pymodule]
+// Declared honestly: the classes are Sync and the core is thread-safe, but the module
+// has not been run on a free-threaded interpreter (none installs on this machine kind:
+// PyPI ships no CPython builds and Debian 12 has no python3.13t), so it keeps the GIL.
+#[pymodule(gil_used = true)]
 fn _quill(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", crate::version())?;
     m.add_class::<dtype::PyDType>()?;

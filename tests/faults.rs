@@ -1,0 +1,908 @@
+//! Fault injection: the core client against misbehaving servers written here, as raw
+//! HTTP/1.1 bytes on 127.0.0.1 (no bundled server needed). Each test says what the
+//! server does wrong and what the client must report; docs/reliability.md lists the
+//! observed outcomes.
+// Helpers return `quill::Result`; its error carries a `Problem` inline (see lib.rs).
+#![allow(clippy::result_large_err)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quill::{ClientConfig, MessageStream, QuillClient, QuillError};
+
+const SERVICE: &str = "fault.v1.FaultService";
+/// Whole-call timeout of the timeout tests; they must end within it plus 10 %.
+const TIMEOUT_MS: u64 = 1_500;
+/// How long a test server thread waits on a socket before giving up.
+const SERVER_PATIENCE: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------
+// Client side
+
+fn client_with(base: &str, timeout_ms: u64, edit: impl FnOnce(&mut ClientConfig)) -> QuillClient {
+    let mut cfg = ClientConfig::new(base);
+    cfg.timeout_ms = timeout_ms;
+    edit(&mut cfg);
+    QuillClient::with_config(cfg).unwrap()
+}
+
+fn client(addr: SocketAddr, timeout_ms: u64) -> QuillClient {
+    client_with(&format!("http://{addr}"), timeout_ms, |_| {})
+}
+
+fn call(c: &QuillClient, idempotent: bool) -> quill::Result<Bytes> {
+    c.block_on(c.call_bytes(SERVICE, "Call", Bytes::from_static(b"request"), idempotent))
+}
+
+fn open(c: &QuillClient) -> quill::Result<MessageStream> {
+    c.block_on(c.open_server_stream(SERVICE, "Stream", Bytes::from_static(b"request")))
+}
+
+/// Reads messages until the stream ends or fails.
+fn drain(c: &QuillClient, s: &MessageStream) -> (Vec<Bytes>, quill::Result<()>) {
+    let mut got = Vec::new();
+    loop {
+        match c.block_on(s.next_message()) {
+            Ok(Some(m)) => got.push(m),
+            Ok(None) => return (got, Ok(())),
+            Err(e) => return (got, Err(e)),
+        }
+    }
+}
+
+/// Prints an observed outcome (shown with `--nocapture`; docs/reliability.md quotes them).
+fn observed(outcome: &dyn std::fmt::Display) {
+    let test = thread::current().name().unwrap_or("?").to_owned();
+    eprintln!("observed [{test}]: {outcome}");
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let start = Instant::now();
+    let out = f();
+    (out, start.elapsed())
+}
+
+/// A `Timeout` error that came no earlier than the timeout and within it plus 10 %.
+fn assert_timely_timeout<T: std::fmt::Debug>(r: quill::Result<T>, elapsed: Duration) {
+    let e = r.expect_err("expected a timeout");
+    observed(&format!("{e} (after {elapsed:?})"));
+    assert!(matches!(e, QuillError::Timeout { .. }), "{e:?}");
+    let limit = Duration::from_millis(TIMEOUT_MS);
+    assert!(elapsed >= limit * 9 / 10, "timed out early: {elapsed:?}");
+    assert!(elapsed <= limit * 11 / 10, "timed out late: {elapsed:?}");
+}
+
+// ---------------------------------------------------------------------------------
+// Server side
+
+/// Reads one request (head and Content-Length body) and returns its head; `None` at EOF.
+fn read_request(r: &mut BufReader<TcpStream>) -> Option<String> {
+    let mut head = String::new();
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        match r.read_line(&mut line) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().ok()?;
+        }
+        head.push_str(&line);
+    }
+    r.read_exact(&mut vec![0; length]).ok()?;
+    Some(head)
+}
+
+fn patient(sock: &TcpStream) {
+    sock.set_read_timeout(Some(SERVER_PATIENCE)).unwrap();
+    sock.set_write_timeout(Some(SERVER_PATIENCE)).unwrap();
+}
+
+/// A listener on 127.0.0.1:0 served by `serve` on its own thread.
+fn server<T: Send + 'static>(
+    serve: impl FnOnce(TcpListener) -> T + Send + 'static,
+) -> (SocketAddr, JoinHandle<T>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    (addr, thread::spawn(move || serve(listener)))
+}
+
+/// Accepts one connection, reads one request, then hands the socket to `answer`.
+fn one_shot(answer: impl FnOnce(TcpStream) + Send + 'static) -> (SocketAddr, JoinHandle<()>) {
+    server(move |listener| {
+        let (sock, _) = listener.accept().unwrap();
+        patient(&sock);
+        let mut reader = BufReader::new(sock.try_clone().unwrap());
+        read_request(&mut reader).expect("a request");
+        answer(sock);
+    })
+}
+
+/// Blocks until the peer closes the connection (or the patience runs out).
+fn wait_for_close(mut sock: TcpStream) {
+    let mut buf = [0u8; 4096];
+    while matches!(sock.read(&mut buf), Ok(n) if n > 0) {}
+}
+
+/// Writes `prefix`, then `byte` every 50 ms until the peer goes away.
+fn drip(mut sock: TcpStream, prefix: &[u8], byte: &[u8]) {
+    sock.set_nodelay(true).unwrap();
+    if sock.write_all(prefix).is_err() {
+        return;
+    }
+    let until = Instant::now() + SERVER_PATIENCE;
+    while Instant::now() < until {
+        if sock.write_all(byte).is_err() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every request in arrival order: (connection number, head).
+type Log = Arc<Mutex<Vec<(usize, String)>>>;
+
+/// A keep-alive server answering request number `n` (over all connections, from 0)
+/// with `respond(n)`; an empty answer closes the connection instead (a server that
+/// died after reading the request). Runs until the test process ends.
+fn keep_alive_server(
+    respond: impl Fn(usize) -> Vec<u8> + Send + Sync + 'static,
+) -> (SocketAddr, Log) {
+    let respond = Arc::new(respond);
+    let log: Log = Arc::default();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (addr, _) = server({
+        let log = log.clone();
+        move |listener| {
+            for (conn, sock) in listener.incoming().enumerate() {
+                let Ok(sock) = sock else { return };
+                let (respond, log, requests) = (respond.clone(), log.clone(), requests.clone());
+                thread::spawn(move || {
+                    patient(&sock);
+                    let mut reader = BufReader::new(sock.try_clone().unwrap());
+                    let mut sock = sock;
+                    while let Some(head) = read_request(&mut reader) {
+                        log.lock().unwrap().push((conn, head));
+                        let answer = respond(requests.fetch_add(1, Ordering::SeqCst));
+                        if answer.is_empty() || sock.write_all(&answer).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    (addr, log)
+}
+
+fn ok_response(body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/proto\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+const STREAM_HEAD: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/proto\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+/// One HTTP/1.1 chunk.
+fn chunk(data: &[u8]) -> Vec<u8> {
+    let mut out = format!("{:x}\r\n", data.len()).into_bytes();
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// A DATA frame (protocol.md §3) with a one-byte length.
+fn data_frame(payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 128);
+    let mut out = vec![payload.len() as u8, 0x01];
+    out.extend_from_slice(payload);
+    out
+}
+
+// ---------------------------------------------------------------------------------
+// Peak memory
+
+/// Peak resident set size of this process (VmHWM), in KiB.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/self/status")
+}
+
+/// The memory tests run one at a time so each sees its own peak.
+static MEMORY: Mutex<()> = Mutex::new(());
+
+/// Runs `f` and returns its result and how far it raised the process's peak RSS.
+fn peak_growth<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    // Resetting the peak (writing 5 to clear_refs) makes the measurement exact where
+    // allowed; otherwise the growth over the previous peak is still an upper bound.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let before = peak_rss_kib();
+    let out = f();
+    let growth = peak_rss_kib().saturating_sub(before);
+    observed(&format!("peak RSS grew {growth} KiB"));
+    (out, growth)
+}
+
+const MAX_GROWTH_KIB: u64 = 64 * 1024;
+
+// ---------------------------------------------------------------------------------
+// Tests
+
+#[test]
+fn connection_refused_is_a_quick_connection_error() {
+    // A port that was just free: bind, note it, close.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let c = client(addr, 10_000);
+    let (r, elapsed) = timed(|| call(&c, false));
+    let e = r.unwrap_err();
+    observed(&e);
+    assert!(matches!(e, QuillError::Connection { .. }), "{e:?}");
+    assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
+    // Streams fail the same way at open.
+    assert!(matches!(open(&c), Err(QuillError::Connection { .. })));
+}
+
+#[test]
+fn silent_server_times_out_on_time() {
+    let (addr, server) = one_shot(wait_for_close);
+    let c = client(addr, TIMEOUT_MS);
+    let (r, elapsed) = timed(|| call(&c, false));
+    assert_timely_timeout(r, elapsed);
+    drop(c);
+    server.join().unwrap();
+}
+
+#[test]
+fn silent_server_after_stream_headers_times_out_on_time() {
+    let (addr, server) = one_shot(|mut sock| {
+        sock.write_all(STREAM_HEAD).unwrap();
+        wait_for_close(sock);
+    });
+    let c = client(addr, TIMEOUT_MS);
+    let (r, elapsed) = timed(|| {
+        let s = open(&c)?;
+        drain(&c, &s).1
+    });
+    assert_timely_timeout(r, elapsed);
+    drop(c);
+    server.join().unwrap();
+}
+
+#[test]
+fn close_mid_body_is_an_error_not_a_short_reply() {
+    // Content-Length promises 100 bytes; 10 arrive, then the connection closes.
+    let (addr, server) = one_shot(|mut sock| {
+        sock.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/proto\r\nContent-Length: 100\r\n\r\n0123456789",
+        )
+        .unwrap();
+    });
+    let e = call(&client(addr, 10_000), false).unwrap_err();
+    observed(&e);
+    assert!(matches!(e, QuillError::Connection { .. }), "{e:?}");
+    assert!(e.to_string().contains("broke off"), "{e}");
+    server.join().unwrap();
+
+    // A chunked unary body cut off before its terminating chunk.
+    let (addr, server) = one_shot(|mut sock| {
+        let mut bytes = STREAM_HEAD.to_vec();
+        bytes.extend(chunk(b"partial"));
+        sock.write_all(&bytes).unwrap();
+    });
+    let e = call(&client(addr, 10_000), false).unwrap_err();
+    observed(&e);
+    assert!(matches!(e, QuillError::Connection { .. }), "{e:?}");
+    server.join().unwrap();
+
+    // The same for a tensor download: META promises 24 bytes, the body stops early.
+    let (addr, server) = one_shot(|mut sock| {
+        let meta = [
+            0x02, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 24, 0, 0, 0, 0, 0, 0, 0, 0,
+            0,
+        ];
+        let mut frames = vec![0x10, 0, 0, 0, 0, 0, 0, 0, meta.len() as u8];
+        frames.extend(meta);
+        frames.extend([0x11, 0, 0, 0, 0, 0, 0, 0, 24]);
+        frames.extend([0u8; 10]);
+        let mut bytes = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/proto\r\nContent-Length: {}\r\n\r\n",
+            frames.len() + 14 + 9
+        )
+        .into_bytes();
+        bytes.extend(frames);
+        sock.write_all(&bytes).unwrap();
+    });
+    let c = client(addr, 10_000);
+    let e = c
+        .block_on(c.call_tensor(SERVICE, "Tensor", Bytes::new(), false))
+        .unwrap_err();
+    assert!(matches!(e, QuillError::Stream { .. }), "{e:?}");
+    server.join().unwrap();
+}
+
+#[test]
+fn close_delimited_unary_body_cannot_show_truncation() {
+    // No Content-Length and no chunked encoding: HTTP/1.1 lets the close end the body,
+    // so a server that dies mid-body looks like a complete short reply. protocol.md §2
+    // requires Content-Length on unary replies; this documents the limit of the check.
+    let (addr, server) = one_shot(|mut sock| {
+        sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/proto\r\n\r\nshort")
+            .unwrap();
+    });
+    let reply = call(&client(addr, 10_000), false).unwrap();
+    assert_eq!(&reply[..], b"short");
+    server.join().unwrap();
+}
+
+#[test]
+fn close_mid_stream_is_a_stream_error() {
+    // Frames, then the connection closes without END_STREAM and without the
+    // terminating chunk.
+    let (addr, server) = one_shot(|mut sock| {
+        let mut bytes = STREAM_HEAD.to_vec();
+        bytes.extend(chunk(&[data_frame(b"one"), data_frame(b"two")].concat()));
+        sock.write_all(&bytes).unwrap();
+    });
+    let c = client(addr, 10_000);
+    let s = open(&c).unwrap();
+    let (got, end) = drain(&c, &s);
+    assert_eq!(
+        got,
+        vec![Bytes::from_static(b"one"), Bytes::from_static(b"two")]
+    );
+    let e = end.unwrap_err();
+    observed(&e);
+    assert!(matches!(e, QuillError::Stream { .. }), "{e:?}");
+    server.join().unwrap();
+
+    // A well-formed chunked body (terminating chunk sent) that lacks END_STREAM.
+    let (addr, server) = one_shot(|mut sock| {
+        let mut bytes = STREAM_HEAD.to_vec();
+        bytes.extend(chunk(&data_frame(b"one")));
+        bytes.extend(b"0\r\n\r\n");
+        sock.write_all(&bytes).unwrap();
+        wait_for_close(sock);
+    });
+    let c = client(addr, 10_000);
+    let s = open(&c).unwrap();
+    let (got, end) = drain(&c, &s);
+    assert_eq!(got.len(), 1);
+    let e = end.unwrap_err();
+    observed(&e);
+    assert!(matches!(e, QuillError::Stream { .. }), "{e:?}");
+    assert!(e.to_string().contains("END_STREAM"), "{e}");
+    // The body itself ended cleanly, so the connection went back to the pool: only
+    // dropping the client (the stream holds its runtime) closes it.
+    drop((s, c));
+    server.join().unwrap();
+
+    // Cut inside a frame: the header promises 100 payload bytes, 3 arrive.
+    let (addr, server) = one_shot(|mut sock| {
+        let mut bytes = STREAM_HEAD.to_vec();
+        bytes.extend(chunk(&[100, 0x01, b'a', b'b', b'c']));
+        bytes.extend(b"0\r\n\r\n");
+        sock.write_all(&bytes).unwrap();
+        wait_for_close(sock);
+    });
+    let c = client(addr, 10_000);
+    let s = open(&c).unwrap();
+    let (got, end) = drain(&c, &s);
+    assert!(got.is_empty());
+    let e = end.unwrap_err();
+    observed(&e);
+    assert!(
+        matches!(&e, QuillError::Stream { message } if message.contains("inside a frame")),
+        "{e:?}"
+    );
+    drop((s, c));
+    server.join().unwrap();
+}
+
+#[test]
+fn slowloris_head_drip_times_out_on_time() {
+    // The response head never ends: one header byte every 50 ms.
+    let (addr, server) = one_shot(|sock| drip(sock, b"HTTP/1.1 200 OK\r\nX-Slow: ", b"a"));
+    let c = client(addr, TIMEOUT_MS);
+    let (r, elapsed) = timed(|| call(&c, false));
+    assert_timely_timeout(r, elapsed);
+    drop(c);
+    server.join().unwrap();
+}
+
+#[test]
+fn slowloris_body_drip_times_out_on_time() {
+    let (addr, server) = one_shot(|sock| {
+        drip(
+            sock,
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/proto\r\nContent-Length: 1000000\r\n\r\n",
+            b"z",
+        )
+    });
+    let c = client(addr, TIMEOUT_MS);
+    let (r, elapsed) = timed(|| call(&c, false));
+    assert_timely_timeout(r, elapsed);
+    drop(c);
+    server.join().unwrap();
+}
+
+#[test]
+fn slowloris_stream_drip_times_out_on_time() {
+    // A frame whose 100-byte payload arrives one byte (one chunk) every 50 ms, with an
+    // idle timeout far longer than the call timeout: the call deadline must hold.
+    let (addr, server) = one_shot(|sock| {
+        let mut prefix = STREAM_HEAD.to_vec();
+        prefix.extend(chunk(&[100, 0x01]));
+        drip(sock, &prefix, &chunk(b"x"));
+    });
+    let c = client_with(&format!("http://{addr}"), TIMEOUT_MS, |cfg| {
+        cfg.idle_timeout_ms = Some(60_000);
+    });
+    let (r, elapsed) = timed(|| {
+        let s = open(&c)?;
+        drain(&c, &s).1
+    });
+    assert_timely_timeout(r, elapsed);
+    drop(c);
+    server.join().unwrap();
+}
+
+#[test]
+fn slowloris_error_body_drip_times_out_on_time() {
+    // A 503 whose Problem Details body drips forever: reading the error body is part of
+    // the call and stays under its deadline. The status is known by then, so the call
+    // ends at the deadline with `Status` 503 (body: whatever arrived), not `Timeout`.
+    let (addr, server) = one_shot(|sock| {
+        drip(
+            sock,
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\nContent-Length: 100000\r\n\r\n{",
+            b" ",
+        )
+    });
+    let c = client(addr, TIMEOUT_MS);
+    let (r, elapsed) = timed(|| call(&c, false));
+    let e = r.unwrap_err();
+    observed(&format!("{e} (after {elapsed:?})"));
+    assert!(
+        matches!(&e, QuillError::Status { problem } if problem.status == 503),
+        "{e:?}"
+    );
+    let limit = Duration::from_millis(TIMEOUT_MS);
+    assert!(
+        elapsed >= limit * 9 / 10 && elapsed <= limit * 11 / 10,
+        "{elapsed:?}"
+    );
+    drop(c);
+    server.join().unwrap();
+}
+
+#[test]
+fn steady_stream_still_ends_at_the_call_deadline() {
+    // Whole messages keep coming every 50 ms: the timeout covers the whole stream.
+    let (addr, server) = one_shot(|sock| drip(sock, STREAM_HEAD, &chunk(&data_frame(b"tick"))));
+    let c = client(addr, TIMEOUT_MS);
+    let start = Instant::now();
+    let s = open(&c).unwrap();
+    let (got, end) = drain(&c, &s);
+    assert!(got.len() > 5, "{} messages", got.len());
+    assert_timely_timeout(end, start.elapsed());
+    drop((s, c));
+    server.join().unwrap();
+}
+
+#[test]
+fn garbage_instead_of_http_is_a_connection_error() {
+    let cases: [&[u8]; 4] = [
+        b"SSH-2.0-OpenSSH_9.6\r\n",
+        &[0x00, 0xff, 0x13, 0x37, 0x0d, 0x0a, 0x0d, 0x0a],
+        b"HTTP/1.1 2OO OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
+    ];
+    for garbage in cases {
+        // The server then keeps the connection open: the error must not wait for EOF.
+        let (addr, server) = one_shot(move |mut sock| {
+            sock.write_all(garbage).unwrap();
+            wait_for_close(sock);
+        });
+        let c = client(addr, 10_000);
+        let (r, elapsed) = timed(|| call(&c, false));
+        let e = r.unwrap_err();
+        observed(&e);
+        assert!(
+            matches!(e, QuillError::Connection { .. }),
+            "{:?}: {e:?}",
+            String::from_utf8_lossy(garbage)
+        );
+        assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+        drop(c);
+        server.join().unwrap();
+    }
+
+    // A valid head, then a broken chunked body.
+    let (addr, server) = one_shot(|mut sock| {
+        let mut bytes = STREAM_HEAD.to_vec();
+        bytes.extend(b"zz\r\nnot a chunk\r\n");
+        sock.write_all(&bytes).unwrap();
+        wait_for_close(sock);
+    });
+    let c = client(addr, 10_000);
+    let e = call(&c, false).unwrap_err();
+    observed(&e);
+    assert!(matches!(e, QuillError::Connection { .. }), "{e:?}");
+    drop(c);
+    server.join().unwrap();
+
+    // The same broken chunking inside a stream is a Stream error.
+    let (addr, server) = one_shot(|mut sock| {
+        let mut bytes = STREAM_HEAD.to_vec();
+        bytes.extend(chunk(&data_frame(b"ok")));
+        bytes.extend(b"zz\r\n");
+        sock.write_all(&bytes).unwrap();
+        wait_for_close(sock);
+    });
+    let c = client(addr, 10_000);
+    let s = open(&c).unwrap();
+    let (got, end) = drain(&c, &s);
+    assert_eq!(got.len(), 1);
+    assert!(matches!(end, Err(QuillError::Stream { .. })), "{end:?}");
+    drop((s, c));
+    server.join().unwrap();
+}
+
+#[test]
+fn content_length_shorter_than_the_body() {
+    // Content-Length 2 but "hello" sent on a keep-alive connection. HTTP framing is
+    // authoritative, so the reply is "he"; the surplus "llo" must never leak into the
+    // next call on that connection.
+    let (addr, log) = keep_alive_server(|n| {
+        if n == 0 {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhello".to_vec()
+        } else {
+            ok_response("second")
+        }
+    });
+    let c = client(addr, 10_000);
+    assert_eq!(&call(&c, false).unwrap()[..], b"he");
+    for _ in 0..3 {
+        assert_eq!(&call(&c, false).unwrap()[..], b"second");
+    }
+    let conns: Vec<usize> = log.lock().unwrap().iter().map(|(conn, _)| *conn).collect();
+    observed(&format!("connection per request: {conns:?}"));
+    // The poisoned connection is not reused.
+    assert_ne!(conns[0], conns[1], "{conns:?}");
+}
+
+#[test]
+fn content_length_longer_than_the_body() {
+    // The body stops short and the connection stays open: the client waits for the
+    // promised bytes until the call deadline, and never returns the short body.
+    let (addr, server) = one_shot(|mut sock| {
+        sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nhello")
+            .unwrap();
+        wait_for_close(sock);
+    });
+    let c = client(addr, TIMEOUT_MS);
+    let (r, elapsed) = timed(|| call(&c, false));
+    assert_timely_timeout(r, elapsed);
+    drop(c);
+    server.join().unwrap();
+}
+
+/// Writes `head`, then zeros in 64 KiB writes until `total` bytes or the peer goes.
+fn stream_zeros(mut sock: TcpStream, head: &[u8], total: u64, chunked: bool) {
+    if sock.write_all(head).is_err() {
+        return;
+    }
+    let zeros = vec![0u8; 64 * 1024];
+    let piece = if chunked { chunk(&zeros) } else { zeros };
+    let mut sent = 0u64;
+    while sent < total {
+        if sock.write_all(&piece).is_err() {
+            return;
+        }
+        sent += 64 * 1024;
+    }
+}
+
+#[test]
+fn oversized_body_is_refused_with_bounded_memory() {
+    let _serial = MEMORY.lock().unwrap_or_else(|p| p.into_inner());
+    const GIB: u64 = 1 << 30;
+    let limited = |addr: SocketAddr| {
+        client_with(&format!("http://{addr}"), 30_000, |cfg| {
+            cfg.max_decoded_size = 1 << 20;
+        })
+    };
+
+    // Content-Length 1 GiB of zeros.
+    let (addr, server) = one_shot(|sock| {
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {GIB}\r\n\r\n");
+        stream_zeros(sock, head.as_bytes(), GIB, false);
+    });
+    let c = limited(addr);
+    let ((r, elapsed), growth) = peak_growth(|| timed(|| call(&c, false)));
+    let e = r.unwrap_err();
+    observed(&e);
+    assert!(
+        matches!(&e, QuillError::Protocol { message } if message.contains("max_decoded_size")),
+        "{e:?}"
+    );
+    assert!(growth < MAX_GROWTH_KIB, "peak RSS grew {growth} KiB");
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+    drop(c);
+    server.join().unwrap();
+
+    // The same without a Content-Length (chunked): refused once 1 MiB is passed.
+    let (addr, server) = one_shot(|sock| {
+        let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        stream_zeros(sock, head, GIB, true);
+    });
+    let c = limited(addr);
+    let (r, growth) = peak_growth(|| call(&c, false));
+    let e = r.unwrap_err();
+    observed(&e);
+    assert!(
+        matches!(&e, QuillError::Protocol { message } if message.contains("max_decoded_size")),
+        "{e:?}"
+    );
+    assert!(growth < MAX_GROWTH_KIB, "peak RSS grew {growth} KiB");
+    drop(c);
+    server.join().unwrap();
+
+    // A stream message larger than max_decoded_size (but under the 4 MiB frame cap).
+    let (addr, server) = one_shot(|mut sock| {
+        let mut bytes = STREAM_HEAD.to_vec();
+        // varint 3 MiB = 0x300000 → 80 80 c0 01
+        bytes.extend(chunk(&[0x80, 0x80, 0xc0, 0x01, 0x01]));
+        sock.write_all(&bytes).unwrap();
+        let zeros = chunk(&vec![0u8; 64 * 1024]);
+        for _ in 0..48 {
+            if sock.write_all(&zeros).is_err() {
+                return;
+            }
+        }
+        wait_for_close(sock);
+    });
+    let c = limited(addr);
+    let s = open(&c).unwrap();
+    let (got, end) = drain(&c, &s);
+    assert!(got.is_empty());
+    assert!(
+        matches!(&end, Err(QuillError::Protocol { message }) if message.contains("max_decoded_size")),
+        "{end:?}"
+    );
+    drop((s, c));
+    server.join().unwrap();
+}
+
+/// A zstd frame that decodes to `decoded` zero bytes: RLE blocks of 128 KiB, 4 bytes
+/// each (the format's floor, so 1 GiB takes 32 KiB), no content size in the header.
+fn zstd_bomb(decoded: u64) -> Vec<u8> {
+    const BLOCK: u32 = 128 * 1024;
+    // Magic, frame header descriptor (no content size, not single-segment), window
+    // descriptor 0x38 (2^17 = 128 KiB).
+    let mut out = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x38];
+    let blocks = decoded / u64::from(BLOCK);
+    for i in 0..blocks {
+        let last = u32::from(i + 1 == blocks);
+        // Block header: last flag, type 1 (RLE), regenerated size; then the byte.
+        let header = (BLOCK << 3) | (1 << 1) | last;
+        out.extend_from_slice(&header.to_le_bytes()[..3]);
+        out.push(0);
+    }
+    out
+}
+
+#[test]
+fn decompression_bomb_stops_at_the_limit_with_bounded_memory() {
+    let _serial = MEMORY.lock().unwrap_or_else(|p| p.into_inner());
+    let bomb = zstd_bomb(1 << 30);
+    assert!(bomb.len() <= 32 * 1024 + 6, "{}", bomb.len());
+    let (addr, server) = one_shot(move |mut sock| {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/proto\r\nContent-Encoding: zstd\r\nContent-Length: {}\r\n\r\n",
+            bomb.len()
+        );
+        let _ = sock.write_all(head.as_bytes());
+        let _ = sock.write_all(&bomb);
+        wait_for_close(sock);
+    });
+    let c = client_with(&format!("http://{addr}"), 30_000, |cfg| {
+        cfg.max_decoded_size = 1 << 20;
+        cfg.enable_compression = true;
+    });
+    let ((r, elapsed), growth) = peak_growth(|| timed(|| call(&c, false)));
+    let e = r.unwrap_err();
+    observed(&e);
+    assert!(
+        matches!(&e, QuillError::Protocol { message } if message.contains("max_decoded_size")),
+        "{e:?}"
+    );
+    assert!(growth < MAX_GROWTH_KIB, "peak RSS grew {growth} KiB");
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+    drop(c);
+    server.join().unwrap();
+}
+
+#[test]
+fn cross_origin_redirects_never_carry_credentials() {
+    for (status, reason) in [
+        (301, "Moved Permanently"),
+        (302, "Found"),
+        (303, "See Other"),
+        (307, "Temporary Redirect"),
+        (308, "Permanent Redirect"),
+    ] {
+        // The second server records every request it gets.
+        let (other, log) = keep_alive_server(|_| ok_response("stolen"));
+        for target in [
+            // Same IP, other host name and port.
+            format!("http://localhost:{}/steal", other.port()),
+            // Same host name, other port.
+            format!("http://127.0.0.1:{}/steal", other.port()),
+        ] {
+            let (addr, server) = one_shot(move |mut sock| {
+                let answer = format!(
+                    "HTTP/1.1 {status} {reason}\r\nLocation: {target}\r\nContent-Length: 0\r\n\r\n"
+                );
+                sock.write_all(answer.as_bytes()).unwrap();
+                wait_for_close(sock);
+            });
+            let c = client(addr, 10_000);
+            c.set_bearer_token("bearer-secret").unwrap();
+            c.set_api_key("key-secret", None).unwrap();
+            c.set_secret_header("X-Custom-Auth", "custom-secret")
+                .unwrap();
+            let e = call(&c, false).unwrap_err();
+            observed(&e);
+            assert!(
+                matches!(&e, QuillError::Status { problem } if problem.status == status),
+                "{status}: {e:?}"
+            );
+            assert!(!e.to_string().contains("secret"), "{e}");
+            drop(c);
+            server.join().unwrap();
+        }
+        // Give a (wrongly) followed redirect time to arrive before checking.
+        thread::sleep(Duration::from_millis(100));
+        let seen = log.lock().unwrap();
+        for (_, head) in seen.iter() {
+            let lower = head.to_ascii_lowercase();
+            assert!(!lower.contains("authorization"), "{status}: {head}");
+            assert!(!lower.contains("x-api-key"), "{status}: {head}");
+            assert!(!lower.contains("secret"), "{status}: {head}");
+        }
+        assert!(seen.is_empty(), "{status}: the other origin was contacted");
+    }
+}
+
+#[test]
+fn same_origin_redirect_is_followed_with_headers() {
+    let (addr, log) = keep_alive_server(|n| {
+        match n {
+        0 => b"HTTP/1.1 307 Temporary Redirect\r\nLocation: /fault.v1.FaultService/Moved\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        _ => ok_response("moved"),
+    }
+    });
+    let c = client(addr, 10_000);
+    c.set_api_key("key-1", None).unwrap();
+    assert_eq!(&call(&c, false).unwrap()[..], b"moved");
+    let seen = log.lock().unwrap();
+    assert!(
+        seen[1].1.starts_with("POST /fault.v1.FaultService/Moved "),
+        "{}",
+        seen[1].1
+    );
+    assert!(seen[1].1.to_ascii_lowercase().contains("x-api-key: key-1"));
+}
+
+#[test]
+fn restarted_server_is_reached_on_the_next_call() {
+    for idempotent in [false, true] {
+        // Server A answers one call and keeps the connection alive, then stops
+        // (listener and connection closed) when told to.
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let (addr, a) = server(move |listener| {
+            let (sock, _) = listener.accept().unwrap();
+            patient(&sock);
+            let mut reader = BufReader::new(sock.try_clone().unwrap());
+            read_request(&mut reader).unwrap();
+            (&sock).write_all(&ok_response("from A")).unwrap();
+            let _ = stop_rx.recv();
+        });
+        let c = client(addr, 10_000);
+        assert_eq!(&call(&c, idempotent).unwrap()[..], b"from A");
+        stop_tx.send(()).unwrap();
+        a.join().unwrap();
+
+        // Server B on the same port; the client still pools the dead connection.
+        let listener = TcpListener::bind(addr).expect("rebind the same port");
+        let b = thread::spawn(move || {
+            let (sock, _) = listener.accept().unwrap();
+            patient(&sock);
+            let mut reader = BufReader::new(sock.try_clone().unwrap());
+            read_request(&mut reader).unwrap();
+            (&sock).write_all(&ok_response("from B")).unwrap();
+            wait_for_close(sock);
+        });
+        thread::sleep(Duration::from_millis(50));
+        assert_eq!(&call(&c, idempotent).unwrap()[..], b"from B");
+        drop(c);
+        b.join().unwrap();
+    }
+}
+
+#[test]
+fn connection_dying_after_the_request_is_retried_only_when_idempotent() {
+    // The server answers the first request, then reads the second on the same
+    // keep-alive connection and closes without answering: the request may have been
+    // executed, so only a call marked idempotent (with max_retries > 0) is repeated.
+    let respond = |n: usize| match n {
+        0 | 2 => ok_response("first"),
+        1 | 3 => Vec::new(), // close after reading
+        _ => ok_response("retried"),
+    };
+    let (addr, log) = keep_alive_server(respond);
+    let retrying = client_with(&format!("http://{addr}"), 10_000, |cfg| cfg.max_retries = 2);
+
+    // Not idempotent: the error comes back, no retry.
+    assert_eq!(&call(&retrying, false).unwrap()[..], b"first");
+    let e = call(&retrying, false).unwrap_err();
+    observed(&e);
+    assert!(matches!(e, QuillError::Connection { .. }), "{e:?}");
+    assert_eq!(log.lock().unwrap().len(), 2);
+
+    // Idempotent: repeated on a fresh connection.
+    assert_eq!(&call(&retrying, true).unwrap()[..], b"first");
+    assert_eq!(&call(&retrying, true).unwrap()[..], b"retried");
+    let seen = log.lock().unwrap();
+    assert_eq!(seen.len(), 5);
+    assert_ne!(seen[3].0, seen[4].0, "the retry used a new connection");
+}
+
+#[test]
+fn decompression_bomb_on_a_stream_keeps_the_deadline() {
+    // 1 GiB of zeros decodes to endless `00 00` frames: empty frames with no known flag,
+    // which §3 says to ignore. Nothing reaches the consumer, so only the deadline can
+    // end the call, and it must, on time, with bounded memory.
+    let _serial = MEMORY.lock().unwrap_or_else(|p| p.into_inner());
+    let bomb = zstd_bomb(1 << 30);
+    let (addr, server) = one_shot(move |mut sock| {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/proto\r\nContent-Encoding: zstd\r\nContent-Length: {}\r\n\r\n",
+            bomb.len()
+        );
+        let _ = sock.write_all(head.as_bytes());
+        let _ = sock.write_all(&bomb);
+        wait_for_close(sock);
+    });
+    let c = client(addr, TIMEOUT_MS);
+    let ((r, elapsed), growth) = peak_growth(|| {
+        timed(|| {
+            let s = open(&c)?;
+            drain(&c, &s).1
+        })
+    });
+    assert_timely_timeout(r, elapsed);
+    assert!(growth < MAX_GROWTH_KIB, "peak RSS grew {growth} KiB");
+    drop(c);
+    server.join().unwrap();
+}
