@@ -59,7 +59,7 @@ pub(crate) fn pump_requests(
     std::thread::Builder::new()
         .name("quill-requests".into())
         .spawn(move || loop {
-            let next = Python::try_attach(|py| -> Option<Bytes> {
+            let next = wait::from_foreign_thread(|py| -> Option<Bytes> {
                 let it = iter.bind(py);
                 match it.call_method0("__next__") {
                     Ok(item) => match request_bytes(py, &item) {

@@ -2,7 +2,7 @@
 //! interruptible (Ctrl-C), and asyncio futures resolved from the client's runtime.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -20,10 +20,42 @@ const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 /// again (the interpreter may be finalizing, and waking asyncio then crashes it).
 static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
 
-/// Called once at interpreter exit (registered with atexit by `quill/__init__.py`).
+/// Non-Python threads currently inside a call into Python. A thread that released the
+/// GIL inside such a call (e.g. `call_soon_threadsafe` writing to the loop's socket)
+/// and tries to retake it while the interpreter finalizes is killed with
+/// `pthread_exit`, which aborts the process when it unwinds through Rust frames.
+static IN_PYTHON: AtomicUsize = AtomicUsize::new(0);
+
+/// Longest wait at exit for runtime threads to leave Python.
+const EXIT_DRAIN: Duration = Duration::from_secs(2);
+
+/// Called once at interpreter exit (registered with atexit by `quill/__init__.py`),
+/// while the interpreter is still whole: stops new entries into Python from runtime
+/// threads, then waits (GIL released) until those already inside have left.
 #[pyfunction]
-pub(crate) fn _mark_shutdown() {
+pub(crate) fn _mark_shutdown(py: Python<'_>) {
     SHUTTING_DOWN.store(true, Ordering::SeqCst);
+    py.detach(|| {
+        let deadline = std::time::Instant::now() + EXIT_DRAIN;
+        while IN_PYTHON.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+}
+
+/// Runs `f` attached to Python from a non-Python thread (runtime or helper thread),
+/// unless the interpreter is shutting down; see [`IN_PYTHON`].
+pub(crate) fn from_foreign_thread<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> Option<R> {
+    // Count first, then check the flag: with the atexit hook doing the reverse, either
+    // this thread sees the flag or the hook sees the count (both SeqCst).
+    IN_PYTHON.fetch_add(1, Ordering::SeqCst);
+    let out = if SHUTTING_DOWN.load(Ordering::SeqCst) {
+        None
+    } else {
+        Python::try_attach(f)
+    };
+    IN_PYTHON.fetch_sub(1, Ordering::SeqCst);
+    out
 }
 
 /// Runs `fut` to completion with the GIL released. Every 50 ms the thread re-attaches
@@ -76,11 +108,7 @@ where
     let fut_ref = py_future.clone().unbind();
     let task = handle.spawn(async move {
         let result = fut.await;
-        if SHUTTING_DOWN.load(Ordering::SeqCst) {
-            return;
-        }
-        // try_attach: never block on (or crash in) a finalizing interpreter.
-        let _ = Python::try_attach(|py| -> PyResult<()> {
+        let _ = from_foreign_thread(|py| -> PyResult<()> {
             let (value, error) = match result.py().and_then(|v| convert(py, v)) {
                 Ok(v) => (v, py.None().into_bound(py)),
                 Err(e) => (

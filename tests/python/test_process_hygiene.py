@@ -82,6 +82,35 @@ def test_interpreter_shutdown_with_live_clients_streams_and_async_calls(server: 
         assert proc.stdout.strip() == "exiting"
 
 
+RESOLVE_AT_EXIT_SCRIPT = """
+import asyncio, sys, quill
+c = quill.QuillClient(sys.argv[1], timeout_ms=50)
+async def main():
+    for _ in range(20):
+        try:
+            await c.call_json_async("test.v1.FaultService", "Slow", {"ms": 1000})
+        except TimeoutError:
+            pass
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+def test_no_abort_when_exit_races_an_asyncio_wakeup(server: Server) -> None:
+    """Regression: a runtime thread inside `call_soon_threadsafe` (GIL released in the
+    socket send) while the interpreter finalized was killed by pthread_exit and aborted
+    the process (SIGABRT, about 1 run in 6). The atexit hook now drains such threads."""
+    for run in range(30):
+        proc = subprocess.run(
+            [sys.executable, "-c", RESOLVE_AT_EXIT_SCRIPT, server.url],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=ROOT,
+        )
+        assert proc.returncode == 0, (run, proc.returncode, proc.stderr[-2000:])
+
+
 def test_no_reference_leaks(client: quill.QuillClient) -> None:
     def churn() -> None:
         for i in range(200):
