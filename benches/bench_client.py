@@ -5,7 +5,7 @@ starts the server and passes its URL and the path of the native bench binary."""
 from __future__ import annotations
 
 import http.client
-import json
+import statistics
 import subprocess
 import sys
 import threading
@@ -21,15 +21,72 @@ import quill
 ECHO = "/echo.v1.EchoService/Echo"
 
 
-def per_call(fn: Callable[[], object], seconds: float = 1.5) -> float:
-    for _ in range(100):
+def warm_up(fn: Callable[[], object], calls: int = 100, seconds: float = 0.5) -> None:
+    t0 = time.perf_counter()
+    for _ in range(calls):
         fn()
+        if time.perf_counter() - t0 > seconds:
+            return
+
+
+def window(fn: Callable[[], object], seconds: float) -> float:
+    """Mean seconds per call over one window of `seconds` (at least one call)."""
     n = 0
     t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
+    while n == 0 or time.perf_counter() - t0 < seconds:
         fn()
         n += 1
     return (time.perf_counter() - t0) / n
+
+
+def per_call(fn: Callable[[], object], seconds: float = 1.5, windows: int = 5) -> float:
+    """Mean seconds per call in the best of `windows` windows, as timeit takes the best
+    run: on a shared machine the slower windows measure the neighbours, not the code."""
+    warm_up(fn)
+    return min(window(fn, seconds / windows) for _ in range(windows))
+
+
+class Native:
+    """examples/bench_native.rs, driven over a pipe so its windows interleave with ours."""
+
+    def __init__(self, binary: str, url: str) -> None:
+        self.proc = subprocess.Popen(
+            [binary, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+
+    def window(self, kind: str, size: int, seconds: float) -> float:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"{kind} {size} {seconds}\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait()
+
+
+def paired(
+    contenders: dict[str, Callable[[float], float]], floor: str, rounds: int, seconds: float
+) -> dict[str, tuple[float, float]]:
+    """Per contender: (median seconds per call, median of its per-round ratio to
+    `floor`). Each round takes one short window of every contender in turn, so a ratio
+    compares windows measured moments apart; on a shared 2-core machine the speed drifts
+    by ±15 % over seconds, which pairing cancels and a best-of or a mean would not."""
+    for measure in contenders.values():
+        measure(0.2)  # warm-up: connections, caches, lazy imports
+    windows: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, measure in contenders.items():
+            windows[name].append(measure(seconds))
+    base = windows[floor]
+    return {
+        name: (
+            statistics.median(ws),
+            statistics.median(w / f for w, f in zip(ws, base)),
+        )
+        for name, ws in windows.items()
+    }
 
 
 def threaded_rate(fn: Callable[[], object], threads: int, seconds: float = 1.5) -> float:
@@ -50,6 +107,10 @@ def threaded_rate(fn: Callable[[], object], threads: int, seconds: float = 1.5) 
     return sum(counts) / seconds
 
 
+FLOOR = "native Rust reqwest loop (floor)"
+SIZES = (1024, 1 << 20)
+
+
 def main() -> None:
     url, native_bin = sys.argv[1], sys.argv[2]
     u = urlparse(url)
@@ -57,42 +118,50 @@ def main() -> None:
         "| client (unary Echo, keep-alive) | 1 KiB | vs native | 1 MiB | vs native |",
         "|---|---|---|---|---|",
     ]
-    results: dict[str, dict[int, float]] = {}
-    for size in (1024, 1 << 20):
+    native = Native(native_bin, url)
+    results: dict[str, dict[int, tuple[float, float]]] = {}
+    for size in SIZES:
         body = bytes(size)
-        native = json.loads(
-            subprocess.run(
-                [native_bin, url, str(size), "1.5"], capture_output=True, text=True, check=True
-            ).stdout
-        )
-        results.setdefault("native Rust reqwest loop (floor)", {})[size] = (
-            native["reqwest_us"] / 1e6
-        )
-        results.setdefault("native Rust `quill::QuillClient`", {})[size] = native["quill_us"] / 1e6
         client = quill.QuillClient(url)
-        results.setdefault("Python `quill.QuillClient.call`", {})[size] = per_call(
-            lambda client=client, body=body: client.call("echo.v1.EchoService", "Echo", body)
-        )
         conn = http.client.HTTPConnection(u.hostname, u.port)
 
         def hc(conn: http.client.HTTPConnection = conn, body: bytes = body) -> bytes:
             conn.request("POST", ECHO, body, {"Content-Type": "application/proto"})
             return conn.getresponse().read()
 
-        results.setdefault("Python `http.client`", {})[size] = per_call(hc)
         hx = httpx.Client()
-        results.setdefault("Python `httpx.Client`", {})[size] = per_call(
-            lambda hx=hx, body=body: hx.post(url + ECHO, content=body).content
-        )
         rs = requests.Session()
-        results.setdefault("Python `requests.Session`", {})[size] = per_call(
-            lambda rs=rs, body=body: rs.post(url + ECHO, data=body).content
-        )
-    floor = results["native Rust reqwest loop (floor)"]
+        python: dict[str, Callable[[], object]] = {
+            "Python `quill.QuillClient.call`": lambda client=client, body=body: client.call(
+                "echo.v1.EchoService", "Echo", body
+            ),
+            "Python `http.client`": hc,
+            "Python `httpx.Client`": lambda hx=hx, body=body: (
+                hx.post(url + ECHO, content=body).content
+            ),
+            "Python `requests.Session`": lambda rs=rs, body=body: (
+                rs.post(url + ECHO, data=body).content
+            ),
+        }
+        contenders: dict[str, Callable[[float], float]] = {
+            FLOOR: lambda s, size=size: native.window("reqwest", size, s),
+            "native Rust `quill` `call_bytes_blocking`": lambda s, size=size: native.window(
+                "quill_blocking", size, s
+            ),
+            "native Rust `quill` `call_bytes` (async, on the workers)": lambda s, size=size: (
+                native.window("quill_async", size, s)
+            ),
+        }
+        for name, fn in python.items():
+            contenders[name] = lambda s, fn=fn: window(fn, s)
+        for name, (median, ratio) in paired(contenders, FLOOR, rounds=30, seconds=0.1).items():
+            results.setdefault(name, {})[size] = (median, ratio)
+    native.close()
     for name, by_size in results.items():
         cells = []
-        for size in (1024, 1 << 20):
-            cells += [f"{by_size[size] * 1e6:.0f} µs", f"{by_size[size] / floor[size]:.2f}×"]
+        for size in SIZES:
+            median, ratio = by_size[size]
+            cells += [f"{median * 1e6:.0f} µs", f"{ratio:.2f}×"]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     print("\n".join(rows))
     print()
@@ -102,15 +171,20 @@ def main() -> None:
     def call() -> bytes:
         return client.call("echo.v1.EchoService", "Echo", body)
 
-    one = threaded_rate(call, 1)
+    # Interleaved like the unary rows: median rate over rounds of 1, 2 and 8 threads.
+    rates: dict[int, list[float]] = {1: [], 2: [], 8: []}
+    for _ in range(6):
+        for n in rates:
+            rates[n].append(threaded_rate(call, n, seconds=0.4))
+    one = statistics.median(rates[1])
     print("| threads sharing one `QuillClient` (1 KiB) | calls/s | vs 1 thread |")
     print("|---|---|---|")
-    for n in (1, 2, 8):
-        rate = one if n == 1 else threaded_rate(call, n)
+    for n, windows in rates.items():
+        rate = statistics.median(windows)
         print(f"| {n} | {rate:,.0f} | {rate / one:.2f}× |")
 
     print()
-    stream_rows(url, floor[1 << 20])
+    stream_rows(url, results[FLOOR][1 << 20][0])
 
 
 def stream_rows(url: str, native_1mib_s: float) -> None:

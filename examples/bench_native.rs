@@ -1,22 +1,33 @@
-//! The native floor for the client benchmarks (scripts/bench): unary Echo calls from
-//! Rust, with plain reqwest and with quill's own client, against a running server.
+//! The native side of the client benchmarks (scripts/bench): unary Echo calls from
+//! Rust, with plain reqwest (the floor) and with quill's own client, against a running
+//! server. `benches/bench_client.py` drives it over stdin so that native and Python
+//! windows interleave in one run and machine noise hits every contender alike.
 //!
-//! Usage: `cargo run --release --example bench_native -- URL SIZE_BYTES SECONDS`
-//! Prints one JSON line: `{"reqwest_us": .., "quill_us": ..}` (mean µs per call).
+//! Usage: `bench_native URL`, then one command per line on stdin:
+//! `reqwest|quill_blocking|quill_async SIZE_BYTES SECONDS`; each prints the mean
+//! seconds per call over a window of SECONDS (the client and its pooled connection
+//! persist between windows; the first window of each kind is the caller's warm-up).
 
+use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let url = args
-        .get(1)
-        .cloned()
-        .unwrap_or_else(|| "http://127.0.0.1:8080".into());
-    let size: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1024);
-    let secs: f64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(2.0);
-    let body = bytes::Bytes::from(vec![7u8; size]);
-    let budget = Duration::from_secs_f64(secs);
+use bytes::Bytes;
 
+/// Mean seconds per call over `window`.
+fn window(window: Duration, mut call: impl FnMut()) -> f64 {
+    let (t0, mut n) = (Instant::now(), 0u64);
+    while n == 0 || t0.elapsed() < window {
+        call();
+        n += 1;
+    }
+    t0.elapsed().as_secs_f64() / n as f64
+}
+
+fn main() {
+    let url = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "http://127.0.0.1:8080".into());
+    // The floor: what a Rust user writes by hand, one thread driving everything.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -26,45 +37,55 @@ fn main() {
         .build()
         .expect("reqwest client");
     let endpoint = format!("{url}/echo.v1.EchoService/Echo");
-    let reqwest_us = rt.block_on(async {
-        let call = || async {
-            let r = http
-                .post(&endpoint)
-                .header("content-type", "application/proto")
-                .body(body.clone())
-                .send()
-                .await
-                .expect("send");
-            assert!(r.status().is_success());
-            let b = r.bytes().await.expect("body");
-            assert_eq!(b.len(), size);
-        };
-        for _ in 0..200 {
-            call().await;
-        }
-        let (t0, mut n) = (Instant::now(), 0u64);
-        while t0.elapsed() < budget {
-            call().await;
-            n += 1;
-        }
-        t0.elapsed().as_secs_f64() * 1e6 / n as f64
-    });
-
     let client = quill::QuillClient::with_config(quill::ClientConfig::new(url)).expect("client");
-    let call = || {
-        let out = client
-            .block_on(client.call_bytes("echo.v1.EchoService", "Echo", body.clone(), false))
-            .expect("call");
-        assert_eq!(out.len(), size);
-    };
-    for _ in 0..200 {
-        call();
+
+    let mut out = std::io::stdout().lock();
+    for line in std::io::stdin().lock().lines() {
+        let line = line.expect("stdin");
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let [what, size, secs] = parts[..] else {
+            panic!("expected `KIND SIZE SECONDS`, got {line:?}");
+        };
+        let size: usize = size.parse().expect("size");
+        let budget = Duration::from_secs_f64(secs.parse().expect("seconds"));
+        let body = Bytes::from(vec![7u8; size]);
+        let check = |b: &[u8]| assert_eq!(b.len(), size);
+        let per_call = match what {
+            "reqwest" => window(budget, || {
+                rt.block_on(async {
+                    let r = http
+                        .post(&endpoint)
+                        .header("content-type", "application/proto")
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .expect("send");
+                    assert!(r.status().is_success());
+                    check(&r.bytes().await.expect("body"));
+                })
+            }),
+            "quill_blocking" => window(budget, || {
+                check(
+                    &client
+                        .call_bytes_blocking("echo.v1.EchoService", "Echo", body.clone(), false)
+                        .expect("call"),
+                )
+            }),
+            "quill_async" => window(budget, || {
+                check(
+                    &client
+                        .block_on(client.call_bytes(
+                            "echo.v1.EchoService",
+                            "Echo",
+                            body.clone(),
+                            false,
+                        ))
+                        .expect("call"),
+                )
+            }),
+            other => panic!("unknown kind {other:?}"),
+        };
+        writeln!(out, "{per_call}").expect("stdout");
+        out.flush().expect("stdout");
     }
-    let (t0, mut n) = (Instant::now(), 0u64);
-    while t0.elapsed() < budget {
-        call();
-        n += 1;
-    }
-    let quill_us = t0.elapsed().as_secs_f64() * 1e6 / n as f64;
-    println!("{{\"reqwest_us\": {reqwest_us:.2}, \"quill_us\": {quill_us:.2}}}");
 }

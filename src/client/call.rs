@@ -44,7 +44,7 @@ impl ContentKind {
 #[derive(Clone)]
 pub(crate) struct CallContext {
     pub http: reqwest::Client,
-    pub url: String,
+    pub url: reqwest::Url,
     pub headers: HeaderMap,
     pub label: CallLabel,
     /// Absolute end of the whole call; `None` without a timeout.
@@ -73,12 +73,6 @@ pub(crate) fn call_headers(
 }
 
 impl CallContext {
-    /// Time left before the deadline (zero once passed).
-    pub fn remaining(&self) -> Option<Duration> {
-        self.deadline
-            .map(|d| d.saturating_duration_since(Instant::now()))
-    }
-
     /// Runs `fut` under the call's deadline: the whole call, body included.
     pub async fn within_deadline<T>(
         &self,
@@ -96,16 +90,14 @@ impl CallContext {
     pub fn request(&self, body: reqwest::Body, zstd: bool) -> reqwest::RequestBuilder {
         let mut req = self
             .http
-            .post(&self.url)
+            .post(self.url.clone())
             .headers(self.headers.clone())
             .body(body);
         if zstd {
             req = req.header(CONTENT_ENCODING, ZSTD);
         }
-        // Also given to reqwest so the connection itself gives up at the deadline.
-        if let Some(rem) = self.remaining() {
-            req = req.timeout(rem.max(Duration::from_millis(1)));
-        }
+        // No reqwest timeout: `within_deadline` (or the stream task) bounds the whole
+        // call, and dropping the request future at the deadline closes the connection.
         req
     }
 
@@ -138,24 +130,35 @@ impl CallContext {
         let mut decoder = BodyDecoder::for_headers(resp.headers(), None)
             .unwrap_or_else(|_| BodyDecoder::identity(None));
         let mut body = Vec::new();
-        'read: while body.len() < MAX_ERROR_BODY {
-            let Ok(Some(chunk)) = resp.chunk().await else {
-                break;
-            };
-            decoder.push(chunk);
-            loop {
-                match decoder.next_output() {
-                    Ok(Some(piece)) => {
-                        let room = MAX_ERROR_BODY - body.len();
-                        body.extend_from_slice(&piece[..piece.len().min(room)]);
-                        if body.len() >= MAX_ERROR_BODY {
-                            break 'read;
+        let read = async {
+            'read: while body.len() < MAX_ERROR_BODY {
+                let Ok(Some(chunk)) = resp.chunk().await else {
+                    break;
+                };
+                decoder.push(chunk);
+                loop {
+                    match decoder.next_output() {
+                        Ok(Some(piece)) => {
+                            let room = MAX_ERROR_BODY - body.len();
+                            body.extend_from_slice(&piece[..piece.len().min(room)]);
+                            if body.len() >= MAX_ERROR_BODY {
+                                break 'read;
+                            }
                         }
+                        Ok(None) => break,
+                        Err(_) => break 'read,
                     }
-                    Ok(None) => break,
-                    Err(_) => break 'read,
                 }
             }
+        };
+        // The status is known: a body still dripping at the deadline ends the read,
+        // and the call reports the status with what arrived (this timer is polled
+        // before the call's own deadline, which fires at the same instant).
+        match self.deadline {
+            Some(d) => {
+                let _ = tokio::time::timeout_at(d, read).await;
+            }
+            None => read.await,
         }
         let problem = Problem::from_response(status, content_type.as_deref(), &body)
             .with_retry_after(retry_after.as_deref());

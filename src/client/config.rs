@@ -126,6 +126,12 @@ pub(crate) fn validate_path_part(what: &str, value: &str) -> Result<()> {
     if value.is_empty() {
         return Err(QuillError::invalid(format!("{what} name is empty")));
     }
+    // A URL would resolve these as relative segments and call another path.
+    if value == "." || value == ".." {
+        return Err(QuillError::invalid(format!(
+            "{what} name {value:?} is not a name but a relative path segment"
+        )));
+    }
     if let Some(c) = value
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
@@ -362,7 +368,8 @@ mod tests {
     fn path_parts() {
         validate_path_part("service", "echo.v1.EchoService").unwrap();
         validate_path_part("method", "Echo_2-x").unwrap();
-        for bad in ["", "a/b", "a b", "a?b", "ä", "a%2f"] {
+        validate_path_part("method", "...").unwrap();
+        for bad in ["", ".", "..", "a/b", "a b", "a?b", "ä", "a%2f"] {
             assert!(validate_path_part("method", bad).is_err(), "{bad}");
         }
     }

@@ -95,6 +95,18 @@ pub(crate) fn map_body_error(err: reqwest::Error, label: &CallLabel, kind: BodyK
     }
 }
 
+/// A panic caught inside a call, as the error the caller gets instead.
+pub(crate) fn panic_error(payload: Box<dyn std::any::Any + Send>) -> QuillError {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    QuillError::Cancelled {
+        message: format!("the call was aborted by an internal panic: {text}"),
+    }
+}
+
 /// Frame decoders report [`QuillError::Decode`]; from the server that is a protocol
 /// violation, so the client reports it as such.
 pub(crate) fn decode_as_protocol(err: QuillError) -> QuillError {
@@ -108,15 +120,7 @@ pub(crate) fn decode_as_protocol(err: QuillError) -> QuillError {
 /// unwind through the caller, so it becomes an error.
 pub(crate) fn map_join_error(err: tokio::task::JoinError) -> QuillError {
     if err.is_panic() {
-        let payload = err.into_panic();
-        let text = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".to_owned());
-        QuillError::Cancelled {
-            message: format!("the call was aborted by an internal panic: {text}"),
-        }
+        panic_error(err.into_panic())
     } else {
         QuillError::Cancelled {
             message: "the call was cancelled because the client's runtime shut down".to_owned(),

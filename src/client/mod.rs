@@ -3,21 +3,23 @@
 //!
 //! One client owns one reqwest connection pool (HTTP/1.1 only, keep-alive, rustls with
 //! the bundled webpki roots) and one small tokio runtime, both built once at
-//! construction. Every call is spawned onto that runtime, so the async methods can be
-//! awaited from any executor — tokio, another runtime, uniffi's foreign executors — and
-//! [`QuillClient::block_on`] serves plain threads. A panic inside a call becomes a
-//! [`QuillError::Cancelled`] and never unwinds into the caller (or across FFI).
+//! construction. Every async call is spawned onto that runtime, so the async methods
+//! can be awaited from any executor — tokio, another runtime, uniffi's foreign
+//! executors. The `*_blocking` methods serve plain threads with the lowest latency: the
+//! calling thread drives the call itself (see `blocking.rs`). A panic inside a call
+//! becomes a [`QuillError::Cancelled`] and never unwinds into the caller (or across FFI).
 //!
 //! ```no_run
 //! use quill::{ClientConfig, QuillClient};
 //! let client = QuillClient::with_config(ClientConfig::new("http://127.0.0.1:8080")).unwrap();
 //! client.set_bearer_token("secret").unwrap();
 //! let reply = client
-//!     .block_on(client.call_bytes("echo.v1.EchoService", "Echo", b"hi".to_vec().into(), true))
+//!     .call_bytes_blocking("echo.v1.EchoService", "Echo", b"hi".to_vec().into(), true)
 //!     .unwrap();
 //! assert_eq!(&reply[..], b"hi");
 //! ```
 
+mod blocking;
 mod body;
 mod call;
 mod compression;
@@ -45,7 +47,7 @@ use body::{framed_requests, ErrorSlot};
 use call::{call_headers, CallContext, ContentKind};
 use config::{default_user_agent, normalize_base_url, validate_path_part, HeaderStore};
 use errors::CallLabel;
-use runtime::{run_on, ClientRuntime, HttpSettings};
+use runtime::{run_on, ClientRuntime, HttpSettings, LaneGuard};
 
 use crate::error::{QuillError, Result};
 use crate::tensor::Tensor;
@@ -73,6 +75,8 @@ use crate::tensor::Tensor;
 pub struct QuillClient {
     /// As given, except `base_url`, which is normalised.
     config: ClientConfig,
+    /// `config.base_url`, parsed once: each call appends its path to a copy.
+    base: reqwest::Url,
     runtime: Arc<ClientRuntime>,
     headers: RwLock<HeaderStore>,
 }
@@ -95,17 +99,21 @@ impl QuillClient {
     /// [`QuillError::InvalidArgument`]. No connection is made until the first call.
     pub fn with_config(mut config: ClientConfig) -> Result<QuillClient> {
         config.base_url = normalize_base_url(&config.base_url)?;
+        let base = reqwest::Url::parse(&config.base_url)
+            .map_err(|e| QuillError::invalid(format!("base_url is not a valid URL: {e}")))?;
         let user_agent = config.user_agent.clone().unwrap_or_else(default_user_agent);
         let settings = HttpSettings::new(user_agent, config.ca_cert_pem.as_deref())?;
         Ok(QuillClient {
             config,
+            base,
             runtime: Arc::new(ClientRuntime::new(settings)?),
             headers: RwLock::new(HeaderStore::default()),
         })
     }
 
     /// Runs `f` to completion on the calling thread, with this client's runtime as
-    /// context (for blocking Rust users and the Python face).
+    /// context (for blocking Rust users of streams; unary and tensor calls have faster
+    /// `*_blocking` methods).
     ///
     /// # Panics
     /// When called from inside an async runtime (tokio forbids blocking there), or if
@@ -139,23 +147,59 @@ impl QuillClient {
         self.headers.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Everything a call needs, captured now: later header changes do not affect it.
+    /// Everything a call on the shared workers needs; see [`context`](Self::context).
     fn prepare(
         &self,
         service: &str,
         method: &str,
         kind: ContentKind,
     ) -> Result<(tokio::runtime::Handle, CallContext)> {
+        let (handle, http) = self.runtime.current()?;
+        Ok((handle, self.context(service, method, kind, http)?))
+    }
+
+    /// [`prepare`](Self::prepare) for a blocking call: also the lane, when free, whose
+    /// own pool the call then uses.
+    fn prepare_blocking(
+        &self,
+        service: &str,
+        method: &str,
+        kind: ContentKind,
+    ) -> Result<(tokio::runtime::Handle, Option<LaneGuard>, CallContext)> {
+        let (handle, shared, lane) = self.runtime.for_blocking()?;
+        let http = lane.as_ref().map_or(shared, LaneGuard::http);
+        Ok((handle, lane, self.context(service, method, kind, http)?))
+    }
+
+    /// `POST {base_url}/{service}/{method}`, built from the parsed base URL.
+    fn call_url(&self, service: &str, method: &str) -> Result<reqwest::Url> {
         validate_path_part("service", service)?;
         validate_path_part("method", method)?;
-        let (handle, http) = self.runtime.current()?;
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| QuillError::invalid("base_url cannot take a path"))?
+            .pop_if_empty()
+            .push(service)
+            .push(method);
+        Ok(url)
+    }
+
+    /// Everything a call needs, captured now: later header changes do not affect it.
+    fn context(
+        &self,
+        service: &str,
+        method: &str,
+        kind: ContentKind,
+        http: reqwest::Client,
+    ) -> Result<CallContext> {
+        let url = self.call_url(service, method)?;
         let timeout_ms = self.config.timeout_ms;
         let deadline = (timeout_ms > 0)
             .then(|| Instant::now().checked_add(Duration::from_millis(timeout_ms)))
             .flatten();
         let ctx = CallContext {
             http,
-            url: format!("{}/{service}/{method}", self.config.base_url),
+            url,
             headers: call_headers(kind, self.config.enable_compression, &self.read_headers()),
             label: CallLabel {
                 path: format!("{service}/{method}"),
@@ -170,7 +214,7 @@ impl QuillClient {
             max_decoded_size: self.config.max_decoded_size,
             compression: self.config.enable_compression,
         };
-        Ok((handle, ctx))
+        Ok(ctx)
     }
 
     fn retries(&self, idempotent: bool) -> u32 {
@@ -207,6 +251,127 @@ impl QuillClient {
     ) -> Result<Bytes> {
         self.unary(service, method, body, idempotent, ContentKind::Proto)
             .await
+    }
+
+    /// [`call_bytes`](Self::call_bytes) for a thread that blocks: the calling thread
+    /// drives the call itself (no hop to the client's worker threads), which makes a
+    /// small call about twice as fast. Safe to use from many threads at once. Inside
+    /// an async runtime it returns [`QuillError::InvalidArgument`]: await
+    /// `call_bytes` there.
+    ///
+    /// ```no_run
+    /// # let client = quill::QuillClient::new("http://127.0.0.1:8080".into(), 5000, false).unwrap();
+    /// let reply = client.call_bytes_blocking("echo.v1.EchoService", "Echo", "hi".into(), false)?;
+    /// assert_eq!(&reply[..], b"hi");
+    /// # Ok::<(), quill::QuillError>(())
+    /// ```
+    pub fn call_bytes_blocking(
+        &self,
+        service: &str,
+        method: &str,
+        body: Bytes,
+        idempotent: bool,
+    ) -> Result<Bytes> {
+        self.unary_with(service, method, body, idempotent, false, blocking::no_tick)
+    }
+
+    /// [`call_json_bytes`](Self::call_json_bytes), blocking as
+    /// [`call_bytes_blocking`](Self::call_bytes_blocking).
+    pub fn call_json_bytes_blocking(
+        &self,
+        service: &str,
+        method: &str,
+        json: Bytes,
+        idempotent: bool,
+    ) -> Result<Bytes> {
+        self.unary_with(service, method, json, idempotent, true, blocking::no_tick)
+    }
+
+    /// [`send_tensor`](Self::send_tensor), blocking as
+    /// [`call_bytes_blocking`](Self::call_bytes_blocking).
+    pub fn send_tensor_blocking(
+        &self,
+        service: &str,
+        method: &str,
+        tensor: &Tensor,
+    ) -> Result<Bytes> {
+        self.send_tensor_with(service, method, tensor, blocking::no_tick)
+    }
+
+    /// [`call_tensor`](Self::call_tensor), blocking as
+    /// [`call_bytes_blocking`](Self::call_bytes_blocking).
+    pub fn call_tensor_blocking(
+        &self,
+        service: &str,
+        method: &str,
+        body: Bytes,
+        content_type_json: bool,
+    ) -> Result<Tensor> {
+        self.call_tensor_with(service, method, body, content_type_json, blocking::no_tick)
+    }
+
+    /// A blocking unary call that calls `tick` every 50 ms while it waits (the Python
+    /// face checks signals there); an error from `tick` cancels the call.
+    pub(crate) fn unary_with<E: From<QuillError>>(
+        &self,
+        service: &str,
+        method: &str,
+        body: Bytes,
+        idempotent: bool,
+        json: bool,
+        tick: impl FnMut() -> std::result::Result<(), E>,
+    ) -> std::result::Result<Bytes, E> {
+        let kind = ContentKind::from_json_flag(json);
+        let (handle, lane, ctx) = self.prepare_blocking(service, method, kind)?;
+        let retries = self.retries(idempotent);
+        blocking::drive(
+            handle,
+            lane,
+            ctx,
+            |ctx| unary::call(ctx, body, retries),
+            tick,
+        )
+    }
+
+    /// [`send_tensor_blocking`](Self::send_tensor_blocking) with a `tick`, as
+    /// [`unary_with`](Self::unary_with).
+    pub(crate) fn send_tensor_with<E: From<QuillError>>(
+        &self,
+        service: &str,
+        method: &str,
+        tensor: &Tensor,
+        tick: impl FnMut() -> std::result::Result<(), E>,
+    ) -> std::result::Result<Bytes, E> {
+        let (handle, lane, ctx) = self.prepare_blocking(service, method, ContentKind::Proto)?;
+        let tensor = tensor.clone();
+        blocking::drive(
+            handle,
+            lane,
+            ctx,
+            |ctx| tensor::send_tensor(ctx, tensor),
+            tick,
+        )
+    }
+
+    /// [`call_tensor_blocking`](Self::call_tensor_blocking) with a `tick`, as
+    /// [`unary_with`](Self::unary_with).
+    pub(crate) fn call_tensor_with<E: From<QuillError>>(
+        &self,
+        service: &str,
+        method: &str,
+        body: Bytes,
+        content_type_json: bool,
+        tick: impl FnMut() -> std::result::Result<(), E>,
+    ) -> std::result::Result<Tensor, E> {
+        let kind = ContentKind::from_json_flag(content_type_json);
+        let (handle, lane, ctx) = self.prepare_blocking(service, method, kind)?;
+        blocking::drive(
+            handle,
+            lane,
+            ctx,
+            |ctx| tensor::call_tensor(ctx, body),
+            tick,
+        )
     }
 
     /// [`call_bytes`](Self::call_bytes) with `application/json` in and out.
@@ -547,6 +712,25 @@ pub fn __fuzz_decode_body<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn call_urls_append_the_path_to_the_base() {
+        let url = |base: &str| {
+            let c = QuillClient::new(base.into(), 0, false).unwrap();
+            c.call_url("echo.v1.EchoService", "Echo")
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(url("http://h:1"), "http://h:1/echo.v1.EchoService/Echo");
+        assert_eq!(url("http://h:1/"), "http://h:1/echo.v1.EchoService/Echo");
+        assert_eq!(
+            url("https://h/api//"),
+            "https://h/api/echo.v1.EchoService/Echo"
+        );
+        let c = QuillClient::new("http://h".into(), 0, false).unwrap();
+        assert!(c.call_url("..", "Echo").is_err());
+        assert!(c.call_url("svc", "a/b").is_err());
+    }
 
     #[test]
     fn construction_and_getters() {

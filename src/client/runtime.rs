@@ -1,9 +1,17 @@
-//! The tokio runtime and the reqwest client of one [`QuillClient`](super::QuillClient).
+//! The tokio runtimes and the reqwest clients of one [`QuillClient`](super::QuillClient).
 //!
 //! Each client owns a small multi-thread runtime ("quill-io" threads) so that its calls
-//! work from any caller: plain threads (`block_on`), the Python face, uniffi's foreign
-//! executors or another async runtime. Work is spawned onto it and the caller awaits
-//! the `JoinHandle`, which needs no reactor of its own.
+//! work from any caller: plain threads, the Python face, uniffi's foreign executors or
+//! another async runtime. Work is spawned onto it and the caller awaits the
+//! `JoinHandle`, which needs no reactor of its own.
+//!
+//! Handing a call to those workers costs two thread wake-ups (caller to worker and
+//! back), which is most of a small call on loopback. So each client also owns a
+//! [`Lane`]: a thread-less current-thread runtime with its own small pool, driven by a
+//! caller that is willing to block (see `blocking.rs`). Its connections live on that
+//! runtime and are only polled while a caller drives it, which is why the lane has a
+//! pool of its own: a connection spawned there must never be handed to a task on the
+//! workers.
 //!
 //! Fork safety: a forked child inherits the runtime's memory but none of its threads,
 //! and the pool's sockets are shared with the parent. The pid is recorded at creation;
@@ -13,8 +21,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
@@ -102,10 +112,111 @@ fn same_origin_redirects() -> reqwest::redirect::Policy {
     })
 }
 
+fn runtime_error(e: std::io::Error) -> QuillError {
+    QuillError::Connection {
+        message: format!("could not start the client's I/O runtime: {e}"),
+    }
+}
+
+/// A current-thread runtime and its own pool, driven by at most one blocking caller at
+/// a time (`busy`).
+pub(crate) struct Lane {
+    runtime: Option<tokio::runtime::Runtime>,
+    http: reqwest::Client,
+    busy: AtomicBool,
+    created: std::time::Instant,
+    /// When the last call on the lane ended, in ns since `created`.
+    last_used_ns: AtomicU64,
+}
+
+/// Idle time after which a call first lets the lane catch up on its sockets; see
+/// [`LaneGuard::catch_up`].
+const CATCH_UP_AFTER: Duration = Duration::from_millis(1);
+
+impl Lane {
+    fn build(settings: &HttpSettings) -> Result<Lane> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(runtime_error)?;
+        Ok(Lane {
+            runtime: Some(runtime),
+            http: settings.build_client()?,
+            busy: AtomicBool::new(false),
+            created: std::time::Instant::now(),
+            last_used_ns: AtomicU64::new(0),
+        })
+    }
+
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.created.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            // Never blocks, so a client may be dropped inside async code.
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Exclusive use of a [`Lane`] by the calling thread; released on drop.
+pub(crate) struct LaneGuard(Arc<Lane>);
+
+impl LaneGuard {
+    /// The lane's own pool: connections made through it live on the lane's runtime.
+    pub fn http(&self) -> reqwest::Client {
+        self.0.http.clone()
+    }
+
+    /// Nothing polls the lane between calls, so a keep-alive connection the server
+    /// closed meanwhile (an idle timeout: uvicorn's is 5 s) still looks reusable to the
+    /// pool; a request written to it would fail with "connection closed before message
+    /// completed". After an idle gap this runs the lane briefly first: the first yield
+    /// lets the driver collect pending socket events (the FIN), the second lets the
+    /// woken connection task see the close, so the pool drops it. Back-to-back calls
+    /// skip it (a close racing a call is a risk for every HTTP client).
+    pub fn catch_up(&self) {
+        let idle_ns = self
+            .0
+            .now_ns()
+            .saturating_sub(self.0.last_used_ns.load(Ordering::Relaxed));
+        if Duration::from_nanos(idle_ns) >= CATCH_UP_AFTER {
+            self.block_on(async {
+                tokio::task::yield_now().await;
+                tokio::task::yield_now().await;
+            });
+        }
+    }
+
+    /// Drives `f` (and the lane's connections, timers and sockets) on this thread.
+    ///
+    /// # Panics
+    /// Inside an async runtime (checked by the caller) or if `f` panics.
+    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.0
+            .runtime
+            .as_ref()
+            .expect("the runtime is only taken on drop")
+            .block_on(f)
+    }
+}
+
+impl Drop for LaneGuard {
+    fn drop(&mut self) {
+        let now = self.0.now_ns();
+        self.0.last_used_ns.store(now, Ordering::Relaxed);
+        self.0.busy.store(false, Ordering::Release);
+    }
+}
+
 struct Parts {
     pid: u32,
     runtime: Option<tokio::runtime::Runtime>,
     http: reqwest::Client,
+    lane: Arc<Lane>,
 }
 
 impl Parts {
@@ -115,13 +226,12 @@ impl Parts {
             .thread_name("quill-io")
             .enable_all()
             .build()
-            .map_err(|e| QuillError::Connection {
-                message: format!("could not start the client's I/O threads: {e}"),
-            })?;
+            .map_err(runtime_error)?;
         Ok(Parts {
             pid: std::process::id(),
             runtime: Some(runtime),
             http: settings.build_client()?,
+            lane: Arc::new(Lane::build(settings)?),
         })
     }
 
@@ -148,15 +258,33 @@ impl ClientRuntime {
         })
     }
 
-    /// The runtime handle and reqwest client for this process.
-    pub fn current(&self) -> Result<(Handle, reqwest::Client)> {
+    /// The parts for this process, rebuilt first after a fork.
+    fn parts(&self) -> Result<std::sync::MutexGuard<'_, Parts>> {
         let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
         if parts.pid != std::process::id() {
             let fresh = Parts::build(&self.settings)?;
             let inherited = std::mem::replace(&mut *parts, fresh);
             std::mem::forget(inherited);
         }
+        Ok(parts)
+    }
+
+    /// The runtime handle and reqwest client for this process.
+    pub fn current(&self) -> Result<(Handle, reqwest::Client)> {
+        let parts = self.parts()?;
         Ok((parts.handle(), parts.http.clone()))
+    }
+
+    /// [`current`](Self::current), plus the lane unless another thread is driving it.
+    pub fn for_blocking(&self) -> Result<(Handle, reqwest::Client, Option<LaneGuard>)> {
+        let parts = self.parts()?;
+        let taken = parts
+            .lane
+            .busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok();
+        let lane = taken.then(|| LaneGuard(parts.lane.clone()));
+        Ok((parts.handle(), parts.http.clone(), lane))
     }
 }
 

@@ -1,13 +1,15 @@
 //! `quill.QuillClient`: the Python face of [`crate::QuillClient`].
 //!
-//! Every network wait runs with the GIL released ([`wait::block_on`]); one client is
-//! shared safely by many threads (the core client is `Send + Sync` with one runtime and
-//! one connection pool). JSON bodies are serialised with Python's own `json` module.
+//! Every network wait runs with the GIL released: [`wait::blocking`] for unary and
+//! tensor calls, which the calling thread drives itself, [`wait::block_on`] for
+//! streams. One client is shared safely by many threads (the core client is
+//! `Send + Sync`). JSON bodies are serialised with Python's own `json` module.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict};
 
@@ -25,8 +27,15 @@ static JSON_DUMPS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static JSON_LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static JSON_DEFAULT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-/// Request bytes: a bytes-like object is sent as is (one copy into the request body).
+/// Request bytes: a bytes-like object is sent as is. A large `bytes` object is sent
+/// from its own memory (it is immutable, and the body keeps a reference to it); other
+/// buffers are copied once, since their owner may change them during the call.
 pub(crate) fn request_bytes(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Bytes> {
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        if b.as_bytes().len() >= super::DETACH_THRESHOLD {
+            return Ok(Bytes::from_owner(PyBackedBytes::from(b.clone())));
+        }
+    }
     bytes_like(py, obj, |raw| Ok(Bytes::copy_from_slice(raw)))
 }
 
@@ -124,12 +133,10 @@ impl PyQuillClient {
             .map(|r| request_bytes(py, r))
             .transpose()?
             .unwrap_or_default();
-        let handle = self.handle()?;
-        let out = wait::block_on(
-            py,
-            &handle,
-            self.inner.call_bytes(service, method, body, idempotent),
-        )?;
+        let out = wait::blocking(py, |tick| {
+            self.inner
+                .unary_with(service, method, body, idempotent, false, tick)
+        })?;
         Ok(PyBytes::new(py, &out))
     }
 
@@ -148,13 +155,10 @@ impl PyQuillClient {
             Some(r) => json_bytes(py, r)?,
             None => Bytes::from_static(b"{}"),
         };
-        let handle = self.handle()?;
-        let out = wait::block_on(
-            py,
-            &handle,
+        let out = wait::blocking(py, |tick| {
             self.inner
-                .call_json_bytes(service, method, body, idempotent),
-        )?;
+                .unary_with(service, method, body, idempotent, true, tick)
+        })?;
         json_value(py, &out)
     }
 
@@ -318,9 +322,10 @@ impl PyQuillClient {
         method: &str,
         tensor: &Bound<'py, PyTensor>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let t = tensor.get().inner.clone();
-        let handle = self.handle()?;
-        let out = wait::block_on(py, &handle, self.inner.send_tensor(service, method, &t))?;
+        let t = &tensor.get().inner;
+        let out = wait::blocking(py, |tick| {
+            self.inner.send_tensor_with(service, method, t, tick)
+        })?;
         Ok(PyBytes::new(py, &out))
     }
 
@@ -335,12 +340,10 @@ impl PyQuillClient {
         request: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyTensor> {
         let (body, json) = super::stream::request_body(py, request)?;
-        let handle = self.handle()?;
-        let t = wait::block_on(
-            py,
-            &handle,
-            self.inner.call_tensor(service, method, body, json),
-        )?;
+        let t = wait::blocking(py, |tick| {
+            self.inner
+                .call_tensor_with(service, method, body, json, tick)
+        })?;
         Ok(PyTensor::wrap(t))
     }
 

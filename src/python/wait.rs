@@ -79,6 +79,36 @@ where
     })
 }
 
+/// Why a blocking core call stopped: the core's error, or one raised by Python while
+/// it waited (a KeyboardInterrupt from a signal handler).
+pub(crate) enum Stopped {
+    Core(QuillError),
+    Python(PyErr),
+}
+
+impl From<QuillError> for Stopped {
+    fn from(e: QuillError) -> Stopped {
+        Stopped::Core(e)
+    }
+}
+
+/// Runs a blocking core call (`QuillClient::*_with`) with the GIL released. The call
+/// runs on this thread; every tick it re-attaches to run signal handlers, and an
+/// exception from them (KeyboardInterrupt) cancels the call and propagates.
+pub(crate) fn blocking<T, C>(py: Python<'_>, call: C) -> PyResult<T>
+where
+    T: Send,
+    C: FnOnce(&mut (dyn FnMut() -> Result<(), Stopped> + Send)) -> Result<T, Stopped> + Send,
+{
+    let out = py
+        .detach(|| call(&mut || Python::attach(|py| py.check_signals()).map_err(Stopped::Python)));
+    match out {
+        Ok(v) => Ok(v),
+        Err(Stopped::Core(e)) => Err(e).py(),
+        Err(Stopped::Python(e)) => Err(e),
+    }
+}
+
 static RESOLVE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// `quill._async._resolve(fut, value, error)`: sets a result unless the future was

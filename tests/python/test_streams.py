@@ -208,6 +208,9 @@ try:
     client.call_json("test.v1.FaultService", "Slow", {"ms": 20000})
 except KeyboardInterrupt:
     print("interrupted unary", flush=True)
+# The interrupted call gave its thread's hold on the client back: calls still work.
+assert client.call("echo.v1.EchoService", "Echo", b"again", idempotent=False) == b"again"
+print("client still works", flush=True)
 """
 
 
@@ -227,4 +230,5 @@ def test_keyboard_interrupt_during_a_wait(server: Server) -> None:
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     assert proc.stdout.readline().strip() == "interrupted unary"
+    assert proc.stdout.readline().strip() == "client still works"
     assert proc.wait(timeout=10) == 0

@@ -1,0 +1,233 @@
+//! The blocking calls (`*_blocking`), which the calling thread drives itself on the
+//! client's lane, or on the shared workers when another thread holds the lane. The same
+//! path serves the Python face's `call`, `call_json`, `send_tensor` and `call_tensor`.
+#![allow(clippy::result_large_err)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::Server;
+use quill::{DType, QuillClient, QuillError, Tensor};
+use serde_json::{json, Value};
+
+const ECHO: (&str, &str) = ("echo.v1.EchoService", "Echo");
+
+#[test]
+fn blocking_calls_give_what_the_async_calls_give() {
+    let s = Server::start(&[]);
+    for compression in [false, true] {
+        let c = s.client_with(|cfg| cfg.enable_compression = compression);
+        let body = Bytes::from(vec![42u8; 300_000]);
+        let blocking = c
+            .call_bytes_blocking(ECHO.0, ECHO.1, body.clone(), false)
+            .unwrap();
+        let awaited = c
+            .block_on(c.call_bytes(ECHO.0, ECHO.1, body.clone(), false))
+            .unwrap();
+        assert_eq!(blocking, body);
+        assert_eq!(awaited, body);
+
+        let req = Bytes::from(json!({"max_tokens": 3, "seed": 7}).to_string());
+        let generate = |out: Bytes| serde_json::from_slice::<Value>(&out).unwrap();
+        let a = generate(
+            c.call_json_bytes_blocking("inference.v1.LLMService", "Generate", req.clone(), true)
+                .unwrap(),
+        );
+        let b = generate(
+            c.block_on(c.call_json_bytes("inference.v1.LLMService", "Generate", req, true))
+                .unwrap(),
+        );
+        assert_eq!(a, b);
+        assert_eq!(a["tokens"].as_array().unwrap().len(), 3);
+
+        let t =
+            Tensor::from_bytes(&[1, 2, 3, 4, 5, 6, 7, 8], vec![2], DType::Float32, None).unwrap();
+        let up: Value = serde_json::from_slice(
+            &c.send_tensor_blocking("tensor.v1.TensorService", "Upload", &t)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(up["shape"], json!([2]));
+        let down = c
+            .call_tensor_blocking(
+                "tensor.v1.TensorService",
+                "Download",
+                json!({"shape": [4, 5], "dtype": "uint8"})
+                    .to_string()
+                    .into(),
+                true,
+            )
+            .unwrap();
+        assert_eq!(down.shape(), vec![4, 5]);
+    }
+}
+
+#[test]
+fn blocking_errors_are_the_same_typed_errors() {
+    let s = Server::start(&[]);
+    let c = s.client_with(|cfg| cfg.timeout_ms = 300);
+    let start = Instant::now();
+    let e = c
+        .call_json_bytes_blocking(
+            "test.v1.FaultService",
+            "Slow",
+            r#"{"ms": 5000}"#.into(),
+            false,
+        )
+        .unwrap_err();
+    let elapsed = start.elapsed();
+    assert!(matches!(e, QuillError::Timeout { .. }), "{e}");
+    assert!(elapsed >= Duration::from_millis(270), "{elapsed:?}");
+    assert!(elapsed <= Duration::from_millis(330), "{elapsed:?}");
+    // The lane is free again and its pool still works after the abandoned call.
+    assert_eq!(
+        c.call_bytes_blocking(ECHO.0, ECHO.1, "after".into(), false)
+            .unwrap(),
+        "after"
+    );
+
+    let e = c
+        .call_json_bytes_blocking(
+            "test.v1.FaultService",
+            "Error",
+            r#"{"status": 429, "title": "Slow down"}"#.into(),
+            false,
+        )
+        .unwrap_err();
+    let QuillError::Status { problem } = e else {
+        panic!("expected a status error, got {e:?}");
+    };
+    assert_eq!(
+        (problem.status, problem.title.as_deref()),
+        (429, Some("Slow down"))
+    );
+
+    let e = c
+        .call_bytes_blocking("bad service", "Echo", Bytes::new(), false)
+        .unwrap_err();
+    assert!(matches!(e, QuillError::InvalidArgument { .. }), "{e}");
+
+    let refused = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let c = QuillClient::new(format!("http://{refused}"), 2_000, false).unwrap();
+    let e = c
+        .call_bytes_blocking(ECHO.0, ECHO.1, Bytes::new(), false)
+        .unwrap_err();
+    assert!(matches!(e, QuillError::Connection { .. }), "{e}");
+}
+
+#[test]
+fn threads_share_one_client_through_the_lane_and_the_workers() {
+    let s = Server::start(&[]);
+    let c = Arc::new(s.client());
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                for j in 0..100 {
+                    let body = Bytes::from(format!("{i}-{j}"));
+                    let out = c
+                        .call_bytes_blocking(ECHO.0, ECHO.1, body.clone(), false)
+                        .unwrap();
+                    assert_eq!(out, body);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn inside_an_async_runtime_it_is_an_error_not_a_panic() {
+    let s = Server::start(&[]);
+    let c = s.client();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let e = rt
+        .block_on(async { c.call_bytes_blocking(ECHO.0, ECHO.1, Bytes::new(), false) })
+        .unwrap_err();
+    assert!(
+        matches!(&e, QuillError::InvalidArgument { message } if message.contains("async")),
+        "{e}"
+    );
+    // Outside the runtime the same client works.
+    assert_eq!(
+        c.call_bytes_blocking(ECHO.0, ECHO.1, "ok".into(), false)
+            .unwrap(),
+        "ok"
+    );
+}
+
+/// Nothing polls the lane between calls, so a keep-alive connection the server closes
+/// while idle (uvicorn closes after 5 s, nginx after 75 s) is only noticed by the next
+/// call. That call must still succeed, even when not idempotent.
+#[test]
+fn a_connection_the_server_closed_while_idle_is_replaced() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            // One request per connection, answered with keep-alive, then closed while
+            // the client believes the connection is reusable.
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0u8; length];
+            reader.read_exact(&mut body).unwrap();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/proto\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes()).unwrap();
+            stream.write_all(&body).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            drop(stream);
+        }
+    });
+    let c = QuillClient::new(format!("http://{addr}"), 5_000, false).unwrap();
+    for i in 0..3 {
+        let body = Bytes::from(format!("call {i}"));
+        let out = c
+            .call_bytes_blocking(ECHO.0, ECHO.1, body.clone(), false)
+            .unwrap_or_else(|e| panic!("call {i} after an idle close: {e}"));
+        assert_eq!(out, body);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The async path, whose workers notice the close as it happens.
+    for i in 3..5 {
+        let body = Bytes::from(format!("call {i}"));
+        let out = c
+            .block_on(c.call_bytes(ECHO.0, ECHO.1, body.clone(), false))
+            .unwrap_or_else(|e| panic!("async call {i} after an idle close: {e}"));
+        assert_eq!(out, body);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 5);
+}
