@@ -4,9 +4,9 @@
 //! worker, worker back to caller); on loopback that is most of a 1 KiB call. A caller
 //! that blocks anyway drives the client's [`Lane`](super::runtime::Lane) instead: the
 //! request is written, the socket polled and the answer read on its own thread, as a
-//! single-threaded native reqwest loop does. One thread drives the lane at a time; a
-//! call that finds it busy runs on the shared workers, so threads sharing one client
-//! still run their calls in parallel.
+//! single-threaded native reqwest loop does. Each lane serves one thread at a time, and
+//! a client makes up to four as threads need them; a call that finds them all busy runs
+//! on the shared workers. Threads sharing one client run their calls in parallel.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};

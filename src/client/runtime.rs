@@ -6,12 +6,12 @@
 //! `JoinHandle`, which needs no reactor of its own.
 //!
 //! Handing a call to those workers costs two thread wake-ups (caller to worker and
-//! back), which is most of a small call on loopback. So each client also owns a
-//! [`Lane`]: a thread-less current-thread runtime with its own small pool, driven by a
-//! caller that is willing to block (see `blocking.rs`). Its connections live on that
-//! runtime and are only polled while a caller drives it, which is why the lane has a
-//! pool of its own: a connection spawned there must never be handed to a task on the
-//! workers.
+//! back), which is most of a small call on loopback. So each client also owns up to
+//! [`MAX_LANES`] [`Lane`]s, made on demand: thread-less current-thread runtimes with a
+//! small pool each, each driven by one caller at a time that is willing to block (see
+//! `blocking.rs`). A lane's connections live on its runtime and are only polled while a
+//! caller drives it, which is why every lane has a pool of its own: a connection
+//! spawned there must never be handed to a task elsewhere.
 //!
 //! Fork safety: a forked child inherits the runtime's memory but none of its threads,
 //! and the pool's sockets are shared with the parent. The pid is recorded at creation;
@@ -129,6 +129,11 @@ pub(crate) struct Lane {
     last_used_ns: AtomicU64,
 }
 
+/// Threads that can drive their own blocking calls at once; more run on the workers.
+/// Each lane keeps its own keep-alive connection, and beyond a few threads the GIL (in
+/// Python) and the cores, not the hand-off, limit a shared client.
+const MAX_LANES: usize = 4;
+
 /// Idle time after which a call first lets the lane catch up on its sockets; see
 /// [`LaneGuard::catch_up`].
 const CATCH_UP_AFTER: Duration = Duration::from_millis(1);
@@ -216,7 +221,8 @@ struct Parts {
     pid: u32,
     runtime: Option<tokio::runtime::Runtime>,
     http: reqwest::Client,
-    lane: Arc<Lane>,
+    /// Created on demand, up to [`MAX_LANES`]: one per thread blocking at once.
+    lanes: Vec<Arc<Lane>>,
 }
 
 impl Parts {
@@ -231,7 +237,7 @@ impl Parts {
             pid: std::process::id(),
             runtime: Some(runtime),
             http: settings.build_client()?,
-            lane: Arc::new(Lane::build(settings)?),
+            lanes: Vec::new(),
         })
     }
 
@@ -275,15 +281,26 @@ impl ClientRuntime {
         Ok((parts.handle(), parts.http.clone()))
     }
 
-    /// [`current`](Self::current), plus the lane unless another thread is driving it.
+    /// [`current`](Self::current), plus a free lane: an idle one, or a new one while
+    /// there are fewer than [`MAX_LANES`]; `None` when all are busy (or a new one
+    /// could not be built), and the call then runs on the workers.
     pub fn for_blocking(&self) -> Result<(Handle, reqwest::Client, Option<LaneGuard>)> {
-        let parts = self.parts()?;
-        let taken = parts
-            .lane
-            .busy
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok();
-        let lane = taken.then(|| LaneGuard(parts.lane.clone()));
+        let mut parts = self.parts()?;
+        let free = parts.lanes.iter().find(|lane| {
+            lane.busy
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        });
+        let lane = match free {
+            Some(lane) => Some(LaneGuard(lane.clone())),
+            None if parts.lanes.len() < MAX_LANES => Lane::build(&self.settings).ok().map(|lane| {
+                let lane = Arc::new(lane);
+                lane.busy.store(true, Ordering::Relaxed);
+                parts.lanes.push(lane.clone());
+                LaneGuard(lane)
+            }),
+            None => None,
+        };
         Ok((parts.handle(), parts.http.clone(), lane))
     }
 }
@@ -374,6 +391,23 @@ mod tests {
             .unwrap();
         let rt = runtime();
         outer.block_on(async move { drop(rt) });
+    }
+
+    #[test]
+    fn lanes_are_made_on_demand_up_to_the_limit_and_reused() {
+        let rt = runtime();
+        assert!(rt.parts.lock().unwrap().lanes.is_empty());
+        let held: Vec<LaneGuard> = (0..MAX_LANES)
+            .map(|_| rt.for_blocking().unwrap().2.expect("a free lane"))
+            .collect();
+        assert!(
+            rt.for_blocking().unwrap().2.is_none(),
+            "all lanes busy: the call goes to the workers"
+        );
+        drop(held);
+        let again = rt.for_blocking().unwrap().2;
+        assert!(again.is_some());
+        assert_eq!(rt.parts.lock().unwrap().lanes.len(), MAX_LANES);
     }
 
     #[test]
