@@ -34,24 +34,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let decoded = TokenBatch::decode(&batch.encode()?)?;
     println!("token batch: {:?}", decoded.text());
 
-    // The client: one runtime and one connection pool, shared by every call.
+    // The client: runtime and connection pools built once, shared by every call.
     let mut config = ClientConfig::new(url);
     config.timeout_ms = 10_000;
     let client = QuillClient::with_config(config)?;
+    // A blocking call: this thread drives it itself.
     let request = br#"{"prompt": "Alice", "max_tokens": 8, "seed": 1}"#.to_vec();
-    let reply = client.block_on(client.call_json_bytes(
+    let reply = client.call_json_bytes_blocking(
         "inference.v1.LLMService",
         "Generate",
         request.clone().into(),
         false,
-    ))?;
-    let reply: serde_json::Value =
-        serde_json::from_slice(&reply).map_err(|e| quill::QuillError::Decode {
-            message: e.to_string(),
-        })?;
+    )?;
+    let reply: serde_json::Value = serde_json::from_slice(&reply)?;
     println!("generated: {}", reply["text"]);
 
-    // A token stream, decoded incrementally as the server produces it.
+    // A token stream, decoded incrementally as the server produces it; streams are
+    // futures, run here with block_on.
     let stream = client.block_on(client.open_token_stream(
         "inference.v1.LLMService",
         "GenerateStream",
@@ -66,12 +65,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("streamed:  {streamed:?}");
 
     // A tensor as a response body.
-    let t = client.block_on(client.call_tensor(
+    let t = client.call_tensor_blocking(
         "tensor.v1.TensorService",
         "Download",
         br#"{"shape": [4, 4], "dtype": "uint8"}"#.to_vec().into(),
         true,
-    ))?;
+    )?;
     println!(
         "downloaded tensor {:?} {:?}: {:?}",
         t.shape(),

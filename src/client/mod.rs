@@ -321,13 +321,12 @@ impl QuillClient {
         json: bool,
         tick: impl FnMut() -> std::result::Result<(), E>,
     ) -> std::result::Result<Bytes, E> {
-        let kind = ContentKind::from_json_flag(json);
-        let (handle, lane, ctx) = self.prepare_blocking(service, method, kind)?;
         let retries = self.retries(idempotent);
-        blocking::drive(
-            handle,
-            lane,
-            ctx,
+        let kind = ContentKind::from_json_flag(json);
+        self.drive(
+            service,
+            method,
+            kind,
             |ctx| unary::call(ctx, body, retries),
             tick,
         )
@@ -342,15 +341,9 @@ impl QuillClient {
         tensor: &Tensor,
         tick: impl FnMut() -> std::result::Result<(), E>,
     ) -> std::result::Result<Bytes, E> {
-        let (handle, lane, ctx) = self.prepare_blocking(service, method, ContentKind::Proto)?;
         let tensor = tensor.clone();
-        blocking::drive(
-            handle,
-            lane,
-            ctx,
-            |ctx| tensor::send_tensor(ctx, tensor),
-            tick,
-        )
+        let job = |ctx| tensor::send_tensor(ctx, tensor);
+        self.drive(service, method, ContentKind::Proto, job, tick)
     }
 
     /// [`call_tensor_blocking`](Self::call_tensor_blocking) with a `tick`, as
@@ -364,14 +357,32 @@ impl QuillClient {
         tick: impl FnMut() -> std::result::Result<(), E>,
     ) -> std::result::Result<Tensor, E> {
         let kind = ContentKind::from_json_flag(content_type_json);
-        let (handle, lane, ctx) = self.prepare_blocking(service, method, kind)?;
-        blocking::drive(
-            handle,
-            lane,
-            ctx,
+        self.drive(
+            service,
+            method,
+            kind,
             |ctx| tensor::call_tensor(ctx, body),
             tick,
         )
+    }
+
+    /// Prepares a call for a blocking caller and drives `job` on the calling thread
+    /// (see `blocking.rs`).
+    fn drive<T, F, E>(
+        &self,
+        service: &str,
+        method: &str,
+        kind: ContentKind,
+        job: impl FnOnce(CallContext) -> F,
+        tick: impl FnMut() -> std::result::Result<(), E>,
+    ) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T>> + Send + 'static,
+        E: From<QuillError>,
+    {
+        let (handle, lane, ctx) = self.prepare_blocking(service, method, kind)?;
+        blocking::drive(handle, lane, ctx, job, tick)
     }
 
     /// [`call_bytes`](Self::call_bytes) with `application/json` in and out.
