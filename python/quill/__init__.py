@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import atexit
+import os
 
 from quill._quill import (
     DType,
@@ -18,6 +19,7 @@ from quill._quill import (
     Token,
     TokenBatch,
     __version__,
+    _after_fork_in_child,
     _mark_shutdown,
 )
 from quill.exceptions import (
@@ -33,8 +35,12 @@ from quill.exceptions import (
     UnsupportedDTypeError,
 )
 
-# At exit, runtime threads must stop calling into Python before it finalizes.
+# At exit, threads inside quill must stop taking the GIL before Python finalizes
+# (src/python/exit.rs).
 atexit.register(_mark_shutdown)
+# A forked child keeps only the forking thread: forget the counts of the others.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 __all__ = [
     "__version__",

@@ -16,6 +16,8 @@ __all__ = [
     "TokenBatch",
     "TokenBatchIterator",
     "__version__",
+    "_RequestSink",
+    "_after_fork_in_child",
     "_mark_shutdown",
 ]
 
@@ -273,3 +275,9 @@ class Stream:
     def __aexit__(self, t: object, v: object, tb: object, /) -> Awaitable[None]: ...
 
 def _mark_shutdown() -> None: ...
+def _after_fork_in_child() -> None: ...
+
+@final
+class _RequestSink:
+    def send(self, item: bytes | bytearray | memoryview) -> bool: ...
+    def close(self) -> None: ...

@@ -16,7 +16,7 @@ use pyo3::types::{PyBytes, PyDict};
 use super::errors::IntoPyResult;
 use super::stream::{PyStream, StreamKind};
 use super::tensor::{bytes_like, PyTensor};
-use super::wait;
+use super::{exit, wait};
 use crate::client::{ClientConfig, QuillClient};
 use crate::protocol::DEFAULT_MAX_DECODED_SIZE;
 
@@ -41,6 +41,7 @@ pub(crate) fn request_bytes(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<
 
 /// A JSON request: `str`/bytes pass through, anything else goes through `json.dumps`.
 pub(crate) fn json_bytes(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Bytes> {
+    let _inside = exit::enter(py);
     if let Ok(s) = obj.extract::<&str>() {
         return Ok(Bytes::copy_from_slice(s.as_bytes()));
     }
@@ -58,6 +59,7 @@ pub(crate) fn json_bytes(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Byt
 }
 
 fn json_value<'py>(py: Python<'py>, body: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    let _inside = exit::enter(py);
     let loads = JSON_LOADS.import(py, "json", "loads")?;
     if body.is_empty() {
         return Ok(py.None().into_bound(py));
@@ -103,6 +105,7 @@ impl PyQuillClient {
         ca_cert: Option<&Bound<'_, PyAny>>,
         user_agent: Option<String>,
     ) -> PyResult<Self> {
+        let _inside = exit::enter(py);
         let mut config = ClientConfig::new(base_url);
         config.timeout_ms = timeout_ms;
         config.enable_compression = enable_compression;
@@ -113,7 +116,7 @@ impl PyQuillClient {
             .map(|c| request_bytes(py, c).map(|b| b.to_vec()))
             .transpose()?;
         config.user_agent = user_agent;
-        let inner = py.detach(|| QuillClient::with_config(config)).py()?;
+        let inner = exit::detach(py, || QuillClient::with_config(config)).py()?;
         Ok(PyQuillClient {
             inner: Arc::new(inner),
         })
@@ -129,6 +132,7 @@ impl PyQuillClient {
         request: Option<&Bound<'py, PyAny>>,
         idempotent: bool,
     ) -> PyResult<Bound<'py, PyBytes>> {
+        let _inside = exit::enter(py);
         let body = request
             .map(|r| request_bytes(py, r))
             .transpose()?
@@ -151,6 +155,7 @@ impl PyQuillClient {
         request: Option<&Bound<'py, PyAny>>,
         idempotent: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let _inside = exit::enter(py);
         let body = match request {
             Some(r) => json_bytes(py, r)?,
             None => Bytes::from_static(b"{}"),
@@ -172,6 +177,7 @@ impl PyQuillClient {
         request: Option<&Bound<'py, PyAny>>,
         idempotent: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let _inside = exit::enter(py);
         let body = request
             .map(|r| request_bytes(py, r))
             .transpose()?
@@ -193,6 +199,7 @@ impl PyQuillClient {
         request: Option<&Bound<'py, PyAny>>,
         idempotent: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let _inside = exit::enter(py);
         let body = match request {
             Some(r) => json_bytes(py, r)?,
             None => Bytes::from_static(b"{}"),
@@ -219,6 +226,7 @@ impl PyQuillClient {
         method: String,
         request: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyStream> {
+        let _inside = exit::enter(py);
         PyStream::open_server(
             py,
             self,
@@ -239,6 +247,7 @@ impl PyQuillClient {
         method: String,
         request: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyStream> {
+        let _inside = exit::enter(py);
         PyStream::open_server(py, self, service, method, request, StreamKind::Tokens, true)
     }
 
@@ -251,6 +260,7 @@ impl PyQuillClient {
         method: String,
         request: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyStream> {
+        let _inside = exit::enter(py);
         PyStream::open_server(
             py,
             self,
@@ -271,6 +281,7 @@ impl PyQuillClient {
         method: String,
         request: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyStream> {
+        let _inside = exit::enter(py);
         PyStream::open_server(
             py,
             self,
@@ -292,6 +303,7 @@ impl PyQuillClient {
         method: String,
         requests: &Bound<'_, PyAny>,
     ) -> PyResult<PyStream> {
+        let _inside = exit::enter(py);
         PyStream::open_bidi(py, self, service, method, requests)
     }
 
@@ -303,6 +315,7 @@ impl PyQuillClient {
         method: &str,
         requests: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyBytes>> {
+        let _inside = exit::enter(py);
         let rx = super::stream::pump_requests(py, requests)?;
         let handle = self.handle()?;
         let out = wait::block_on(
@@ -322,6 +335,7 @@ impl PyQuillClient {
         method: &str,
         tensor: &Bound<'py, PyTensor>,
     ) -> PyResult<Bound<'py, PyBytes>> {
+        let _inside = exit::enter(py);
         let t = &tensor.get().inner;
         let out = wait::blocking(py, |tick| {
             self.inner.send_tensor_with(service, method, t, tick)
@@ -339,6 +353,7 @@ impl PyQuillClient {
         method: &str,
         request: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyTensor> {
+        let _inside = exit::enter(py);
         let (body, json) = super::stream::request_body(py, request)?;
         let t = wait::blocking(py, |tick| {
             self.inner
@@ -371,6 +386,7 @@ impl PyQuillClient {
     /// The configured headers; secret values (tokens, API keys) are shown as
     /// `<redacted>`.
     fn get_headers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let _inside = exit::enter(py);
         let d = PyDict::new(py);
         for (k, v) in self.inner.headers() {
             d.set_item(k, v)?;

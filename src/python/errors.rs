@@ -65,6 +65,8 @@ fn build(py: Python<'_>, e: &QuillError) -> PyResult<PyErr> {
 /// Converts a core error into the matching `quill.exceptions` instance.
 pub(crate) fn to_py_err(e: QuillError) -> PyErr {
     Python::attach(|py| {
+        // Building runs the exception classes' Python code.
+        let _inside = super::exit::enter(py);
         build(py, &e).unwrap_or_else(|import_err| {
             // Only when the pure-Python package is broken: still raise, never panic.
             let err = PyRuntimeError::new_err(e.to_string());

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 mod client;
 mod dtype;
 mod errors;
+mod exit;
 mod numpy_conv;
 mod stream;
 mod tensor;
@@ -33,6 +34,8 @@ fn _quill(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<token::PyTokenBatchIter>()?;
     m.add_class::<client::PyQuillClient>()?;
     m.add_class::<stream::PyStream>()?;
-    m.add_function(wrap_pyfunction!(wait::_mark_shutdown, m)?)?;
+    m.add_class::<stream::PyRequestSink>()?;
+    m.add_function(wrap_pyfunction!(exit::_mark_shutdown, m)?)?;
+    m.add_function(wrap_pyfunction!(exit::_after_fork_in_child, m)?)?;
     Ok(())
 }

@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyAny;
 
-use super::DETACH_THRESHOLD;
+use super::{exit, DETACH_THRESHOLD};
 use crate::dtype::DType;
 use crate::error::QuillError;
 
@@ -119,7 +119,7 @@ fn copy_out(py: Python<'_>, src: *const u8, len: usize) -> Bytes {
         Bytes::from(v)
     };
     if len >= DETACH_THRESHOLD {
-        py.detach(copy)
+        exit::detach(py, copy)
     } else {
         copy()
     }
@@ -131,6 +131,8 @@ pub(crate) fn from_numpy(
     obj: &Bound<'_, PyAny>,
     dtype_override: Option<DType>,
 ) -> PyResult<(Bytes, Vec<u64>, DType)> {
+    // numpy may run Python code here (array-likes, first imports).
+    let _inside = exit::enter(py);
     let np = numpy(py)?;
     let arr: Bound<'_, PyAny> = if obj.is_instance_of::<PyUntypedArray>() {
         obj.clone()
@@ -178,7 +180,7 @@ pub(crate) fn from_numpy(
         let (src, dst) = (data_ptr(&arr) as usize, data_ptr(&fresh) as usize);
         // SAFETY: both buffers hold `len` bytes, `fresh` is private to us and `arr` stays
         // referenced by the caller for the duration of the copy.
-        py.detach(|| unsafe {
+        exit::detach(py, || unsafe {
             std::ptr::copy_nonoverlapping(src as *const u8, dst as *mut u8, len)
         });
         return Ok((adopt(fresh), shape, dtype));
@@ -220,6 +222,7 @@ pub(crate) fn to_numpy<'py>(
     dtype: DType,
     bfloat16_as_uint16: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let _inside = exit::enter(py);
     let np = numpy(py)?;
     let arr = np
         .call_method1("empty", (shape.to_vec(), numpy_name(dtype)))?
@@ -235,7 +238,7 @@ pub(crate) fn to_numpy<'py>(
         unsafe { std::ptr::copy_nonoverlapping(src as *const u8, dst as *mut u8, len) }
     };
     if len >= DETACH_THRESHOLD {
-        py.detach(copy);
+        exit::detach(py, copy);
     } else {
         copy();
     }

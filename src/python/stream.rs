@@ -8,12 +8,13 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use pyo3::exceptions::{PyStopAsyncIteration, PyStopIteration};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::PyBytes;
 use tokio::sync::mpsc;
 
 use super::client::{json_bytes, request_bytes, PyQuillClient};
 use super::token::PyTokenBatch;
-use super::wait;
+use super::{exit, wait};
 use crate::client::{MessageStream, QuillClient};
 use crate::error::QuillError;
 use crate::token::TokenBatch;
@@ -46,51 +47,54 @@ pub(crate) fn request_body(
 /// Queue depth between the Python thread producing requests and the HTTP body.
 const REQUEST_QUEUE: usize = 16;
 
-/// Feeds the items of a Python iterable into a channel from a helper thread that holds
-/// the GIL only while it pulls the next item. A bad item ends the request stream
-/// without END_STREAM (the server sees a truncated stream) and is reported on stderr
-/// by Python's unraisable hook.
+static PUMP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Feeds the items of a Python iterable into a channel. The iteration runs in a daemon
+/// Python thread (`quill._pump.start`) that calls into Rust only to hand over each item:
+/// a user's generator (which may sleep between requests) then never runs beneath Rust
+/// frames, which interpreter exit could not unwind (see `exit.rs`). Exhausting the
+/// iterable ends the request stream (END_STREAM); a bad item or an exception from the
+/// iterable ends it too, and is reported by `threading.excepthook`.
 pub(crate) fn pump_requests(
     py: Python<'_>,
     requests: &Bound<'_, PyAny>,
 ) -> PyResult<mpsc::Receiver<Bytes>> {
-    let iter = requests.try_iter()?.unbind();
+    let iter = requests.try_iter()?;
     let (tx, rx) = mpsc::channel::<Bytes>(REQUEST_QUEUE);
-    std::thread::Builder::new()
-        .name("quill-requests".into())
-        .spawn(move || loop {
-            let next = wait::from_foreign_thread(|py| -> Option<Bytes> {
-                let it = iter.bind(py);
-                match it.call_method0("__next__") {
-                    Ok(item) => match request_bytes(py, &item) {
-                        Ok(b) => Some(b),
-                        Err(e) => {
-                            e.write_unraisable(py, Some(it));
-                            None
-                        }
-                    },
-                    Err(e) if e.is_instance_of::<PyStopIteration>(py) => None,
-                    Err(e) => {
-                        e.write_unraisable(py, Some(it));
-                        None
-                    }
-                }
-            })
-            .flatten();
-            match next {
-                Some(b) => {
-                    if tx.blocking_send(b).is_err() {
-                        return; // the call is over: stop pulling
-                    }
-                }
-                None => return,
-            }
-        })
-        .map_err(|e| {
-            pyo3::exceptions::PyRuntimeError::new_err(format!("cannot start request thread: {e}"))
-        })?;
-    let _ = py;
+    let sink = Bound::new(
+        py,
+        PyRequestSink {
+            tx: Mutex::new(Some(tx)),
+        },
+    )?;
+    PUMP.import(py, "quill._pump", "start")?
+        .call1((iter, sink))?;
     Ok(rx)
+}
+
+/// The sending end of a request stream, fed by `quill._pump`.
+#[pyclass(name = "_RequestSink", module = "quill._quill", frozen)]
+pub(crate) struct PyRequestSink {
+    tx: Mutex<Option<mpsc::Sender<Bytes>>>,
+}
+
+#[pymethods]
+impl PyRequestSink {
+    /// Queues one request (bytes-like), waiting with the GIL released while the queue is
+    /// full. Returns False once the call is over, so the pump stops pulling.
+    fn send(&self, py: Python<'_>, item: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let _inside = exit::enter(py);
+        let body = request_bytes(py, item)?;
+        let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
+            return Ok(false);
+        };
+        Ok(exit::detach(py, move || tx.blocking_send(body).is_ok()))
+    }
+
+    /// Ends the request stream (the server sees END_STREAM once the queue drains).
+    fn close(&self) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
 }
 
 type Opener = BoxFuture<'static, Result<MessageStream, QuillError>>;
@@ -249,6 +253,7 @@ impl PyStream {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let _inside = exit::enter(py);
         let core = self.core.clone();
         match wait::block_on(py, &self.handle()?, async move { core.next().await })? {
             Some(item) => item_to_py(py, item),
@@ -261,6 +266,7 @@ impl PyStream {
     }
 
     fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let _inside = exit::enter(py);
         let core = self.core.clone();
         wait::to_asyncio(
             py,

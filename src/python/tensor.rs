@@ -14,6 +14,7 @@ use pyo3::types::PyBytes;
 
 use super::dtype::PyDType;
 use super::errors::IntoPyResult;
+use super::exit;
 use super::numpy_conv;
 use crate::dtype::DType;
 use crate::error::QuillError;
@@ -370,7 +371,7 @@ pub(crate) fn bytes_like<T: Send>(
     if let Ok(b) = obj.cast::<PyBytes>() {
         let raw = b.as_bytes();
         return if raw.len() >= super::DETACH_THRESHOLD {
-            py.detach(|| f(raw)).py()
+            exit::detach(py, || f(raw)).py()
         } else {
             f(raw).py()
         };
@@ -413,7 +414,7 @@ pub(crate) fn fill_bytes<'py>(
     PyBytes::new_with(py, len, |out| {
         if len >= super::DETACH_THRESHOLD {
             let ptr = out.as_mut_ptr() as usize;
-            py.detach(move || {
+            exit::detach(py, move || {
                 // SAFETY: `out` is the fresh bytes object's buffer of `len` bytes; nothing
                 // else can reach it until new_with returns.
                 let out = unsafe { std::slice::from_raw_parts_mut(ptr as *mut u8, len) };

@@ -2,7 +2,6 @@
 //! interruptible (Ctrl-C), and asyncio futures resolved from the client's runtime.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -11,52 +10,11 @@ use pyo3::types::PyCFunction;
 use tokio::runtime::Handle;
 
 use super::errors::IntoPyResult;
+use super::exit::{self, from_foreign_thread};
 use crate::error::QuillError;
 
 /// How often a blocking wait wakes up to let Python run signal handlers.
 const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(50);
-
-/// Set by `quill`'s atexit hook: from then on, runtime threads never touch Python
-/// again (the interpreter may be finalizing, and waking asyncio then crashes it).
-static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
-
-/// Non-Python threads currently inside a call into Python. A thread that released the
-/// GIL inside such a call (e.g. `call_soon_threadsafe` writing to the loop's socket)
-/// and tries to retake it while the interpreter finalizes is killed with
-/// `pthread_exit`, which aborts the process when it unwinds through Rust frames.
-static IN_PYTHON: AtomicUsize = AtomicUsize::new(0);
-
-/// Longest wait at exit for runtime threads to leave Python.
-const EXIT_DRAIN: Duration = Duration::from_secs(2);
-
-/// Called once at interpreter exit (registered with atexit by `quill/__init__.py`),
-/// while the interpreter is still whole: stops new entries into Python from runtime
-/// threads, then waits (GIL released) until those already inside have left.
-#[pyfunction]
-pub(crate) fn _mark_shutdown(py: Python<'_>) {
-    SHUTTING_DOWN.store(true, Ordering::SeqCst);
-    py.detach(|| {
-        let deadline = std::time::Instant::now() + EXIT_DRAIN;
-        while IN_PYTHON.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    });
-}
-
-/// Runs `f` attached to Python from a non-Python thread (runtime or helper thread),
-/// unless the interpreter is shutting down; see [`IN_PYTHON`].
-pub(crate) fn from_foreign_thread<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> Option<R> {
-    // Count first, then check the flag: with the atexit hook doing the reverse, either
-    // this thread sees the flag or the hook sees the count (both SeqCst).
-    IN_PYTHON.fetch_add(1, Ordering::SeqCst);
-    let out = if SHUTTING_DOWN.load(Ordering::SeqCst) {
-        None
-    } else {
-        Python::try_attach(f)
-    };
-    IN_PYTHON.fetch_sub(1, Ordering::SeqCst);
-    out
-}
 
 /// Runs `fut` to completion with the GIL released. Every 50 ms the thread re-attaches
 /// to run signal handlers: a KeyboardInterrupt drops `fut` (cancelling the call) and
@@ -66,17 +24,18 @@ where
     T: Send,
     F: Future<Output = Result<T, QuillError>> + Send,
 {
-    py.detach(|| {
+    let out = exit::detach(py, || {
         // The timer below needs the runtime's context.
         let _context = handle.enter();
         let mut fut = std::pin::pin!(fut);
         loop {
             match handle.block_on(tokio::time::timeout(SIGNAL_CHECK_INTERVAL, &mut fut)) {
-                Ok(result) => return result.py(),
-                Err(_elapsed) => Python::attach(|py| py.check_signals())?,
+                Ok(result) => return result.map_err(Stopped::Core),
+                Err(_elapsed) => exit::attach(|py| py.check_signals()).map_err(Stopped::Python)?,
             }
         }
-    })
+    });
+    unstop(out)
 }
 
 /// Why a blocking core call stopped: the core's error, or one raised by Python while
@@ -100,8 +59,13 @@ where
     T: Send,
     C: FnOnce(&mut (dyn FnMut() -> Result<(), Stopped> + Send)) -> Result<T, Stopped> + Send,
 {
-    let out = py
-        .detach(|| call(&mut || Python::attach(|py| py.check_signals()).map_err(Stopped::Python)));
+    unstop(exit::detach(py, || {
+        call(&mut || exit::attach(|py| py.check_signals()).map_err(Stopped::Python))
+    }))
+}
+
+/// Raises what stopped a wait, once the GIL is held again.
+fn unstop<T>(out: Result<T, Stopped>) -> PyResult<T> {
     match out {
         Ok(v) => Ok(v),
         Err(Stopped::Core(e)) => Err(e).py(),
