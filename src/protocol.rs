@@ -20,6 +20,10 @@ pub const COMPRESSION_THRESHOLD: usize = 1024;
 pub const COMPRESSION_LEVEL: i32 = 3;
 /// Default cap on a decoded (decompressed) response body, and on a buffered unary body.
 pub const DEFAULT_MAX_DECODED_SIZE: u64 = 64 * 1024 * 1024;
+/// Longest call or idle timeout a client accepts (30 days); 0 means none. A bound keeps
+/// deadline arithmetic exact and turns a unit mistake (seconds × 1000 twice) into an
+/// error instead of a call that never ends.
+pub const MAX_TIMEOUT_MS: u64 = 30 * 24 * 3600 * 1000;
 
 /// Varint stream frame flags (§3).
 pub mod flags {

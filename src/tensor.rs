@@ -64,7 +64,7 @@ pub struct TensorMeta {
 
 impl TensorMeta {
     /// Metadata on the CPU device; fails when `shape` has more than 255 dims or its byte
-    /// size does not fit in memory.
+    /// size, zero dims aside, exceeds `isize::MAX` (what numpy can represent).
     pub fn new(shape: Vec<u64>, dtype: DType, name: Option<String>) -> Result<TensorMeta> {
         let meta = TensorMeta {
             shape,
@@ -106,10 +106,25 @@ impl TensorMeta {
                 )));
             }
         }
-        let bytes = self.size_bytes()?;
-        usize::try_from(bytes).map_err(|_| {
-            QuillError::invalid(format!("tensor of {bytes} bytes does not fit in memory"))
-        })?;
+        self.size_bytes()?;
+        // What numpy (and any buffer indexed by `isize`) can represent: the byte size
+        // of the non-zero dims must fit in `isize`, even when another dim is zero and
+        // the tensor holds no element at all.
+        let limit = isize::MAX as u64;
+        let nonzero_bytes = self
+            .shape
+            .iter()
+            .filter(|&&d| d != 0)
+            .try_fold(self.dtype.element_size() as u64, |acc, &d| {
+                acc.checked_mul(d).filter(|&b| b <= limit)
+            });
+        if nonzero_bytes.is_none() {
+            return Err(QuillError::invalid(format!(
+                "shape {:?} of {} spans more than 2^63 - 1 bytes (zero dims aside); \
+                 no array can be indexed that far",
+                self.shape, self.dtype
+            )));
+        }
         Ok(())
     }
 
@@ -193,9 +208,19 @@ impl std::fmt::Debug for Tensor {
 }
 
 impl Tensor {
-    /// A tensor over `data`; the byte length must equal shape × element size.
+    /// A tensor over `data`; the byte length must equal shape × element size, and a
+    /// `Bool` tensor holds only the bytes 0 and 1 (numpy, torch and the JVM disagree on
+    /// what another byte means, so it is refused rather than passed on or rewritten).
     pub fn new(meta: TensorMeta, data: Bytes) -> Result<Tensor> {
         meta.check_data_len(data.len())?;
+        if meta.dtype == DType::Bool {
+            if let Some(i) = data.iter().position(|&b| b > 1) {
+                return Err(QuillError::invalid(format!(
+                    "bool tensor byte {i} is {}; a bool element must be 0 or 1",
+                    data[i]
+                )));
+            }
+        }
         Ok(Tensor { meta, data })
     }
 
@@ -332,6 +357,29 @@ mod tests {
         assert_eq!(m.num_elements().unwrap(), 1);
         let m = TensorMeta::new(vec![0, 5], DType::Float32, None).unwrap();
         assert_eq!(m.size_bytes().unwrap(), 0);
+    }
+
+    #[test]
+    fn shapes_numpy_cannot_index_are_refused() {
+        let max = isize::MAX as u64;
+        for shape in [vec![0, 1 << 63], vec![0, max, 2], vec![max, 2]] {
+            let e = TensorMeta::new(shape.clone(), DType::Uint8, None).unwrap_err();
+            assert!(e.to_string().contains("2^63 - 1 bytes"), "{shape:?}: {e}");
+        }
+        assert!(TensorMeta::new(vec![0, max / 4], DType::Float32, None).is_ok());
+        assert!(TensorMeta::new(vec![0, max / 4 + 1], DType::Float32, None).is_err());
+        assert!(TensorMeta::new(vec![0, max], DType::Uint8, None).is_ok());
+    }
+
+    #[test]
+    fn bool_bytes_are_zero_or_one() {
+        assert!(Tensor::from_bytes(&[0, 1, 1], vec![3], DType::Bool, None).is_ok());
+        let e = Tensor::from_bytes(&[0, 1, 2], vec![3], DType::Bool, None).unwrap_err();
+        assert!(
+            matches!(&e, QuillError::InvalidArgument { message } if message.contains("byte 2 is 2"))
+        );
+        // The same bytes as uint8 are fine.
+        assert!(Tensor::from_bytes(&[0, 1, 2], vec![3], DType::Uint8, None).is_ok());
     }
 
     #[test]

@@ -23,7 +23,7 @@ const EOS_TEXTS: [&str; 4] = ["</s>", "<|endoftext|>", "<eos>", "<|eot_id|>"];
 /// assert_eq!(Token::decode(&t.encode().unwrap()).unwrap(), t);
 /// # fn hex(b: &[u8]) -> String { b.iter().map(|x| format!("{x:02x}")).collect() }
 /// ```
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, uniffi::Record)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, uniffi::Record)]
 pub struct Token {
     pub id: u32,
     pub position: u32,
@@ -34,6 +34,34 @@ pub struct Token {
     #[uniffi(default = false)]
     #[serde(default)]
     pub is_special: bool,
+}
+
+/// Equality and hashing follow the byte encoding: logprobs compare by their bits, so a
+/// NaN logprob equals itself, `-0.0` differs from `0.0`, and `decode(encode(t)) == t`
+/// always holds.
+impl PartialEq for Token {
+    fn eq(&self, other: &Token) -> bool {
+        self.id == other.id
+            && self.position == other.position
+            && self.text == other.text
+            && self.logprob.map(f32::to_bits) == other.logprob.map(f32::to_bits)
+            && self.is_special == other.is_special
+    }
+}
+
+impl Eq for Token {}
+
+impl std::hash::Hash for Token {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (
+            self.id,
+            self.position,
+            &self.text,
+            self.logprob.map(f32::to_bits),
+            self.is_special,
+        )
+            .hash(state);
+    }
 }
 
 impl Token {
@@ -467,7 +495,8 @@ mod tests {
                 any::<u32>(),
                 any::<u32>(),
                 proptest::option::of(".{0,40}"),
-                proptest::option::of(any::<f32>().prop_filter("not NaN", |f| !f.is_nan())),
+                // Any bit pattern, NaNs included: equality follows the encoding.
+                proptest::option::of(any::<u32>().prop_map(f32::from_bits)),
                 any::<bool>(),
             )
                 .prop_map(|(id, position, text, logprob, is_special)| Token {

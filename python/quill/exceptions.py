@@ -2,7 +2,8 @@
 
 Every error raised by quill is a :class:`QuillError`, and also an instance of the
 builtin exception a user already catches: ``ValueError`` for bad input,
-``TypeError`` for unsupported dtypes, ``ConnectionError``, ``TimeoutError`` and
+``TypeError`` for unsupported dtypes, ``OverflowError``/``IndexError`` for integers
+out of range, ``ConnectionError``, ``TimeoutError`` and
 ``RuntimeError`` for calls. The native module picks the class
 (``src/python/errors.rs``); this file only declares them.
 """
@@ -14,6 +15,7 @@ from typing import Any
 __all__ = [
     "QuillError",
     "InvalidArgumentError",
+    "OutOfRangeError",
     "UnsupportedDTypeError",
     "DecodeError",
     "QuillConnectionError",
@@ -33,12 +35,26 @@ class InvalidArgumentError(QuillError, ValueError):
     """An argument is wrong: a shape, a byte length, a header, a URL."""
 
 
+class OutOfRangeError(InvalidArgumentError, OverflowError, IndexError):
+    """An integer outside the range it must fall in: an argument that does not fit
+    (``Token(2**32)``, ``timeout_ms=-1``) or an index past the end. Also an
+    ``OverflowError``, as Python's own integer conversions raise, and an ``IndexError``,
+    as sequences raise."""
+
+
 class UnsupportedDTypeError(QuillError, TypeError):
     """A dtype (numpy or wire number) that quill does not support."""
 
 
 class DecodeError(QuillError, ValueError):
-    """Bytes handed to a decoder are not a valid encoding (truncated, over-long, ...)."""
+    """Bytes handed to a decoder are not a valid encoding (truncated, over-long, ...).
+
+    For a call reply that is not the JSON it should be, ``status`` is the reply's HTTP
+    status and ``body`` its first bytes; both are None for other decoders.
+    """
+
+    status: int | None = None
+    body: bytes | None = None
 
 
 class QuillConnectionError(QuillError, ConnectionError):

@@ -5,10 +5,10 @@
 //! never leave the store except onto the wire: `headers()` and `Debug` redact them, and
 //! validation errors never quote a value.
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::error::{QuillError, Result};
-use crate::protocol::DEFAULT_MAX_DECODED_SIZE;
+use crate::protocol::{DEFAULT_MAX_DECODED_SIZE, MAX_TIMEOUT_MS};
 
 /// What `headers()` shows instead of a secret value.
 pub const REDACTED: &str = "<redacted>";
@@ -34,7 +34,8 @@ pub struct ClientConfig {
     /// `http://` or `https://` URL the `{service}/{method}` path is appended to; a
     /// trailing `/` is stripped. Credentials in the URL are refused (use the auth setters).
     pub base_url: String,
-    /// Deadline of a whole call, response body (and whole stream) included; 0 = none.
+    /// Deadline of a whole call, response body (and whole stream) included; 0 = none;
+    /// at most [`MAX_TIMEOUT_MS`](crate::protocol::MAX_TIMEOUT_MS).
     #[uniffi(default = 30000)]
     pub timeout_ms: u64,
     /// Send `Accept-Encoding: zstd` and zstd-compress request bodies of at least
@@ -48,7 +49,8 @@ pub struct ClientConfig {
     pub max_decoded_size: u64,
     /// Longest wait for the next message of a stream, counted from the response headers
     /// and then from each message (time the consumer spends holding a message does not
-    /// count); `None` or 0 = only the call timeout.
+    /// count); `None` or 0 = only the call timeout; at most
+    /// [`MAX_TIMEOUT_MS`](crate::protocol::MAX_TIMEOUT_MS).
     #[uniffi(default = None)]
     pub idle_timeout_ms: Option<u64>,
     /// Retries of calls marked idempotent (transport errors and 408/425/429/5xx); 0 = off.
@@ -77,6 +79,22 @@ impl ClientConfig {
             user_agent: None,
         }
     }
+
+    /// Checks the numeric settings; the base URL is checked where it is normalised.
+    pub(crate) fn validate(&self) -> Result<()> {
+        let timeouts = [
+            ("timeout_ms", Some(self.timeout_ms)),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+        ];
+        for (name, value) in timeouts {
+            if let Some(v) = value.filter(|&v| v > MAX_TIMEOUT_MS) {
+                return Err(QuillError::invalid(format!(
+                    "{name} is {v}; at most {MAX_TIMEOUT_MS} (30 days) is accepted, 0 means none"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One configured header as shown by `headers()` (secret values redacted).
@@ -91,7 +109,8 @@ pub(crate) fn default_user_agent() -> String {
     format!("quill/{}", env!("CARGO_PKG_VERSION"))
 }
 
-/// Validates `raw` as an http(s) URL and strips its trailing `/`.
+/// Validates `raw` as an http(s) URL and returns it as it goes on the wire (the parsed
+/// URL's serialization), without trailing `/`.
 pub(crate) fn normalize_base_url(raw: &str) -> Result<String> {
     let trimmed = raw.trim();
     let url = reqwest::Url::parse(trimmed).map_err(|e| {
@@ -117,7 +136,27 @@ pub(crate) fn normalize_base_url(raw: &str) -> Result<String> {
             "base_url must not have a query or fragment: the call path is appended to it",
         ));
     }
-    Ok(trimmed.trim_end_matches('/').to_owned())
+    // URL parsing resolves `.` and `..` segments, percent-encoded ones (`%2e%2e`)
+    // included, so such a prefix would silently vanish from every request.
+    if raw_path_segments(trimmed) != url.path().split('/').count() - 1 {
+        return Err(QuillError::invalid(format!(
+            "base_url {trimmed:?} has '.' or '..' path segments (perhaps percent-encoded), \
+             which URL parsing removes; write the path the server should see"
+        )));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// The number of path segments of `raw` as written (before any resolution); a URL
+/// without a path counts as `/`, as the parser makes it.
+fn raw_path_segments(raw: &str) -> usize {
+    let after_scheme = raw.split_once("://").map_or(raw, |(_, rest)| rest);
+    // WHATWG parsing treats `\` as `/` in http(s) URLs; the query and fragment are
+    // refused before this runs.
+    match after_scheme.find(['/', '\\']) {
+        None => 1,
+        Some(start) => after_scheme[start..].split(['/', '\\']).count() - 1,
+    }
 }
 
 /// Checks one path part (`service` or `method`): the path is built by concatenation and
@@ -192,13 +231,12 @@ struct Entry {
 }
 
 /// Configured headers in insertion order; names compare case-insensitively and setting
-/// an existing name replaces its value in place.
+/// an existing name replaces its value in place. Every setter writes exactly one header
+/// and never touches another: an API key set under a second header name joins the
+/// first (a gateway key and a service key), and `remove` is how a key moves.
 #[derive(Clone, Default)]
 pub(crate) struct HeaderStore {
     entries: Vec<Entry>,
-    /// Where the current API key lives, so a key moved to another header does not stay
-    /// behind under the old one.
-    api_key_header: Option<HeaderName>,
 }
 
 impl HeaderStore {
@@ -262,9 +300,6 @@ impl HeaderStore {
         let Ok(parsed) = HeaderName::from_bytes(name.as_bytes()) else {
             return false;
         };
-        if self.api_key_header.as_ref() == Some(&parsed) {
-            self.api_key_header = None;
-        }
         let before = self.entries.len();
         self.entries.retain(|e| e.name != parsed);
         self.entries.len() != before
@@ -281,27 +316,14 @@ impl HeaderStore {
                 message.replace("header Authorization", "the bearer token"),
             ));
         }
-        self.set("Authorization", &format!("Bearer {token}"), true)?;
-        if self.api_key_header.as_ref() == Some(&AUTHORIZATION) {
-            self.api_key_header = None;
-        }
-        Ok(())
+        self.set("Authorization", &format!("Bearer {token}"), true)
     }
 
     pub fn set_api_key(&mut self, key: &str, header_name: Option<&str>) -> Result<()> {
         if key.trim().is_empty() {
             return Err(QuillError::invalid("API key is empty"));
         }
-        let header = header_name.unwrap_or(DEFAULT_API_KEY_HEADER);
-        let parsed = Self::parse_name(header)?;
-        self.set(header, key, true)?;
-        if let Some(old) = self.api_key_header.take() {
-            if old != parsed {
-                self.entries.retain(|e| e.name != old);
-            }
-        }
-        self.api_key_header = Some(parsed);
-        Ok(())
+        self.set(header_name.unwrap_or(DEFAULT_API_KEY_HEADER), key, true)
     }
 
     /// `(name, value)` pairs in insertion order, secrets as [`REDACTED`] unless `reveal`.
@@ -362,6 +384,45 @@ mod tests {
         }
         let e = normalize_base_url("http://user:hunter2@h").unwrap_err();
         assert!(!e.to_string().contains("hunter2"));
+        // What is shown is what goes on the wire.
+        assert_eq!(
+            normalize_base_url("HTTP://H:80/a b/").unwrap(),
+            "http://h/a%20b"
+        );
+        assert_eq!(normalize_base_url("http://h/a//").unwrap(), "http://h/a");
+        assert_eq!(normalize_base_url("http://h/...").unwrap(), "http://h/...");
+        for dots in [
+            "http://h/%2e%2e/",
+            "http://h/api/%2E/",
+            "http://h/a/../b",
+            "http://h/./a",
+            "http://h/a/%2e%2E",
+            "http://h/a\\..\\b",
+        ] {
+            let e = normalize_base_url(dots).unwrap_err();
+            assert!(e.to_string().contains("'..'"), "{dots}: {e}");
+        }
+    }
+
+    #[test]
+    fn timeouts_are_bounded() {
+        let mut cfg = ClientConfig::new("http://h");
+        cfg.timeout_ms = MAX_TIMEOUT_MS;
+        cfg.idle_timeout_ms = Some(0);
+        cfg.validate().unwrap();
+        cfg.timeout_ms = MAX_TIMEOUT_MS + 1;
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("timeout_ms"));
+        cfg.timeout_ms = 0;
+        cfg.idle_timeout_ms = Some(u64::MAX);
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("idle_timeout_ms"));
     }
 
     #[test]
@@ -420,15 +481,19 @@ mod tests {
         // Overwriting a secret header with an innocuous flag keeps it secret.
         h.set("X-Plain", "q", false).unwrap();
         assert_eq!(h.list(false)[4].1, REDACTED);
-        // Moving the API key drops it from the old header.
+        // A key under another header joins the first; neither is dropped.
         h.set_api_key("k2", Some("X-Other-Key")).unwrap();
-        assert!(!h.names().contains(&"X-API-Key".to_owned()));
-        // An API key under Authorization replaces the bearer token.
+        let all = h.list(true);
+        assert!(all.contains(&("X-API-Key".to_owned(), "k1".to_owned())));
+        assert!(all.contains(&("X-Other-Key".to_owned(), "k2".to_owned())));
+        // A key under Authorization is that header: it replaces the bearer token.
         h.set_api_key("raw-key", Some("Authorization")).unwrap();
         let all = h.list(true);
         assert!(all.contains(&("Authorization".to_owned(), "raw-key".to_owned())));
         assert!(!all.iter().any(|(_, v)| v.starts_with("Bearer")));
-        assert!(!h.names().contains(&"X-Other-Key".to_owned()));
+        // Moving a key is an explicit remove.
+        assert!(h.remove("x-api-key"));
+        assert!(!h.names().contains(&"X-API-Key".to_owned()));
         assert!(h.remove("AUTHORIZATION"));
         assert!(!h.remove("authorization"));
         assert!(!h.remove("bad name"));

@@ -42,9 +42,11 @@ use tokio::time::Instant;
 
 pub use config::{ClientConfig, HeaderEntry, DEFAULT_API_KEY_HEADER, DEFAULT_TIMEOUT_MS, REDACTED};
 pub use stream::{MessageStream, TokenStream};
+pub(crate) use unary::Reply;
 
 use body::{framed_requests, ErrorSlot};
-use call::{call_headers, CallContext, ContentKind};
+pub(crate) use call::ContentKind;
+use call::{call_headers, CallContext};
 use config::{default_user_agent, normalize_base_url, validate_path_part, HeaderStore};
 use errors::CallLabel;
 use runtime::{run_on, ClientRuntime, HttpSettings, LaneGuard};
@@ -99,6 +101,7 @@ impl QuillClient {
     /// [`QuillError::InvalidArgument`]. No connection is made until the first call.
     pub fn with_config(mut config: ClientConfig) -> Result<QuillClient> {
         config.base_url = normalize_base_url(&config.base_url)?;
+        config.validate()?;
         let base = reqwest::Url::parse(&config.base_url)
             .map_err(|e| QuillError::invalid(format!("base_url is not a valid URL: {e}")))?;
         let user_agent = config.user_agent.clone().unwrap_or_else(default_user_agent);
@@ -225,14 +228,14 @@ impl QuillClient {
         }
     }
 
-    async fn unary(
+    pub(crate) async fn unary(
         &self,
         service: &str,
         method: &str,
         body: Bytes,
         idempotent: bool,
         kind: ContentKind,
-    ) -> Result<Bytes> {
+    ) -> Result<Reply> {
         let (handle, ctx) = self.prepare(service, method, kind)?;
         run_on(&handle, unary::call(ctx, body, self.retries(idempotent))).await
     }
@@ -251,6 +254,7 @@ impl QuillClient {
     ) -> Result<Bytes> {
         self.unary(service, method, body, idempotent, ContentKind::Proto)
             .await
+            .map(|r| r.body)
     }
 
     /// [`call_bytes`](Self::call_bytes) for a thread that blocks: the calling thread
@@ -273,6 +277,7 @@ impl QuillClient {
         idempotent: bool,
     ) -> Result<Bytes> {
         self.unary_with(service, method, body, idempotent, false, blocking::no_tick)
+            .map(|r| r.body)
     }
 
     /// [`call_json_bytes`](Self::call_json_bytes), blocking as
@@ -285,6 +290,7 @@ impl QuillClient {
         idempotent: bool,
     ) -> Result<Bytes> {
         self.unary_with(service, method, json, idempotent, true, blocking::no_tick)
+            .map(|r| r.body)
     }
 
     /// [`send_tensor`](Self::send_tensor), blocking as
@@ -320,7 +326,7 @@ impl QuillClient {
         idempotent: bool,
         json: bool,
         tick: impl FnMut() -> std::result::Result<(), E>,
-    ) -> std::result::Result<Bytes, E> {
+    ) -> std::result::Result<Reply, E> {
         let retries = self.retries(idempotent);
         let kind = ContentKind::from_json_flag(json);
         self.drive(
@@ -395,6 +401,7 @@ impl QuillClient {
     ) -> Result<Bytes> {
         self.unary(service, method, json, idempotent, ContentKind::Json)
             .await
+            .map(|r| r.body)
     }
 
     async fn server_stream_of(

@@ -327,7 +327,9 @@ impl TensorAssembler {
                     (None, None) => Bytes::new(),
                 };
                 self.received = 0;
-                Tensor::new(meta, data).map(Some)
+                Tensor::new(meta, data)
+                    .map(Some)
+                    .map_err(|e| QuillError::decode(e.to_string()))
             }
             TensorFrame::Cancel(reason) => Err(QuillError::stream(format!(
                 "the peer cancelled the tensor stream{}",

@@ -11,13 +11,15 @@ use bytes::Bytes;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString};
 
-use super::errors::IntoPyResult;
+use super::args;
+use super::errors::{to_py_err, IntoPyResult};
 use super::stream::{PyStream, StreamKind};
 use super::tensor::{bytes_like, PyTensor};
 use super::{exit, wait};
-use crate::client::{ClientConfig, QuillClient};
+use crate::client::{ClientConfig, ContentKind, QuillClient, Reply};
+use crate::error::QuillError;
 use crate::protocol::DEFAULT_MAX_DECODED_SIZE;
 
 // The signature below spells the default out so Python introspection shows it.
@@ -25,7 +27,6 @@ const _: () = assert!(DEFAULT_MAX_DECODED_SIZE == 67108864);
 
 static JSON_DUMPS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static JSON_LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-static JSON_DEFAULT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// Request bytes: a bytes-like object is sent as is. A large `bytes` object is sent
 /// from its own memory (it is immutable, and the body keeps a reference to it); other
@@ -39,32 +40,40 @@ pub(crate) fn request_bytes(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<
     bytes_like(py, obj, |raw| Ok(Bytes::copy_from_slice(raw)))
 }
 
-/// A JSON request: `str`/bytes pass through, anything else goes through `json.dumps`.
+/// A JSON request, by the rule of `quill/_json.py`: a `str` or bytes-like value is
+/// JSON text and passes through; anything else goes through `quill._json.dumps`.
 pub(crate) fn json_bytes(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Bytes> {
     let _inside = exit::enter(py);
-    if let Ok(s) = obj.extract::<&str>() {
-        return Ok(Bytes::copy_from_slice(s.as_bytes()));
+    if let Ok(s) = obj.cast::<PyString>() {
+        let text = s.to_str().map_err(|_| {
+            to_py_err(QuillError::invalid(
+                "a str request is sent as JSON text in UTF-8, and this one cannot be \
+                 encoded (it holds a lone surrogate)",
+            ))
+        })?;
+        return Ok(Bytes::copy_from_slice(text.as_bytes()));
     }
-    if obj.cast::<PyBytes>().is_ok() {
+    if obj.cast::<PyBytes>().is_ok()
+        || obj.cast::<PyByteArray>().is_ok()
+        || obj.cast::<PyMemoryView>().is_ok()
+    {
         return request_bytes(py, obj);
     }
-    let dumps = JSON_DUMPS.import(py, "json", "dumps")?;
-    let kwargs = PyDict::new(py);
-    kwargs.set_item(
-        "default",
-        JSON_DEFAULT.import(py, "quill._json", "default")?,
-    )?;
-    let text: String = dumps.call((obj,), Some(&kwargs))?.extract()?;
+    let text: String = JSON_DUMPS
+        .import(py, "quill._json", "dumps")?
+        .call1((obj,))?
+        .extract()?;
     Ok(Bytes::from(text.into_bytes()))
 }
 
-fn json_value<'py>(py: Python<'py>, body: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+/// The value of a JSON reply, by the rule of `quill/_json.py`.
+fn json_value<'py>(py: Python<'py>, reply: Reply, path: String) -> PyResult<Bound<'py, PyAny>> {
     let _inside = exit::enter(py);
-    let loads = JSON_LOADS.import(py, "json", "loads")?;
-    if body.is_empty() {
-        return Ok(py.None().into_bound(py));
-    }
-    loads.call1((PyBytes::new(py, body),))
+    JSON_LOADS.import(py, "quill._json", "loads")?.call1((
+        PyBytes::new(py, &reply.body),
+        reply.status,
+        path,
+    ))
 }
 
 /// Client for Quill services: `QuillClient(base_url, timeout_ms=30000, enable_compression=False)`.
@@ -97,11 +106,11 @@ impl PyQuillClient {
     fn new(
         py: Python<'_>,
         base_url: String,
-        timeout_ms: u64,
+        #[pyo3(from_py_with = args::timeout_ms)] timeout_ms: u64,
         enable_compression: bool,
-        max_decoded_size: u64,
-        idle_timeout_ms: Option<u64>,
-        max_retries: u32,
+        #[pyo3(from_py_with = args::max_decoded_size)] max_decoded_size: u64,
+        #[pyo3(from_py_with = args::idle_timeout_ms)] idle_timeout_ms: Option<u64>,
+        #[pyo3(from_py_with = args::max_retries)] max_retries: u32,
         ca_cert: Option<&Bound<'_, PyAny>>,
         user_agent: Option<String>,
     ) -> PyResult<Self> {
@@ -141,7 +150,7 @@ impl PyQuillClient {
             self.inner
                 .unary_with(service, method, body, idempotent, false, tick)
         })?;
-        Ok(PyBytes::new(py, &out))
+        Ok(PyBytes::new(py, &out.body))
     }
 
     /// A JSON call: `request` (dict, list, str, …) is sent as JSON, the JSON answer
@@ -164,7 +173,7 @@ impl PyQuillClient {
             self.inner
                 .unary_with(service, method, body, idempotent, true, tick)
         })?;
-        json_value(py, &out)
+        json_value(py, out, format!("{service}/{method}"))
     }
 
     /// `await client.call_async(...)`: `call` for asyncio.
@@ -205,13 +214,15 @@ impl PyQuillClient {
             None => Bytes::from_static(b"{}"),
         };
         let client = self.inner.clone();
+        let path = format!("{service}/{method}");
         let fut = async move {
+            let kind = ContentKind::Json;
             client
-                .call_json_bytes(&service, &method, body, idempotent)
+                .unary(&service, &method, body, idempotent, kind)
                 .await
         };
-        wait::to_asyncio(py, &self.handle()?, fut, |py, out: Bytes| {
-            json_value(py, &out)
+        wait::to_asyncio(py, &self.handle()?, fut, |py, out: Reply| {
+            json_value(py, out, path)
         })
     }
 

@@ -76,6 +76,27 @@ pub(crate) fn to_py_err(e: QuillError) -> PyErr {
     })
 }
 
+/// `quill.OutOfRangeError(message)`: an integer outside the range it must fall in. The
+/// core has no such variant: it takes typed integers, so only the faces meet them.
+pub(crate) fn out_of_range(py: Python<'_>, message: String) -> PyErr {
+    let build = || -> PyResult<PyErr> {
+        let module = EXCEPTIONS.get_or_try_init(py, || {
+            PyModule::import(py, "quill.exceptions").map(Bound::unbind)
+        })?;
+        let exc = module
+            .bind(py)
+            .getattr("OutOfRangeError")?
+            .call1((&message,))?;
+        Ok(PyErr::from_value(exc))
+    };
+    let _inside = super::exit::enter(py);
+    build().unwrap_or_else(|import_err| {
+        let err = pyo3::exceptions::PyOverflowError::new_err(message.clone());
+        err.set_cause(py, Some(import_err));
+        err
+    })
+}
+
 /// `?`-friendly conversion for core results.
 pub(crate) trait IntoPyResult<T> {
     fn py(self) -> PyResult<T>;

@@ -5,6 +5,7 @@
 
 use pyo3::prelude::*;
 
+mod args;
 mod client;
 mod dtype;
 mod errors;

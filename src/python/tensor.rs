@@ -7,40 +7,49 @@
 use std::ffi::{c_int, CStr};
 
 use bytes::Bytes;
-use pyo3::exceptions::{PyBufferError, PyTypeError};
+use pyo3::exceptions::{PyBufferError, PyOverflowError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use super::dtype::PyDType;
-use super::errors::IntoPyResult;
+use super::errors::{out_of_range, IntoPyResult};
 use super::exit;
 use super::numpy_conv;
 use crate::dtype::DType;
 use crate::error::QuillError;
 use crate::tensor::{Tensor, TensorMeta};
 
-/// Turns Python ints into dims, refusing negatives and values beyond u64 with a
-/// ValueError instead of an OverflowError from deep inside the conversion.
+/// Turns a sequence of Python ints into dims; a negative or oversized entry is an
+/// `OutOfRangeError`, not an `OverflowError` from deep inside the conversion.
 fn dims_from_py(shape: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
-    let items: Vec<Bound<'_, PyAny>> = shape
+    let py = shape.py();
+    shape
         .try_iter()
         .map_err(|_| PyTypeError::new_err("shape must be a sequence of ints"))?
-        .collect::<PyResult<_>>()?;
-    items
-        .iter()
         .map(|d| {
-            let v: i128 = d.extract().map_err(|_| {
-                PyTypeError::new_err(format!("shape entries must be ints, got {d}"))
-            })?;
+            let d = d?;
+            let v: i128 = match d.extract() {
+                Ok(v) => v,
+                Err(e) if e.is_instance_of::<PyOverflowError>(py) => i128::MAX,
+                Err(_) => {
+                    return Err(PyTypeError::new_err(format!(
+                        "shape entries must be ints, got {d}"
+                    )))
+                }
+            };
             u64::try_from(v).map_err(|_| {
-                super::to_py_err(QuillError::InvalidArgument {
-                    message: if v < 0 {
+                out_of_range(
+                    py,
+                    if v < 0 {
                         format!("negative dimension {v} in shape")
                     } else {
-                        format!("dimension {v} does not fit in 64 bits")
+                        format!(
+                            "dimension {} does not fit in 64 bits",
+                            d.repr().map(|r| r.to_string()).unwrap_or_default()
+                        )
                     },
-                })
+                )
             })
         })
         .collect()
@@ -362,7 +371,8 @@ impl PyTensor {
 }
 
 /// Runs `f` over the bytes of a bytes-like object (bytes, bytearray, memoryview, numpy
-/// buffer, …), releasing the GIL for large inputs when the object is immutable bytes.
+/// buffer, …, strided ones in C order), releasing the GIL for large inputs when the
+/// object is immutable bytes.
 pub(crate) fn bytes_like<T: Send>(
     py: Python<'_>,
     obj: &Bound<'_, PyAny>,
@@ -390,13 +400,15 @@ pub(crate) fn bytes_like<T: Send>(
                     .unwrap_or_default()
             ))
         })?;
+    if !mv.getattr("c_contiguous")?.is_truthy()? {
+        // A strided view (`memoryview(b)[::2]`, a transposed array): its bytes in C
+        // order, as `bytes(view)` gives them; one copy.
+        let flat = mv.call_method0("tobytes")?;
+        let flat = flat.cast::<PyBytes>()?;
+        return f(flat.as_bytes()).py();
+    }
     let flat = mv.call_method1("cast", ("B",))?;
     let buf = pyo3::buffer::PyBuffer::<u8>::get(&flat)?;
-    if !buf.is_c_contiguous() {
-        return Err(PyTypeError::new_err(
-            "expected a C-contiguous bytes-like object",
-        ));
-    }
     // SAFETY: the buffer is C-contiguous, holds item_count() bytes and stays alive
     // (and, with the GIL held, unchanged by Python code) for the duration of `f`.
     let raw = unsafe { std::slice::from_raw_parts(buf.buf_ptr() as *const u8, buf.item_count()) };

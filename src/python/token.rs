@@ -1,9 +1,10 @@
 //! `quill.Token` and `quill.TokenBatch`: Python faces of the core token types.
 
-use pyo3::exceptions::{PyIndexError, PyTypeError};
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
+use super::args;
 use super::errors::IntoPyResult;
 use super::tensor::bytes_like;
 use crate::token::{Token, TokenBatch};
@@ -23,8 +24,8 @@ impl PyToken {
     #[new]
     #[pyo3(signature = (id, position=0, text=None, logprob=None, is_special=false))]
     fn new(
-        id: u32,
-        position: u32,
+        #[pyo3(from_py_with = args::id)] id: u32,
+        #[pyo3(from_py_with = args::position)] position: u32,
         text: Option<String>,
         logprob: Option<f32>,
         is_special: bool,
@@ -42,9 +43,9 @@ impl PyToken {
     #[staticmethod]
     #[pyo3(signature = (id, text, position=0, logprob=None, is_special=false))]
     fn with_text(
-        id: u32,
+        #[pyo3(from_py_with = args::id)] id: u32,
         text: String,
-        position: u32,
+        #[pyo3(from_py_with = args::position)] position: u32,
         logprob: Option<f32>,
         is_special: bool,
     ) -> Self {
@@ -105,16 +106,15 @@ impl PyToken {
     #[staticmethod]
     fn from_dict(d: &Bound<'_, PyDict>) -> PyResult<Self> {
         let get = |k: &str| d.get_item(k);
-        let id: u32 = get("id")?
-            .ok_or_else(|| PyTypeError::new_err("token dict needs an 'id'"))?
-            .extract()?;
+        let id =
+            args::id(&get("id")?.ok_or_else(|| PyTypeError::new_err("token dict needs an 'id'"))?)?;
         let opt = |k: &str| -> PyResult<Option<Bound<'_, PyAny>>> {
             Ok(get(k)?.filter(|v| !v.is_none()))
         };
         Ok(PyToken(Token {
             id,
             position: opt("position")?
-                .map(|v| v.extract())
+                .map(|v| args::position(&v))
                 .transpose()?
                 .unwrap_or(0),
             text: opt("text")?.map(|v| v.extract()).transpose()?,
@@ -138,14 +138,7 @@ impl PyToken {
     fn __hash__(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (
-            self.0.id,
-            self.0.position,
-            &self.0.text,
-            self.0.logprob.map(f32::to_bits),
-            self.0.is_special,
-        )
-            .hash(&mut h);
+        self.0.hash(&mut h);
         h.finish()
     }
 
@@ -176,7 +169,10 @@ pub struct PyTokenBatch(pub TokenBatch);
 impl PyTokenBatch {
     #[new]
     #[pyo3(signature = (sequence_id=None, is_final=false))]
-    fn new(sequence_id: Option<u32>, is_final: bool) -> Self {
+    fn new(
+        #[pyo3(from_py_with = args::sequence_id)] sequence_id: Option<u32>,
+        is_final: bool,
+    ) -> Self {
         let mut b = TokenBatch::new(sequence_id);
         b.is_final = is_final;
         PyTokenBatch(b)
@@ -187,7 +183,7 @@ impl PyTokenBatch {
     #[pyo3(signature = (tokens, sequence_id=None, is_final=false))]
     fn from_tokens(
         tokens: &Bound<'_, PyAny>,
-        sequence_id: Option<u32>,
+        #[pyo3(from_py_with = args::sequence_id)] sequence_id: Option<u32>,
         is_final: bool,
     ) -> PyResult<Self> {
         let mut b = TokenBatch::new(sequence_id);
@@ -221,7 +217,7 @@ impl PyTokenBatch {
         self.0.sequence_id
     }
     #[setter]
-    fn set_sequence_id(&mut self, v: Option<u32>) {
+    fn set_sequence_id(&mut self, #[pyo3(from_py_with = args::sequence_id)] v: Option<u32>) {
         self.0.sequence_id = v;
     }
     #[getter]
@@ -290,13 +286,9 @@ impl PyTokenBatch {
         self.0.tokens.len()
     }
 
-    fn __getitem__(&self, index: isize) -> PyResult<PyToken> {
-        let n = self.0.tokens.len() as isize;
-        let i = if index < 0 { index + n } else { index };
-        if i < 0 || i >= n {
-            return Err(PyIndexError::new_err("TokenBatch index out of range"));
-        }
-        Ok(PyToken(self.0.tokens[i as usize].clone()))
+    fn __getitem__(&self, index: &Bound<'_, PyAny>) -> PyResult<PyToken> {
+        let i = args::index(index, self.0.tokens.len(), "TokenBatch")?;
+        Ok(PyToken(self.0.tokens[i].clone()))
     }
 
     fn __iter__(slf: PyRef<'_, Self>) -> PyTokenBatchIter {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import struct
 
@@ -168,3 +169,253 @@ def test_random_corpus_never_panics() -> None:
                 decode(bytes(base))
             except quill.QuillError:
                 pass
+
+
+# --- Integers out of range: OutOfRangeError (QuillError, ValueError, OverflowError, IndexError)
+
+OUT_OF_RANGE_ARGS = [
+    ("timeout_ms", lambda url: quill.QuillClient(url, timeout_ms=-1)),
+    ("timeout_ms", lambda url: quill.QuillClient(url, timeout_ms=2**63)),
+    ("timeout_ms", lambda url: quill.QuillClient(url, timeout_ms=2**200)),
+    ("max_decoded_size", lambda url: quill.QuillClient(url, max_decoded_size=-1)),
+    ("max_decoded_size", lambda url: quill.QuillClient(url, max_decoded_size=2**64)),
+    ("max_retries", lambda url: quill.QuillClient(url, max_retries=-1)),
+    ("max_retries", lambda url: quill.QuillClient(url, max_retries=2**32)),
+    ("idle_timeout_ms", lambda url: quill.QuillClient(url, idle_timeout_ms=-5)),
+    ("idle_timeout_ms", lambda url: quill.QuillClient(url, idle_timeout_ms=2**62)),
+    ("id", lambda url: quill.Token(2**32)),
+    ("id", lambda url: quill.Token(-1)),
+    ("position", lambda url: quill.Token(0, -1)),
+    ("position", lambda url: quill.Token(0, position=2**32)),
+    ("id", lambda url: quill.Token.with_text(2**32, "x")),
+    ("position", lambda url: quill.Token.with_text(1, "x", -2)),
+    ("id", lambda url: quill.Token.from_dict({"id": -1})),
+    ("position", lambda url: quill.Token.from_dict({"id": 1, "position": 2**40})),
+    ("sequence_id", lambda url: quill.TokenBatch(sequence_id=2**32)),
+    ("sequence_id", lambda url: quill.TokenBatch(sequence_id=-1)),
+    ("sequence_id", lambda url: quill.TokenBatch.from_tokens([], sequence_id=2**40)),
+    ("shape", lambda url: quill.TensorMeta([2**64], F32)),
+    ("shape", lambda url: quill.Tensor.zeros([1, -2], F32)),
+]
+
+
+@pytest.mark.parametrize(("name", "make"), OUT_OF_RANGE_ARGS)
+def test_integers_out_of_range(name: str, make: object) -> None:
+    assert callable(make)
+    with pytest.raises(quill.OutOfRangeError) as info:
+        make("http://127.0.0.1:9")
+    e = info.value
+    assert isinstance(e, quill.InvalidArgumentError) and isinstance(e, quill.QuillError)
+    assert isinstance(e, ValueError) and isinstance(e, OverflowError)
+    if name != "shape":
+        assert name in str(e), str(e)
+
+
+def test_sequence_id_setter_and_indices_out_of_range() -> None:
+    batch = quill.TokenBatch.from_tokens([quill.Token(1), quill.Token(2)])
+    with pytest.raises(quill.OutOfRangeError, match="sequence_id"):
+        batch.sequence_id = 2**32
+    batch.sequence_id = 2**32 - 1
+    assert batch.sequence_id == 2**32 - 1
+    for index in (2, -3, 2**70, -(2**70), 2**200):
+        with pytest.raises(IndexError, match="index out of range") as info:
+            batch[index]
+        assert isinstance(info.value, quill.QuillError)
+    assert batch[-1].id == 2 and batch[True].id == 2
+    with pytest.raises(TypeError, match="indices must be integers"):
+        batch["0"]  # type: ignore[index]
+
+
+def test_timeouts_are_bounded_at_30_days() -> None:
+    thirty_days = 30 * 24 * 3600 * 1000
+    c = quill.QuillClient("http://127.0.0.1:9", timeout_ms=thirty_days, idle_timeout_ms=0)
+    assert c.timeout_ms == thirty_days
+    with pytest.raises(quill.OutOfRangeError, match=f"0..={thirty_days}"):
+        quill.QuillClient("http://127.0.0.1:9", timeout_ms=thirty_days + 1)
+
+
+# --- Shapes numpy cannot represent are refused when the tensor is made
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype"),
+    [
+        ([0, 2**63], "uint8"),
+        ([0, 2**63 - 1], "uint8"),
+        ([0, 2**61], "float32"),
+        ([0, 2**61 - 1], "float32"),
+        ([0, 2**62, 2], "uint8"),
+        ([2**40, 0, 2**30], "float64"),
+        ([0, 2**62, 2], "int8"),
+        ([3, 0], "bool_"),
+    ],
+)
+def test_a_shape_is_accepted_exactly_when_numpy_can_represent_it(
+    shape: list[int], dtype: str
+) -> None:
+    qd = getattr(quill.DType, dtype)()
+    try:
+        np.empty(shape, dtype=dtype.rstrip("_"))
+        numpy_ok = True
+    except ValueError:
+        numpy_ok = False
+    if numpy_ok:
+        t = quill.Tensor.from_bytes(b"", shape, qd)
+        back = quill.Tensor.decode(t.encode())
+        assert back.shape == shape and back.to_numpy().shape == tuple(shape)
+    else:
+        with pytest.raises(quill.InvalidArgumentError, match="2\\^63 - 1 bytes"):
+            quill.Tensor.from_bytes(b"", shape, qd)
+        with pytest.raises(quill.InvalidArgumentError):
+            quill.TensorMeta(shape, qd)
+
+
+# --- Non-contiguous buffers are read in C order, as bytes(view) does
+
+
+def test_strided_buffers_are_accepted_in_c_order(client: quill.QuillClient) -> None:
+    strided = memoryview(b"abcdef")[::2]
+    assert not strided.c_contiguous
+    assert client.call("echo.v1.EchoService", "Echo", strided) == b"ace"
+    arr = np.arange(12, dtype=np.float32).reshape(3, 4)
+    view = memoryview(arr.T)  # Fortran-ordered view of a float32 buffer
+    t = quill.Tensor.from_bytes(view, [4, 3], F32)
+    np.testing.assert_array_equal(t.to_numpy(), arr.T)
+    token = quill.Token(7, 3, text="hi")
+    doubled = bytes(b for b in token.encode() for _ in range(2))
+    assert quill.Token.decode(memoryview(doubled)[::2]) == token
+    assert client.call_json("echo.v1.EchoService", "Echo", memoryview(b"[1, 2]x")[:-1]) == [1, 2]
+
+
+# --- JSON: NaN/Infinity refused before sending; undecodable replies are DecodeErrors
+
+
+@pytest.mark.parametrize(
+    "request_value",
+    [
+        {"x": float("nan")},
+        [1.0, float("inf")],
+        {"deep": [{"v": -float("inf")}]},
+        {"np": np.float32("nan")},
+        {"arr": np.array([1.0, np.nan])},
+    ],
+)
+def test_json_requests_with_nan_or_infinity_are_refused(
+    client: quill.QuillClient, request_value: object
+) -> None:
+    with pytest.raises(quill.InvalidArgumentError, match="cannot be sent as JSON"):
+        client.call_json("echo.v1.EchoService", "Echo", request_value)
+    with pytest.raises(quill.InvalidArgumentError, match="cannot be sent as JSON"):
+        client.stream("test.v1.FaultService", "StreamSlow", request_value)
+
+
+def test_circular_json_request_is_refused(client: quill.QuillClient) -> None:
+    loop: list[object] = []
+    loop.append(loop)
+    with pytest.raises(quill.InvalidArgumentError, match="[Cc]ircular"):
+        client.call_json("echo.v1.EchoService", "Echo", loop)
+
+
+@pytest.mark.parametrize(
+    ("reply", "why"),
+    [(b'"\xc3("', "utf-8"), (b"not json", "Expecting value"), (b'{"a": 1', "Expecting")],
+)
+def test_undecodable_json_replies_are_decode_errors(
+    client: quill.QuillClient, reply: bytes, why: str
+) -> None:
+    # Echo returns the request body: a bytes request is sent as JSON text unchanged.
+    with pytest.raises(quill.DecodeError, match=why) as info:
+        client.call_json("echo.v1.EchoService", "Echo", reply)
+    e = info.value
+    assert e.status == 200 and e.body == reply[:64]
+    assert "echo.v1.EchoService/Echo" in str(e) and "HTTP 200" in str(e)
+    assert isinstance(e, ValueError) and isinstance(e.__cause__, ValueError)
+
+    async def run() -> None:
+        with pytest.raises(quill.DecodeError, match=why) as ainfo:
+            await client.call_json_async("echo.v1.EchoService", "Echo", reply)
+        assert ainfo.value.status == 200
+
+    asyncio.run(run())
+
+
+def test_str_requests_are_json_text_sent_unchanged(client: quill.QuillClient) -> None:
+    assert client.call_json("echo.v1.EchoService", "Echo", '{"k": [1, 2]}') == {"k": [1, 2]}
+    assert client.call_json("echo.v1.EchoService", "Echo", '"\u00e9"') == "\u00e9"
+    assert client.call_json("echo.v1.EchoService", "Echo", "") is None  # empty reply
+    with pytest.raises(quill.InvalidArgumentError, match="lone surrogate"):
+        client.call_json("echo.v1.EchoService", "Echo", "\ud800")
+    with pytest.raises(quill.InvalidArgumentError, match="lone surrogate"):
+        client.stream("test.v1.FaultService", "StreamSlow", "\udfff")
+
+
+# --- base_url: what is shown is what is sent; dot segments are refused
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:9/%2e%2e/", "http://127.0.0.1:9/api/%2E/", "http://127.0.0.1:9/a/../b"],
+)
+def test_base_url_dot_segments_are_refused(url: str) -> None:
+    with pytest.raises(quill.InvalidArgumentError, match="'..' path segments"):
+        quill.QuillClient(url)
+
+
+def test_base_url_is_shown_as_sent() -> None:
+    c = quill.QuillClient("HTTP://127.0.0.1:80/a b/")
+    assert c.base_url == "http://127.0.0.1/a%20b"
+    assert "http://127.0.0.1/a%20b" in repr(c)
+
+
+# --- Token equality follows the byte encoding
+
+
+@pytest.mark.parametrize(
+    "logprob",
+    [float("nan"), -float("nan"), float("inf"), -0.0, 0.0, -0.5, 1e-45, None],
+)
+def test_token_equality_and_hash_follow_the_encoding(logprob: float | None) -> None:
+    t = quill.Token(1, 2, text="x", logprob=logprob)
+    back = quill.Token.decode(t.encode())
+    assert t == t and back == t and hash(back) == hash(t)
+    assert {t: 1}[back] == 1
+    batch = quill.TokenBatch.from_tokens([t])
+    assert quill.TokenBatch.decode(batch.encode()) == batch
+
+
+def test_tokens_differing_only_in_logprob_bits_differ() -> None:
+    assert quill.Token(1, logprob=0.0) != quill.Token(1, logprob=-0.0)
+    assert quill.Token(1, logprob=0.0).encode() != quill.Token(1, logprob=-0.0).encode()
+    assert quill.Token(1, logprob=None) != quill.Token(1, logprob=float("nan"))
+
+
+# --- API keys under several headers; bool tensors hold only 0 and 1
+
+
+def test_api_keys_under_two_headers_are_both_sent(client: quill.QuillClient) -> None:
+    client.set_api_key("key-a")
+    client.set_api_key("key-b", header_name="X-My-Token")
+    seen = client.call_json("echo.v1.EchoService", "Headers", {})
+    assert seen["x-api-key"] == "key-a" and seen["x-my-token"] == "key-b"
+    assert client.remove_header("X-API-Key")
+    seen = client.call_json("echo.v1.EchoService", "Headers", {})
+    assert "x-api-key" not in seen and seen["x-my-token"] == "key-b"
+
+
+def test_bool_tensors_refuse_bytes_other_than_0_and_1() -> None:
+    b = quill.DType.bool_()
+    assert quill.Tensor.from_bytes(b"\x00\x01\x01", [3], b).to_numpy().tolist() == [
+        False,
+        True,
+        True,
+    ]
+    with pytest.raises(quill.InvalidArgumentError, match="byte 2 is 2"):
+        quill.Tensor.from_bytes(b"\x00\x01\x02", [3], b)
+    odd = np.array([0, 1, 255], dtype=np.uint8).view(np.bool_)
+    with pytest.raises(quill.InvalidArgumentError, match="must be 0 or 1"):
+        quill.Tensor.from_numpy(odd)
+    good = quill.Tensor.from_bytes(b"\x01\x00", [2], b).encode()
+    bad = good.replace(b"\x01\x00", b"\x01\x07", 1)
+    assert bad != good
+    with pytest.raises(quill.DecodeError, match="must be 0 or 1"):
+        quill.Tensor.decode(bad)

@@ -1818,7 +1818,8 @@ public struct ClientConfig: Equatable, Hashable {
      */
     public var baseUrl: String
     /**
-     * Deadline of a whole call, response body (and whole stream) included; 0 = none.
+     * Deadline of a whole call, response body (and whole stream) included; 0 = none;
+     * at most [`MAX_TIMEOUT_MS`](crate::protocol::MAX_TIMEOUT_MS).
      */
     public var timeoutMs: UInt64
     /**
@@ -1835,7 +1836,8 @@ public struct ClientConfig: Equatable, Hashable {
     /**
      * Longest wait for the next message of a stream, counted from the response headers
      * and then from each message (time the consumer spends holding a message does not
-     * count); `None` or 0 = only the call timeout.
+     * count); `None` or 0 = only the call timeout; at most
+     * [`MAX_TIMEOUT_MS`](crate::protocol::MAX_TIMEOUT_MS).
      */
     public var idleTimeoutMs: UInt64?
     /**
@@ -1859,7 +1861,8 @@ public struct ClientConfig: Equatable, Hashable {
          * trailing `/` is stripped. Credentials in the URL are refused (use the auth setters).
          */baseUrl: String, 
         /**
-         * Deadline of a whole call, response body (and whole stream) included; 0 = none.
+         * Deadline of a whole call, response body (and whole stream) included; 0 = none;
+         * at most [`MAX_TIMEOUT_MS`](crate::protocol::MAX_TIMEOUT_MS).
          */timeoutMs: UInt64 = UInt64(30000), 
         /**
          * Send `Accept-Encoding: zstd` and zstd-compress request bodies of at least
@@ -1873,7 +1876,8 @@ public struct ClientConfig: Equatable, Hashable {
         /**
          * Longest wait for the next message of a stream, counted from the response headers
          * and then from each message (time the consumer spends holding a message does not
-         * count); `None` or 0 = only the call timeout.
+         * count); `None` or 0 = only the call timeout; at most
+         * [`MAX_TIMEOUT_MS`](crate::protocol::MAX_TIMEOUT_MS).
          */idleTimeoutMs: UInt64? = nil, 
         /**
          * Retries of calls marked idempotent (transport errors and 408/425/429/5xx); 0 = off.

@@ -86,7 +86,9 @@ final class TensorTests: XCTestCase {
         for (dtype, name, _, size) in DTypeTests.table {
             let shape: [UInt64] = [3, 1, 5]
             let count = 15 * Int(size)
-            let bytes = Data((0..<count).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 3) })
+            // Bool elements are 0 or 1; other dtypes take any byte.
+            let mask: UInt8 = dtype == .bool ? 1 : 0xff
+            let bytes = Data((0..<count).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 3) & mask })
             let t = try Tensor.fromBytes(data: bytes, shape: shape, dtype: dtype, name: name)
             let back = try Tensor.decode(frames: t.encode())
             XCTAssertEqual(back.dtype(), dtype, name)
@@ -165,6 +167,19 @@ final class TensorTests: XCTestCase {
         expectQuillError("Decode") {
             // Truncated: no END_STREAM.
             try Tensor.decode(frames: Self.frame(0x10, meta) + Self.frame(0x11, Data(count: 8)))
+        }
+    }
+
+    func testCoreRulesReachSwift() throws {
+        expectQuillError("InvalidArgument", contains: "must be 0 or 1") {
+            try Tensor.fromBytes(data: Data([0, 1, 2]), shape: [3], dtype: .bool, name: nil)
+        }
+        expectQuillError("InvalidArgument", contains: "2^63 - 1 bytes") {
+            try Tensor.zeros(shape: [0, 1 << 63], dtype: .uint8, name: nil)
+        }
+        _ = try Tensor.zeros(shape: [0, (1 << 63) - 1], dtype: .uint8, name: nil)
+        expectQuillError("InvalidArgument", contains: "timeout_ms") {
+            try QuillClient(baseUrl: "http://127.0.0.1:9", timeoutMs: 2_592_000_001)
         }
     }
 }

@@ -3489,7 +3489,8 @@ data class ClientConfig (
     var `baseUrl`: kotlin.String
     , 
     /**
-     * Deadline of a whole call, response body (and whole stream) included; 0 = none.
+     * Deadline of a whole call, response body (and whole stream) included; 0 = none;
+     * at most [`MAX_TIMEOUT_MS`](crate::protocol::MAX_TIMEOUT_MS).
      */
     var `timeoutMs`: kotlin.ULong = 30000uL 
     , 
@@ -3509,7 +3510,8 @@ data class ClientConfig (
     /**
      * Longest wait for the next message of a stream, counted from the response headers
      * and then from each message (time the consumer spends holding a message does not
-     * count); `None` or 0 = only the call timeout.
+     * count); `None` or 0 = only the call timeout; at most
+     * [`MAX_TIMEOUT_MS`](crate::protocol::MAX_TIMEOUT_MS).
      */
     var `idleTimeoutMs`: kotlin.ULong? = null 
     , 

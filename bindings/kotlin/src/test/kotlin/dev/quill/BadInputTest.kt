@@ -46,6 +46,20 @@ class BadInputTest {
     }
 
     @Test
+    fun `core rules reach Kotlin`() {
+        // A bool element is 0 or 1.
+        val odd = ByteBuffer.allocateDirect(3).put(byteArrayOf(0, 1, 2)).flip() as ByteBuffer
+        val e = assertThrows<QuillException.InvalidArgument> { Tensor.fromBytes(odd, listOf(3UL), DType.BOOL, null) }
+        assertTrue(e.reason.contains("must be 0 or 1"), e.reason)
+        // A shape no array can index, even with a zero dim.
+        assertThrows<QuillException.InvalidArgument> { Tensor.zeros(listOf(0UL, 1UL shl 63), DType.UINT8, null) }
+        Tensor.zeros(listOf(0UL, (1UL shl 63) - 1UL), DType.UINT8, null).close()
+        // Timeouts are bounded at 30 days.
+        val t = assertThrows<QuillException.InvalidArgument> { QuillClient("http://127.0.0.1:9", 2_592_000_001UL) }
+        assertTrue(t.reason.contains("timeout_ms"), t.reason)
+    }
+
+    @Test
     fun `errors are a sealed hierarchy`() {
         val e: Exception = assertThrows<QuillException> { dtypeFromName("nope") }
         val kind = when (e as QuillException) {

@@ -1,0 +1,144 @@
+//! Integer arguments checked against the range they must fall in.
+//!
+//! PyO3's own conversion of an out-of-range int raises a bare `OverflowError` from deep
+//! inside the call. These helpers raise `quill.OutOfRangeError` instead, naming the
+//! argument and its range; the class is an `InvalidArgumentError` (so a `ValueError`),
+//! and also the `OverflowError` Python's conversions raise and the `IndexError` its
+//! sequences raise, so any of those `except` clauses catches it.
+
+use pyo3::exceptions::{PyOverflowError, PyTypeError};
+use pyo3::prelude::*;
+
+use super::errors::out_of_range;
+
+/// An unsigned integer type an argument converts to.
+pub(crate) trait Unsigned: TryFrom<i128> + Copy {
+    const MAX: u64;
+}
+
+impl Unsigned for u32 {
+    const MAX: u64 = u32::MAX as u64;
+}
+
+impl Unsigned for u64 {
+    const MAX: u64 = u64::MAX;
+}
+
+/// `obj` as an integer in `0..=max` (at most `T::MAX`); `name` appears in the error.
+pub(crate) fn uint_at_most<T: Unsigned>(
+    obj: &Bound<'_, PyAny>,
+    name: &str,
+    max: u64,
+) -> PyResult<T> {
+    let py = obj.py();
+    let range = || format!("{name} must be an integer in 0..={max}");
+    let value: i128 = match obj.extract() {
+        Ok(v) => v,
+        Err(e) if e.is_instance_of::<PyOverflowError>(py) => {
+            return Err(out_of_range(
+                py,
+                format!("{}, got {}", range(), short_repr(obj)),
+            ));
+        }
+        Err(_) => {
+            let got = obj
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default();
+            return Err(PyTypeError::new_err(format!(
+                "{name} must be an int, got {got}"
+            )));
+        }
+    };
+    match u64::try_from(value) {
+        Ok(v) if v <= max.min(T::MAX) => {
+            T::try_from(value).map_err(|_| out_of_range(py, format!("{}, got {value}", range())))
+        }
+        _ => Err(out_of_range(py, format!("{}, got {value}", range()))),
+    }
+}
+
+/// `obj` as any value of `T`.
+pub(crate) fn uint<T: Unsigned>(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<T> {
+    uint_at_most(obj, name, T::MAX)
+}
+
+/// `uint` for an optional argument (`None` passes through).
+pub(crate) fn opt_uint<T: Unsigned>(
+    obj: Option<&Bound<'_, PyAny>>,
+    name: &str,
+) -> PyResult<Option<T>> {
+    obj.filter(|o| !o.is_none())
+        .map(|o| uint(o, name))
+        .transpose()
+}
+
+/// An index into a sequence of `len` items, negative counting from the end.
+pub(crate) fn index(obj: &Bound<'_, PyAny>, len: usize, what: &str) -> PyResult<usize> {
+    let py = obj.py();
+    let out = || out_of_range(py, format!("{what} index out of range"));
+    let i: i128 = match obj.extract() {
+        Ok(v) => v,
+        Err(e) if e.is_instance_of::<PyOverflowError>(py) => return Err(out()),
+        Err(_) => {
+            let got = obj
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default();
+            return Err(PyTypeError::new_err(format!(
+                "{what} indices must be integers, not {got}"
+            )));
+        }
+    };
+    let len = len as i128;
+    let i = if i < 0 { i + len } else { i };
+    if (0..len).contains(&i) {
+        Ok(i as usize)
+    } else {
+        Err(out())
+    }
+}
+
+/// The repr of a value for an error message, cut short (a huge int has a huge repr).
+fn short_repr(obj: &Bound<'_, PyAny>) -> String {
+    let repr = obj.repr().map(|r| r.to_string()).unwrap_or_default();
+    if repr.len() > 40 {
+        format!("{}…", &repr[..40])
+    } else {
+        repr
+    }
+}
+
+/// Named converters for `#[pyo3(from_py_with = ...)]`, so a signature keeps its literal
+/// default (shown by introspection) while a bad value gets a message naming it.
+macro_rules! named_uints {
+    ($($name:ident: $t:ty),* $(,)?) => {$(
+        pub(crate) fn $name(obj: &Bound<'_, PyAny>) -> PyResult<$t> {
+            uint(obj, stringify!($name))
+        }
+    )*};
+}
+
+macro_rules! named_opt_uints {
+    ($($name:ident: $t:ty),* $(,)?) => {$(
+        pub(crate) fn $name(obj: &Bound<'_, PyAny>) -> PyResult<Option<$t>> {
+            opt_uint(Some(obj), stringify!($name))
+        }
+    )*};
+}
+
+named_uints!(id: u32, position: u32, max_decoded_size: u64, max_retries: u32);
+named_opt_uints!(sequence_id: u32);
+
+pub(crate) fn timeout_ms(obj: &Bound<'_, PyAny>) -> PyResult<u64> {
+    uint_at_most(obj, "timeout_ms", crate::protocol::MAX_TIMEOUT_MS)
+}
+
+pub(crate) fn idle_timeout_ms(obj: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
+    if obj.is_none() {
+        return Ok(None);
+    }
+    uint_at_most(obj, "idle_timeout_ms", crate::protocol::MAX_TIMEOUT_MS).map(Some)
+}
