@@ -13,8 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Tensors: bytes + shape + dtype, encoded as tensor frames and back.
     let t = Tensor::from_bytes(&[0u8; 24], vec![2, 3], DType::Float32, Some("x".into()))?;
-    let back = Tensor::decode_frames(&t.encode())?;
-    assert!(back.equals(&t));
+    let back = Tensor::decode(&t.encode())?;
+    assert_eq!(back, t);
     println!(
         "tensor {:?} round-tripped through {} bytes",
         back.shape(),

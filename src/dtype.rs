@@ -11,7 +11,7 @@ use crate::error::{QuillError, Result};
 /// assert_eq!(DType::from_wire(3).unwrap(), DType::Bfloat16);
 /// assert_eq!(DType::from_name("bool").unwrap().name(), "bool");
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DType {
     Float32,
     Float16,
@@ -78,7 +78,7 @@ impl DType {
             .find(|r| r.1 == value)
             .map(|r| r.0)
             .ok_or_else(|| QuillError::UnsupportedDType {
-                message: format!("unknown dtype number {value} (expected 1..=9, see protocol §7)"),
+                reason: format!("unknown dtype number {value} (expected 1..=9, see protocol §7)"),
             })
     }
 
@@ -90,7 +90,7 @@ impl DType {
             .find(|r| r.2 == name)
             .map(|r| r.0)
             .ok_or_else(|| QuillError::UnsupportedDType {
-                message: format!(
+                reason: format!(
                     "unsupported dtype {name:?} (expected one of: {})",
                     TABLE.iter().map(|r| r.2).collect::<Vec<_>>().join(", ")
                 ),
@@ -121,51 +121,6 @@ impl std::fmt::Display for DType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
-}
-
-/// Size in bytes of an element of `dtype` (uniffi face of [`DType::element_size`]).
-#[uniffi::export]
-pub fn dtype_element_size(dtype: DType) -> u32 {
-    dtype.element_size() as u32
-}
-
-/// Canonical name of `dtype`.
-#[uniffi::export]
-pub fn dtype_name(dtype: DType) -> String {
-    dtype.name().to_owned()
-}
-
-/// Wire number of `dtype` (protocol §7).
-#[uniffi::export]
-pub fn dtype_wire_value(dtype: DType) -> u8 {
-    dtype.wire()
-}
-
-/// The dtype of a wire number.
-#[uniffi::export]
-pub fn dtype_from_wire_value(value: u8) -> Result<DType> {
-    DType::from_wire(value)
-}
-
-/// The dtype of a name such as `"float32"`.
-#[uniffi::export]
-pub fn dtype_from_name(name: String) -> Result<DType> {
-    DType::from_name(&name)
-}
-
-#[uniffi::export]
-pub fn dtype_is_float(dtype: DType) -> bool {
-    dtype.is_float()
-}
-
-#[uniffi::export]
-pub fn dtype_is_integer(dtype: DType) -> bool {
-    dtype.is_integer()
-}
-
-#[uniffi::export]
-pub fn dtype_is_signed(dtype: DType) -> bool {
-    dtype.is_signed()
 }
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
 //! Problem Details (RFC 7807) parsing, lenient as protocol.md §4 asks.
 
-use base64::Engine as _;
 use std::fmt;
+
+use base64::Engine as _;
+
+use crate::protocol::problem_fields;
 
 /// Longest body text kept in a [`Problem`]; error bodies can be whole HTML pages.
 const MAX_BODY_TEXT: usize = 8 * 1024;
@@ -16,7 +19,7 @@ const MAX_BODY_TEXT: usize = 8 * 1024;
 ///     br#"{"type":"urn:quill:error:429","title":"Quota exceeded","status":429}"#);
 /// assert_eq!(p.title.as_deref(), Some("Quota exceeded"));
 /// ```
-#[derive(Clone, Default, PartialEq, uniffi::Record)]
+#[derive(Clone, Default, PartialEq)]
 pub struct Problem {
     /// HTTP status of the response.
     pub status: u16,
@@ -73,9 +76,9 @@ impl Problem {
         p.title = s("title");
         p.detail = s("detail");
         p.instance = s("instance");
-        p.proto_type = s("quill_proto_type");
+        p.proto_type = s(problem_fields::PROTO_TYPE);
         p.proto_detail = map
-            .get("quill_proto_detail_base64")
+            .get(problem_fields::PROTO_DETAIL_BASE64)
             .and_then(|v| v.as_str())
             .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
         p

@@ -57,5 +57,17 @@ pub const RETRY_BACKOFF_BASE_MS: u64 = 50;
 pub const RETRY_BACKOFF_CAP_MS: u64 = 2_000;
 /// A `Retry-After` longer than this is not waited for: the error is returned instead.
 pub const MAX_RETRY_AFTER_MS: u64 = 60_000;
+/// Largest request body a server accepts, on the wire and after zstd decoding
+/// (256 MiB): the bundled server's limit, a 413 beyond it.
+pub const MAX_REQUEST_BODY: u64 = 256 * 1024 * 1024;
+
+/// Problem Details (§4): the prefix of Quill's `type` URIs (`urn:quill:error:<status>`)
+/// and the two Quill extension members carrying a structured protobuf detail.
+pub mod problem_fields {
+    pub const TYPE_PREFIX: &str = "urn:quill:error:";
+    pub const PROTO_TYPE: &str = "quill_proto_type";
+    pub const PROTO_DETAIL_BASE64: &str = "quill_proto_detail_base64";
+}
+
 /// Most bytes of an error (non-2xx) response body the client reads for Problem Details.
 pub const MAX_ERROR_BODY: usize = 64 * 1024;

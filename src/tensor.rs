@@ -4,8 +4,6 @@
 //! cloning a tensor, slicing it into frames or handing it to another thread never
 //! copies its data.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 
 use crate::dtype::DType;
@@ -13,7 +11,7 @@ use crate::error::{QuillError, Result};
 use crate::protocol::MAX_NDIM;
 
 /// Where a tensor lives (protocol.md §7: 0 = cpu, 1 = cuda).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, uniffi::Enum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum Device {
     #[default]
     Cpu,
@@ -54,7 +52,7 @@ impl Device {
 /// assert_eq!(meta.num_elements().unwrap(), 768);
 /// assert_eq!(meta.size_bytes().unwrap(), 3072);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorMeta {
     pub shape: Vec<u64>,
     pub dtype: DType,
@@ -170,18 +168,6 @@ impl TensorMeta {
     }
 }
 
-/// Number of elements of `meta` (uniffi face of [`TensorMeta::num_elements`]).
-#[uniffi::export]
-pub fn tensor_meta_num_elements(meta: &TensorMeta) -> Result<u64> {
-    meta.num_elements()
-}
-
-/// Byte size of the data `meta` describes.
-#[uniffi::export]
-pub fn tensor_meta_size_bytes(meta: &TensorMeta) -> Result<u64> {
-    meta.size_bytes()
-}
-
 /// A tensor: metadata plus little-endian, row-major element bytes in a shared buffer.
 ///
 /// ```
@@ -192,7 +178,7 @@ pub fn tensor_meta_size_bytes(meta: &TensorMeta) -> Result<u64> {
 /// assert_eq!(copy.data().as_ptr(), t.data().as_ptr());
 /// assert!(Tensor::new(t.meta().clone(), vec![0u8; 23].into()).is_err());
 /// ```
-#[derive(Clone, PartialEq, uniffi::Object)]
+#[derive(Clone, PartialEq)]
 pub struct Tensor {
     meta: TensorMeta,
     data: Bytes,
@@ -251,55 +237,40 @@ impl Tensor {
     }
 }
 
-#[uniffi::export]
 impl Tensor {
-    /// A tensor from element bytes (copied once into the shared buffer).
-    #[uniffi::constructor]
+    /// A tensor over a copy of `data` (little-endian, row-major element bytes).
     pub fn from_bytes(
         data: &[u8],
         shape: Vec<u64>,
         dtype: DType,
         name: Option<String>,
-    ) -> Result<Arc<Tensor>> {
+    ) -> Result<Tensor> {
         let meta = TensorMeta::new(shape, dtype, name)?;
         // Check before copying so a wrong length never costs a large allocation.
         meta.check_data_len(data.len())?;
-        Tensor::new(meta, Bytes::copy_from_slice(data)).map(Arc::new)
+        Tensor::new(meta, Bytes::copy_from_slice(data))
     }
 
-    /// A zero-filled tensor.
-    #[uniffi::constructor(name = "zeros")]
-    pub fn new_zeros(shape: Vec<u64>, dtype: DType, name: Option<String>) -> Result<Arc<Tensor>> {
-        Tensor::zeros(TensorMeta::new(shape, dtype, name)?).map(Arc::new)
+    /// Decodes a tensor from tensor frames (protocol §6), every size checked.
+    pub fn decode(frames: &[u8]) -> Result<Tensor> {
+        crate::codec::tensor::decode_tensor(frames)
     }
 
-    /// Decode a tensor from tensor frames (protocol §6).
-    #[uniffi::constructor(name = "decode")]
-    pub fn decode_frames(frames: &[u8]) -> Result<Arc<Tensor>> {
-        crate::frame::tensor::decode_tensor(frames).map(Arc::new)
-    }
-
-    /// Encode as TENSOR_META, TENSOR_PAYLOAD… (64 KiB each), END_STREAM.
+    /// Encodes as TENSOR_META, TENSOR_PAYLOAD… (64 KiB each), END_STREAM.
     pub fn encode(&self) -> Vec<u8> {
-        crate::frame::tensor::encode_tensor(self)
+        crate::codec::tensor::encode_tensor(self)
     }
 
-    /// The metadata record.
-    #[uniffi::method(name = "meta")]
-    pub fn meta_record(&self) -> TensorMeta {
-        self.meta.clone()
-    }
-
-    pub fn shape(&self) -> Vec<u64> {
-        self.meta.shape.clone()
+    pub fn shape(&self) -> &[u64] {
+        &self.meta.shape
     }
 
     pub fn dtype(&self) -> DType {
         self.meta.dtype
     }
 
-    pub fn name(&self) -> Option<String> {
-        self.meta.name.clone()
+    pub fn name(&self) -> Option<&str> {
+        self.meta.name.as_deref()
     }
 
     pub fn num_elements(&self) -> u64 {
@@ -309,16 +280,6 @@ impl Tensor {
 
     pub fn size_bytes(&self) -> u64 {
         self.data.len() as u64
-    }
-
-    /// A copy of the element bytes.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        self.data.to_vec()
-    }
-
-    /// Whether both tensors have the same metadata and bytes.
-    pub fn equals(&self, other: &Tensor) -> bool {
-        self == other
     }
 }
 
@@ -376,7 +337,7 @@ mod tests {
         assert!(Tensor::from_bytes(&[0, 1, 1], vec![3], DType::Bool, None).is_ok());
         let e = Tensor::from_bytes(&[0, 1, 2], vec![3], DType::Bool, None).unwrap_err();
         assert!(
-            matches!(&e, QuillError::InvalidArgument { message } if message.contains("byte 2 is 2"))
+            matches!(&e, QuillError::InvalidArgument { reason } if reason.contains("byte 2 is 2"))
         );
         // The same bytes as uint8 are fine.
         assert!(Tensor::from_bytes(&[0, 1, 2], vec![3], DType::Uint8, None).is_ok());

@@ -23,15 +23,12 @@ const EOS_TEXTS: [&str; 4] = ["</s>", "<|endoftext|>", "<eos>", "<|eot_id|>"];
 /// assert_eq!(Token::decode(&t.encode().unwrap()).unwrap(), t);
 /// # fn hex(b: &[u8]) -> String { b.iter().map(|x| format!("{x:02x}")).collect() }
 /// ```
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, uniffi::Record)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Token {
     pub id: u32,
     pub position: u32,
-    #[uniffi(default = None)]
     pub text: Option<String>,
-    #[uniffi(default = None)]
     pub logprob: Option<f32>,
-    #[uniffi(default = false)]
     #[serde(default)]
     pub is_special: bool,
 }
@@ -193,14 +190,11 @@ impl Token {
 /// let back = TokenBatch::decode(&b.encode().unwrap()).unwrap();
 /// assert_eq!(back.tokens, b.tokens);
 /// ```
-#[derive(Debug, Clone, PartialEq, Default, uniffi::Record)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TokenBatch {
     pub tokens: Vec<Token>,
-    #[uniffi(default = None)]
     pub sequence_id: Option<u32>,
-    #[uniffi(default = false)]
     pub is_final: bool,
-    #[uniffi(default)]
     pub metadata: HashMap<String, String>,
 }
 
@@ -349,57 +343,6 @@ impl<'a> Reader<'a> {
         }
         Ok(())
     }
-}
-
-// uniffi faces: methods exported on the records.
-
-#[uniffi::export]
-impl Token {
-    /// Probability `exp(logprob)`, or null without a logprob.
-    #[uniffi::method(name = "prob")]
-    pub fn prob_ffi(&self) -> Option<f64> {
-        self.prob()
-    }
-
-    #[uniffi::method(name = "is_eos")]
-    pub fn is_eos_ffi(&self) -> bool {
-        self.is_eos()
-    }
-
-    #[uniffi::method(name = "encode")]
-    pub fn encode_ffi(&self) -> Result<Vec<u8>> {
-        self.encode()
-    }
-}
-
-/// Decode one token (protocol §8).
-#[uniffi::export]
-pub fn decode_token(bytes: &[u8]) -> Result<Token> {
-    Token::decode(bytes)
-}
-
-#[uniffi::export]
-impl TokenBatch {
-    #[uniffi::method(name = "text")]
-    pub fn text_ffi(&self) -> String {
-        self.text()
-    }
-
-    #[uniffi::method(name = "token_ids")]
-    pub fn token_ids_ffi(&self) -> Vec<u32> {
-        self.token_ids()
-    }
-
-    #[uniffi::method(name = "encode")]
-    pub fn encode_ffi(&self) -> Result<Vec<u8>> {
-        self.encode()
-    }
-}
-
-/// Decode one token batch (protocol §8).
-#[uniffi::export]
-pub fn decode_token_batch(bytes: &[u8]) -> Result<TokenBatch> {
-    TokenBatch::decode(bytes)
 }
 
 #[cfg(test)]

@@ -159,7 +159,7 @@ fn inside_an_async_runtime_it_is_an_error_not_a_panic() {
         .block_on(async { c.call_bytes_blocking(ECHO.0, ECHO.1, Bytes::new(), false) })
         .unwrap_err();
     assert!(
-        matches!(&e, QuillError::InvalidArgument { message } if message.contains("async")),
+        matches!(&e, QuillError::InvalidArgument { reason } if reason.contains("async")),
         "{e}"
     );
     // Outside the runtime the same client works.

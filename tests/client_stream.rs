@@ -316,41 +316,41 @@ fn bidi_oversized_request_message_is_invalid_argument() {
 }
 
 #[test]
-fn ffi_streams_from_a_foreign_executor() {
+fn streams_from_a_foreign_executor() {
     let s = Server::start(&[]);
     let c = QuillClient::new(s.url.clone(), 5_000, false).unwrap();
     let foreign = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
     let stream = foreign
-        .block_on(c.server_stream(FAULT.into(), "StreamCombined".into(), b"{}".to_vec(), true))
+        .block_on(c.open_server_stream_json(FAULT, "StreamCombined", "{}".into()))
         .unwrap();
     let mut got = Vec::new();
-    while let Some(m) = foreign.block_on(stream.next_ffi()).unwrap() {
-        got.push(String::from_utf8(m).unwrap());
+    while let Some(m) = foreign.block_on(stream.next_message()).unwrap() {
+        got.push(String::from_utf8(m.to_vec()).unwrap());
     }
     assert_eq!(got, ["one", "two", "three"]);
     let tokens = foreign
-        .block_on(c.token_stream(
-            "inference.v1.LLMService".into(),
-            "GenerateStream".into(),
-            br#"{"max_tokens": 3, "batch_size": 2}"#.to_vec(),
+        .block_on(c.open_token_stream(
+            "inference.v1.LLMService",
+            "GenerateStream",
+            r#"{"max_tokens": 3, "batch_size": 2}"#.into(),
             true,
         ))
         .unwrap();
-    let first = foreign.block_on(tokens.next_ffi()).unwrap().unwrap();
+    let first = foreign.block_on(tokens.next_batch()).unwrap().unwrap();
     assert_eq!(first.tokens.len(), 2);
-    tokens.cancel_ffi();
+    tokens.cancel();
     assert!(matches!(
-        foreign.block_on(tokens.next_ffi()),
+        foreign.block_on(tokens.next_batch()),
         Err(QuillError::Cancelled { .. })
     ));
     // Payloads that are not token batches are protocol errors.
     let bad = foreign
-        .block_on(c.token_stream(FAULT.into(), "StreamCombined".into(), b"{}".to_vec(), true))
+        .block_on(c.open_token_stream(FAULT, "StreamCombined", "{}".into(), true))
         .unwrap();
     assert!(matches!(
-        foreign.block_on(bad.next_ffi()),
+        foreign.block_on(bad.next_batch()),
         Err(QuillError::Protocol { .. })
     ));
 }

@@ -210,7 +210,7 @@ fn auth_and_secrets() {
     assert!(!format!("{c:?}").contains("s3cr3t"));
     assert!(c.headers().iter().all(|(_, v)| !v.contains("s3cr3t")));
     // An API key under Authorization replaces the bearer token.
-    c.set_api_key("Bearer s3cr3t-token", Some("Authorization".into()))
+    c.set_api_key("Bearer s3cr3t-token", Some("Authorization"))
         .unwrap();
     assert_eq!(fault(&c, "Auth", json!({})).unwrap()["ok"], true);
     let e = c.set_header("X-Api-Token", "bad\r\nvalue").unwrap_err();
@@ -232,7 +232,7 @@ fn unreachable_server_is_a_connection_error() {
         .unwrap_err();
     assert!(matches!(e, QuillError::Connection { .. }), "{e}");
     assert!(start.elapsed() < Duration::from_secs(2));
-    let c = QuillClient::new("http://no-such-host.invalid".into(), 5_000, false).unwrap();
+    let c = QuillClient::new("http://no-such-host.invalid", 5_000, false).unwrap();
     let e = c
         .block_on(c.call_bytes("echo.v1.EchoService", "Echo", Bytes::new(), false))
         .unwrap_err();
@@ -435,42 +435,38 @@ fn one_client_many_threads_and_the_ffi_face() {
     for h in handles {
         h.join().unwrap();
     }
-    // The exported (uniffi) methods driven by an executor without tokio drivers.
+    // The async methods (what the Kotlin/Swift faces await) driven by an executor
+    // without tokio drivers.
     let foreign = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let ffi = QuillClient::new(s.url.clone(), 5_000, true).unwrap();
+    let c = QuillClient::new(s.url.clone(), 5_000, true).unwrap();
     let out = foreign
-        .block_on(ffi.call(
-            "echo.v1.EchoService".into(),
-            "Echo".into(),
-            b"ffi".to_vec(),
-            false,
-        ))
+        .block_on(c.call_bytes("echo.v1.EchoService", "Echo", "ffi".into(), false))
         .unwrap();
-    assert_eq!(out, b"ffi");
+    assert_eq!(&out[..], b"ffi");
     let out = foreign
-        .block_on(ffi.call_json(
-            "inference.v1.LLMService".into(),
-            "Generate".into(),
+        .block_on(c.call_json_bytes(
+            "inference.v1.LLMService",
+            "Generate",
             r#"{"max_tokens":2}"#.into(),
             true,
         ))
         .unwrap();
-    assert!(out.contains("tokens"));
+    assert!(String::from_utf8_lossy(&out).contains("tokens"));
     let t = foreign
-        .block_on(ffi.call_tensor_ffi(
-            "tensor.v1.TensorService".into(),
-            "Download".into(),
-            br#"{"shape":[4],"dtype":"uint8"}"#.to_vec(),
+        .block_on(c.call_tensor(
+            "tensor.v1.TensorService",
+            "Download",
+            r#"{"shape":[4],"dtype":"uint8"}"#.into(),
             true,
         ))
         .unwrap();
-    assert_eq!(t.to_bytes(), vec![0, 1, 2, 3]);
+    assert_eq!(t.data().as_ref(), &[0, 1, 2, 3]);
     let up = foreign
-        .block_on(ffi.send_tensor_ffi("tensor.v1.TensorService".into(), "Upload".into(), t))
+        .block_on(c.send_tensor("tensor.v1.TensorService", "Upload", &t))
         .unwrap();
-    assert!(String::from_utf8(up)
+    assert!(String::from_utf8(up.to_vec())
         .unwrap()
         .contains(&fnv1a64(&[0, 1, 2, 3])));
 }

@@ -410,7 +410,7 @@ fn close_mid_stream_is_a_stream_error() {
     let e = end.unwrap_err();
     observed(&e);
     assert!(
-        matches!(&e, QuillError::Stream { message } if message.contains("inside a frame")),
+        matches!(&e, QuillError::Stream { reason } if reason.contains("inside a frame")),
         "{e:?}"
     );
     drop((s, c));
@@ -642,7 +642,7 @@ fn oversized_body_is_refused_with_bounded_memory() {
     let e = r.unwrap_err();
     observed(&e);
     assert!(
-        matches!(&e, QuillError::Protocol { message } if message.contains("max_decoded_size")),
+        matches!(&e, QuillError::Protocol { reason } if reason.contains("max_decoded_size")),
         "{e:?}"
     );
     assert!(growth < MAX_GROWTH_KIB, "peak RSS grew {growth} KiB");
@@ -660,7 +660,7 @@ fn oversized_body_is_refused_with_bounded_memory() {
     let e = r.unwrap_err();
     observed(&e);
     assert!(
-        matches!(&e, QuillError::Protocol { message } if message.contains("max_decoded_size")),
+        matches!(&e, QuillError::Protocol { reason } if reason.contains("max_decoded_size")),
         "{e:?}"
     );
     assert!(growth < MAX_GROWTH_KIB, "peak RSS grew {growth} KiB");
@@ -686,7 +686,7 @@ fn oversized_body_is_refused_with_bounded_memory() {
     let (got, end) = drain(&c, &s);
     assert!(got.is_empty());
     assert!(
-        matches!(&end, Err(QuillError::Protocol { message }) if message.contains("max_decoded_size")),
+        matches!(&end, Err(QuillError::Protocol { reason }) if reason.contains("max_decoded_size")),
         "{end:?}"
     );
     drop((s, c));
@@ -733,7 +733,7 @@ fn decompression_bomb_stops_at_the_limit_with_bounded_memory() {
     let e = r.unwrap_err();
     observed(&e);
     assert!(
-        matches!(&e, QuillError::Protocol { message } if message.contains("max_decoded_size")),
+        matches!(&e, QuillError::Protocol { reason } if reason.contains("max_decoded_size")),
         "{e:?}"
     );
     assert!(growth < MAX_GROWTH_KIB, "peak RSS grew {growth} KiB");

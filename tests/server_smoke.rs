@@ -6,8 +6,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use quill::frame::stream::{decode_messages, encode_messages, MessageReader};
-use quill::frame::tensor::decode_tensor;
+use quill::codec::stream::{decode_messages, encode_messages, MessageReader};
+use quill::codec::tensor::decode_tensor;
 use quill::{DType, Tensor, TokenBatch};
 use serde_json::Value;
 
@@ -382,7 +382,7 @@ fn tensors_round_trip() {
     );
     let e = decode_tensor(&r.body).unwrap();
     assert_eq!(e.shape(), vec![1, 16]);
-    assert_eq!(e.name().as_deref(), Some("embedding"));
+    assert_eq!(e.name(), Some("embedding"));
 }
 
 impl Server {
@@ -413,7 +413,7 @@ fn bidi_echo_is_full_duplex() {
     let mut buf = [0u8; 4096];
     for i in 0..3 {
         let msg = format!("ping {i}");
-        let frame = quill::frame::stream::encode_data(msg.as_bytes()).unwrap();
+        let frame = quill::codec::stream::encode_data(msg.as_bytes()).unwrap();
         s.write_all(&chunk(&frame)).unwrap();
         // The echo arrives while the request body is still open.
         while !got.windows(msg.len()).any(|w| w == msg.as_bytes()) {
@@ -490,7 +490,7 @@ fn fault_routes() {
     let mut reader = MessageReader::new();
     reader.push(&r.body);
     let mut n = 0;
-    while let Some(quill::frame::stream::Event::Message(_)) = reader.next_event().unwrap() {
+    while let Some(quill::codec::stream::Event::Message(_)) = reader.next_event().unwrap() {
         n += 1;
     }
     assert_eq!(n, 2);

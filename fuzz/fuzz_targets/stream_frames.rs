@@ -9,7 +9,7 @@
 use std::mem::discriminant;
 
 use libfuzzer_sys::fuzz_target;
-use quill::frame::stream::{decode_messages, encode_messages, Event, MessageReader};
+use quill::codec::stream::{decode_messages, encode_messages, Event, MessageReader};
 use quill::QuillError;
 use quill_fuzz::{chunks, messages, take_cuts};
 

@@ -1,6 +1,6 @@
 //! Tensor frames and TENSOR_META (protocol.md §6): `decode_tensor`, `decode_meta` and
-//! the incremental `TensorFrameDecoder` + `TensorAssembler` fed in chunks whose sizes
-//! come from the first bytes of the input.
+//! `TensorReader` (the one reader the client's tensor calls and the bundled server's
+//! Upload share) fed in chunks whose sizes come from the first bytes of the input.
 //!
 //! Checks: no panic; `encode_meta(decode_meta(b)) == b` (the encoding is canonical);
 //! chunked decoding agrees with `decode_tensor`; a decoded tensor re-encodes and decodes
@@ -11,37 +11,30 @@
 #![allow(clippy::result_large_err)]
 
 use libfuzzer_sys::fuzz_target;
-use quill::frame::tensor::{
-    decode_meta, decode_tensor, encode_meta, encode_tensor, encode_tensor_parts, TensorAssembler,
-    TensorFrame, TensorFrameDecoder,
+use quill::codec::tensor::{
+    decode_meta, decode_tensor, encode_meta, encode_tensor, encode_tensor_parts, TensorFrame,
+    TensorFrameDecoder, TensorReader,
 };
 use quill::{DType, QuillError, Tensor};
 use quill_fuzz::{chunks, take_cuts};
 
-/// What `decode_tensor` does, with the body delivered in `pieces`.
+/// What `decode_tensor` does, with the body delivered in `pieces`; every TENSOR_META
+/// met on the way must re-encode to itself.
 fn decode_chunked(pieces: &[&[u8]]) -> Result<Tensor, QuillError> {
-    let mut d = TensorFrameDecoder::new();
-    let mut a = TensorAssembler::new();
-    let mut done: Option<Tensor> = None;
+    let mut frames = TensorFrameDecoder::new();
     for piece in pieces {
-        d.push(piece);
-        while done.is_none() {
-            let Some(frame) = d.next_frame()? else { break };
+        frames.push(piece);
+        while let Ok(Some(frame)) = frames.next_frame() {
             if let TensorFrame::Meta(m) = &frame {
                 assert_eq!(&decode_meta(&encode_meta(m).unwrap()).unwrap(), m);
             }
-            done = a.on_frame(frame)?;
         }
     }
-    match done {
-        Some(t) if d.buffered() == 0 => Ok(t),
-        Some(_) => Err(QuillError::Decode {
-            message: "bytes after END_STREAM".into(),
-        }),
-        None => Err(QuillError::Decode {
-            message: "incomplete".into(),
-        }),
+    let mut reader = TensorReader::new();
+    for piece in pieces {
+        reader.push(piece)?;
     }
+    reader.finish()
 }
 
 fuzz_target!(|input: &[u8]| {
@@ -84,7 +77,12 @@ fuzz_target!(|input: &[u8]| {
     } else {
         vec![n as u64]
     };
-    let t = Tensor::from_bytes(&elems[..n * size], shape, dtype, name).expect("valid tensor");
+    // A bool element is 0 or 1.
+    let elems: Vec<u8> = match dtype {
+        DType::Bool => elems[..n].iter().map(|b| b & 1).collect(),
+        _ => elems[..n * size].to_vec(),
+    };
+    let t = Tensor::from_bytes(&elems, shape, dtype, name).expect("valid tensor");
     let chunk = cuts.get(1).copied().unwrap_or(64 * 1024);
     let parts = encode_tensor_parts(&t, chunk).unwrap();
     let body: Vec<u8> = parts.concat();

@@ -1,6 +1,7 @@
-//! Response-body decoding by `Content-Encoding` with a size limit (protocol.md §5),
-//! through the client's own decoder (`BodyDecoder`, reached via the doc-hidden hook
-//! `quill::client::__fuzz_decode_body`), fed in chunks chosen by the input.
+//! Body decoding by `Content-Encoding` with a size limit (protocol.md §5), through the
+//! one decoder the client (responses) and the bundled server (requests) share:
+//! `quill::codec::zstd::{content_coding, BodyDecoder}`, fed in chunks chosen by the
+//! input.
 //!
 //! Two modes, picked by the low two bits of the first byte (round trip when both are
 //! set, as it is the slower one):
@@ -19,7 +20,8 @@
 use std::io::Read;
 
 use libfuzzer_sys::fuzz_target;
-use quill::client::__fuzz_decode_body;
+use bytes::Bytes;
+use quill::codec::zstd::{content_coding, BodyDecoder, Limit};
 use quill::QuillError;
 use quill_fuzz::{chunks, take_cuts};
 
@@ -36,8 +38,25 @@ const ENCODINGS: [Option<&str>; 8] = [
     Some(""),
 ];
 
+/// Decodes exactly as a call does: the coding from the header, pieces pulled after
+/// each received chunk, `finish` at the end.
+fn decode_body(enc: Option<&str>, pieces: &[&[u8]], limit: Option<u64>) -> Result<Vec<Bytes>, QuillError> {
+    let coding = content_coding(enc.map(str::as_bytes))?;
+    let limit = limit.map(|bytes| Limit { bytes, setting: "fuzz" });
+    let mut decoder = BodyDecoder::new(coding, limit)?;
+    let mut out = Vec::new();
+    for piece in pieces {
+        decoder.push(Bytes::copy_from_slice(piece));
+        while let Some(p) = decoder.next_output()? {
+            out.push(p);
+        }
+    }
+    decoder.finish()?;
+    Ok(out)
+}
+
 fn decode(enc: Option<&str>, pieces: &[&[u8]], limit: Option<u64>) -> Result<Vec<u8>, QuillError> {
-    let out = __fuzz_decode_body(enc, pieces.iter().copied(), limit)?;
+    let out = decode_body(enc, pieces, limit)?;
     assert!(out.iter().all(|p| p.len() <= PIECE), "oversized piece");
     let body = out.concat();
     if let Some(limit) = limit {

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use crate::codec::stream::{frame_header, END_STREAM_FRAME};
+use crate::codec::tensor::encode_tensor_parts;
 use crate::error::{QuillError, Result};
-use crate::frame::stream::{frame_header, END_STREAM_FRAME};
-use crate::frame::tensor::encode_tensor_parts;
 use crate::protocol::{flags, TENSOR_PAYLOAD_CHUNK};
 use crate::tensor::Tensor;
 
@@ -93,7 +93,7 @@ pub(crate) fn tensor_body(tensor: &Tensor) -> Result<reqwest::Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::stream::decode_messages;
+    use crate::codec::stream::decode_messages;
 
     async fn collect(rx: mpsc::Receiver<Bytes>, slot: ErrorSlot) -> Result<Vec<u8>> {
         use futures_util::StreamExt;

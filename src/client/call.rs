@@ -9,8 +9,9 @@ use reqwest::header::{
 };
 use tokio::time::Instant;
 
-use super::compression::{BodyDecoder, Collector, ZSTD};
+use super::compression::{decoder_for, Collector, ZSTD};
 use super::errors::{map_body_error, map_send_error, BodyKind, CallLabel};
+use crate::codec::zstd::{BodyDecoder, Coding};
 use crate::error::{QuillError, Result};
 use crate::problem::Problem;
 use crate::protocol::{CONTENT_TYPE_JSON, CONTENT_TYPE_PROTO, MAX_ERROR_BODY, PREFER_HEADER_VALUE};
@@ -127,8 +128,9 @@ impl CallContext {
         let retry_after = header(RETRY_AFTER);
         // The error body only informs the message: read a bounded prefix, decoded when
         // possible, and keep whatever arrived if reading fails part way.
-        let mut decoder = BodyDecoder::for_headers(resp.headers(), None)
-            .unwrap_or_else(|_| BodyDecoder::identity(None));
+        let mut decoder = decoder_for(resp.headers(), None)
+            .or_else(|_| BodyDecoder::new(Coding::Identity, None))
+            .expect("an identity decoder always builds");
         let mut body = Vec::new();
         let read = async {
             'read: while body.len() < MAX_ERROR_BODY {
@@ -169,7 +171,7 @@ impl CallContext {
     /// at `max_decoded_size`.
     pub async fn read_body(&self, mut resp: reqwest::Response, kind: BodyKind) -> Result<Bytes> {
         let limit = self.max_decoded_size;
-        let mut decoder = BodyDecoder::for_headers(resp.headers(), Some(limit))?;
+        let mut decoder = decoder_for(resp.headers(), Some(limit))?;
         let identity = resp.headers().get(CONTENT_ENCODING).is_none();
         let length = resp.content_length();
         if identity && length.is_some_and(|n| n > limit) {

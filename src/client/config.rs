@@ -29,38 +29,31 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 /// let client = quill::QuillClient::with_config(cfg).unwrap();
 /// assert_eq!(client.base_url(), "http://127.0.0.1:8080");
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
     /// `http://` or `https://` URL the `{service}/{method}` path is appended to; a
     /// trailing `/` is stripped. Credentials in the URL are refused (use the auth setters).
     pub base_url: String,
     /// Deadline of a whole call, response body (and whole stream) included; 0 = none;
     /// at most [`MAX_TIMEOUT_MS`](crate::protocol::MAX_TIMEOUT_MS).
-    #[uniffi(default = 30000)]
     pub timeout_ms: u64,
     /// Send `Accept-Encoding: zstd` and zstd-compress request bodies of at least
     /// [`COMPRESSION_THRESHOLD`](crate::protocol::COMPRESSION_THRESHOLD) bytes.
-    #[uniffi(default = false)]
     pub enable_compression: bool,
     /// Cap on a buffered (unary, client-stream or tensor) response body after decoding,
     /// and on each message of a stream (a stream's total is not capped: decoding is
     /// incremental, so memory stays bounded by one frame).
-    #[uniffi(default = 67108864)]
     pub max_decoded_size: u64,
     /// Longest wait for the next message of a stream, counted from the response headers
     /// and then from each message (time the consumer spends holding a message does not
     /// count); `None` or 0 = only the call timeout; at most
     /// [`MAX_TIMEOUT_MS`](crate::protocol::MAX_TIMEOUT_MS).
-    #[uniffi(default = None)]
     pub idle_timeout_ms: Option<u64>,
     /// Retries of calls marked idempotent (transport errors and 408/425/429/5xx); 0 = off.
-    #[uniffi(default = 0)]
     pub max_retries: u32,
     /// Extra trusted root certificate(s), PEM; the bundled webpki roots stay trusted.
-    #[uniffi(default = None)]
     pub ca_cert_pem: Option<Vec<u8>>,
     /// `User-Agent` to send instead of `quill/<version>`.
-    #[uniffi(default = None)]
     pub user_agent: Option<String>,
 }
 
@@ -95,13 +88,6 @@ impl ClientConfig {
         }
         Ok(())
     }
-}
-
-/// One configured header as shown by `headers()` (secret values redacted).
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
-pub struct HeaderEntry {
-    pub name: String,
-    pub value: String,
 }
 
 /// The `User-Agent` sent when the config sets none.
@@ -309,11 +295,11 @@ impl HeaderStore {
         if token.trim().is_empty() {
             return Err(QuillError::invalid("bearer token is empty"));
         }
-        if let Err(QuillError::InvalidArgument { message }) =
+        if let Err(QuillError::InvalidArgument { reason }) =
             Self::parse_value("Authorization", token)
         {
             return Err(QuillError::invalid(
-                message.replace("header Authorization", "the bearer token"),
+                reason.replace("header Authorization", "the bearer token"),
             ));
         }
         self.set("Authorization", &format!("Bearer {token}"), true)

@@ -18,13 +18,13 @@ pub(crate) struct CallLabel {
 impl CallLabel {
     pub fn timeout(&self) -> QuillError {
         QuillError::Timeout {
-            message: format!("call to {} exceeded {} ms", self.path, self.timeout_ms),
+            reason: format!("call to {} exceeded {} ms", self.path, self.timeout_ms),
         }
     }
 
     pub fn idle_timeout(&self, idle: Duration) -> QuillError {
         QuillError::Timeout {
-            message: format!(
+            reason: format!(
                 "stream {} received no message for {} ms (idle timeout)",
                 self.path,
                 idle.as_millis()
@@ -74,7 +74,7 @@ pub(crate) fn map_send_error(err: reqwest::Error, label: &CallLabel) -> QuillErr
     // Refused, DNS, TLS handshake, reset or closed before the response: the server
     // could not be reached or gave no answer, which is what Connection means.
     QuillError::Connection {
-        message: format!("call to {}: {}", label.path, describe(&err)),
+        reason: format!("call to {}: {}", label.path, describe(&err)),
     }
 }
 
@@ -90,8 +90,8 @@ pub(crate) fn map_body_error(err: reqwest::Error, label: &CallLabel, kind: BodyK
     );
     match kind {
         // A dropped connection is never a normal stream end (protocol.md §3).
-        BodyKind::Stream => QuillError::Stream { message },
-        BodyKind::Unary => QuillError::Connection { message },
+        BodyKind::Stream => QuillError::Stream { reason: message },
+        BodyKind::Unary => QuillError::Connection { reason: message },
     }
 }
 
@@ -103,7 +103,7 @@ pub(crate) fn panic_error(payload: Box<dyn std::any::Any + Send>) -> QuillError 
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".to_owned());
     QuillError::Cancelled {
-        message: format!("the call was aborted by an internal panic: {text}"),
+        reason: format!("the call was aborted by an internal panic: {text}"),
     }
 }
 
@@ -111,7 +111,7 @@ pub(crate) fn panic_error(payload: Box<dyn std::any::Any + Send>) -> QuillError 
 /// violation, so the client reports it as such.
 pub(crate) fn decode_as_protocol(err: QuillError) -> QuillError {
     match err {
-        QuillError::Decode { message } => QuillError::Protocol { message },
+        QuillError::Decode { reason } => QuillError::Protocol { reason },
         other => other,
     }
 }
@@ -123,7 +123,7 @@ pub(crate) fn map_join_error(err: tokio::task::JoinError) -> QuillError {
         panic_error(err.into_panic())
     } else {
         QuillError::Cancelled {
-            message: "the call was cancelled because the client's runtime shut down".to_owned(),
+            reason: "the call was cancelled because the client's runtime shut down".to_owned(),
         }
     }
 }
@@ -169,18 +169,9 @@ mod tests {
 
     #[test]
     fn decode_errors_become_protocol() {
-        let e = decode_as_protocol(QuillError::Decode {
-            message: "x".into(),
-        });
-        assert_eq!(
-            e,
-            QuillError::Protocol {
-                message: "x".into()
-            }
-        );
-        let s = QuillError::Stream {
-            message: "y".into(),
-        };
+        let e = decode_as_protocol(QuillError::Decode { reason: "x".into() });
+        assert_eq!(e, QuillError::Protocol { reason: "x".into() });
+        let s = QuillError::Stream { reason: "y".into() };
         assert_eq!(decode_as_protocol(s.clone()), s);
     }
 
@@ -189,7 +180,7 @@ mod tests {
         let panicked = tokio::spawn(async { panic!("boom") }).await.unwrap_err();
         let e = map_join_error(panicked);
         assert!(
-            matches!(&e, QuillError::Cancelled { message } if message.contains("boom")),
+            matches!(&e, QuillError::Cancelled { reason } if reason.contains("boom")),
             "{e}"
         );
         let h = tokio::spawn(std::future::pending::<()>());

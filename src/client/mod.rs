@@ -4,7 +4,7 @@
 //! One client owns one reqwest connection pool (HTTP/1.1 only, keep-alive, rustls with
 //! the bundled webpki roots) and one small tokio runtime, both built once at
 //! construction. Every async call is spawned onto that runtime, so the async methods
-//! can be awaited from any executor — tokio, another runtime, uniffi's foreign
+//! can be awaited from any executor — tokio, another runtime, the Kotlin and Swift
 //! executors. The `*_blocking` methods serve plain threads with the lowest latency: the
 //! calling thread drives the call itself (see `blocking.rs`). A panic inside a call
 //! becomes a [`QuillError::Cancelled`] and never unwinds into the caller (or across FFI).
@@ -40,7 +40,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-pub use config::{ClientConfig, HeaderEntry, DEFAULT_API_KEY_HEADER, DEFAULT_TIMEOUT_MS, REDACTED};
+pub use config::{ClientConfig, DEFAULT_API_KEY_HEADER, DEFAULT_TIMEOUT_MS, REDACTED};
 pub use stream::{MessageStream, TokenStream};
 pub(crate) use unary::Reply;
 
@@ -66,14 +66,13 @@ use crate::tensor::Tensor;
 ///
 /// ```
 /// use quill::QuillClient;
-/// let client = QuillClient::new("http://127.0.0.1:8080/".into(), 500, false).unwrap();
+/// let client = QuillClient::new("http://127.0.0.1:8080/", 500, false).unwrap();
 /// client.set_bearer_token("s3cret").unwrap();
 /// client.set_header("X-Trace", "abc").unwrap();
 /// assert_eq!(client.headers()[0], ("Authorization".to_owned(), "<redacted>".to_owned()));
 /// assert!(!format!("{client:?}").contains("s3cret"));
 /// assert!(client.set_header("X-Bad", "a\r\nb").is_err());
 /// ```
-#[derive(uniffi::Object)]
 pub struct QuillClient {
     /// As given, except `base_url`, which is normalised.
     config: ClientConfig,
@@ -264,7 +263,7 @@ impl QuillClient {
     /// `call_bytes` there.
     ///
     /// ```no_run
-    /// # let client = quill::QuillClient::new("http://127.0.0.1:8080".into(), 5000, false).unwrap();
+    /// # let client = quill::QuillClient::new("http://127.0.0.1:8080", 5000, false).unwrap();
     /// let reply = client.call_bytes_blocking("echo.v1.EchoService", "Echo", "hi".into(), false)?;
     /// assert_eq!(&reply[..], b"hi");
     /// # Ok::<(), quill::QuillError>(())
@@ -531,22 +530,18 @@ impl QuillClient {
     }
 }
 
-#[uniffi::export(async_runtime = "tokio")]
 impl QuillClient {
     /// A client of `base_url` with a whole-call timeout (0 = none) and optional zstd
     /// compression; other settings default as in [`ClientConfig::new`].
-    #[uniffi::constructor(default(timeout_ms = 30000, enable_compression = false))]
-    pub fn new(base_url: String, timeout_ms: u64, enable_compression: bool) -> Result<Arc<Self>> {
+    pub fn new(
+        base_url: impl Into<String>,
+        timeout_ms: u64,
+        enable_compression: bool,
+    ) -> Result<QuillClient> {
         let mut config = ClientConfig::new(base_url);
         config.timeout_ms = timeout_ms;
         config.enable_compression = enable_compression;
-        QuillClient::with_config(config).map(Arc::new)
-    }
-
-    /// A client with every setting of `config`.
-    #[uniffi::constructor]
-    pub fn from_config(config: ClientConfig) -> Result<Arc<Self>> {
-        QuillClient::with_config(config).map(Arc::new)
+        QuillClient::with_config(config)
     }
 
     /// Sets `Authorization: Bearer <token>` (replacing any API key under
@@ -555,13 +550,12 @@ impl QuillClient {
         self.write_headers().set_bearer_token(token)
     }
 
-    /// Sets the API key under `header_name` (default [`DEFAULT_API_KEY_HEADER`]); a key
-    /// set under `Authorization` replaces the bearer token, and a key moved to another
-    /// header is removed from the previous one.
-    #[uniffi::method(default(header_name = None))]
-    pub fn set_api_key(&self, key: &str, header_name: Option<String>) -> Result<()> {
-        self.write_headers()
-            .set_api_key(key, header_name.as_deref())
+    /// Sets the API key under `header_name` (default [`DEFAULT_API_KEY_HEADER`]). It
+    /// writes that header only: a key under another name stays (remove it with
+    /// [`remove_header`](Self::remove_header)), and a key under `Authorization`
+    /// replaces the bearer token.
+    pub fn set_api_key(&self, key: &str, header_name: Option<&str>) -> Result<()> {
+        self.write_headers().set_api_key(key, header_name)
     }
 
     /// Sets a header sent on every call. Names must be HTTP tokens; values visible
@@ -582,16 +576,7 @@ impl QuillClient {
         self.write_headers().remove(name)
     }
 
-    /// The configured headers in insertion order, secret values as [`REDACTED`].
-    #[uniffi::method(name = "headers")]
-    pub fn header_entries(&self) -> Vec<HeaderEntry> {
-        self.headers()
-            .into_iter()
-            .map(|(name, value)| HeaderEntry { name, value })
-            .collect()
-    }
-
-    /// The normalised base URL (no trailing `/`).
+    /// The base URL as it is sent (parsed and re-serialised, no trailing `/`).
     pub fn base_url(&self) -> String {
         self.config.base_url.clone()
     }
@@ -608,123 +593,6 @@ impl QuillClient {
     pub fn config(&self) -> ClientConfig {
         self.config.clone()
     }
-
-    /// A unary `application/proto` call; see [`call_bytes`](Self::call_bytes).
-    #[uniffi::method(default(idempotent = false))]
-    pub async fn call(
-        &self,
-        service: String,
-        method: String,
-        body: Vec<u8>,
-        idempotent: bool,
-    ) -> Result<Vec<u8>> {
-        let reply = self
-            .call_bytes(&service, &method, body.into(), idempotent)
-            .await?;
-        Ok(Vec::from(reply))
-    }
-
-    /// A unary JSON call; the response must be UTF-8.
-    #[uniffi::method(default(idempotent = false))]
-    pub async fn call_json(
-        &self,
-        service: String,
-        method: String,
-        json: String,
-        idempotent: bool,
-    ) -> Result<String> {
-        let reply = self
-            .call_json_bytes(&service, &method, json.into(), idempotent)
-            .await?;
-        String::from_utf8(Vec::from(reply)).map_err(|e| {
-            QuillError::protocol(format!(
-                "JSON response of {service}/{method} is not UTF-8: {e}"
-            ))
-        })
-    }
-
-    /// Opens a server stream; see [`open_server_stream`](Self::open_server_stream).
-    #[uniffi::method(default(content_type_json = false))]
-    pub async fn server_stream(
-        &self,
-        service: String,
-        method: String,
-        body: Vec<u8>,
-        content_type_json: bool,
-    ) -> Result<Arc<MessageStream>> {
-        let kind = ContentKind::from_json_flag(content_type_json);
-        self.server_stream_of(&service, &method, body.into(), kind)
-            .await
-            .map(Arc::new)
-    }
-
-    /// Opens a server stream of token batches.
-    #[uniffi::method(default(content_type_json = false))]
-    pub async fn token_stream(
-        &self,
-        service: String,
-        method: String,
-        body: Vec<u8>,
-        content_type_json: bool,
-    ) -> Result<Arc<TokenStream>> {
-        self.open_token_stream(&service, &method, body.into(), content_type_json)
-            .await
-            .map(Arc::new)
-    }
-
-    /// Uploads a tensor as tensor frames; see [`send_tensor`](Self::send_tensor).
-    #[uniffi::method(name = "send_tensor")]
-    pub async fn send_tensor_ffi(
-        &self,
-        service: String,
-        method: String,
-        tensor: Arc<Tensor>,
-    ) -> Result<Vec<u8>> {
-        let reply = self.send_tensor(&service, &method, &tensor).await?;
-        Ok(Vec::from(reply))
-    }
-
-    /// A call answered with one tensor; see [`call_tensor`](Self::call_tensor).
-    #[uniffi::method(name = "call_tensor", default(content_type_json = false))]
-    pub async fn call_tensor_ffi(
-        &self,
-        service: String,
-        method: String,
-        body: Vec<u8>,
-        content_type_json: bool,
-    ) -> Result<Arc<Tensor>> {
-        self.call_tensor(&service, &method, body.into(), content_type_json)
-            .await
-            .map(Arc::new)
-    }
-}
-
-/// Not API: decodes a response body exactly as calls do (by `Content-Encoding`, in
-/// pieces of at most 64 KiB, stopping once the output passes `limit`), fed `chunks` as
-/// if they arrived from the socket. Returns the decoded pieces. It exists for the fuzz
-/// targets in `fuzz/`, which cannot reach the crate-private decoder otherwise.
-#[doc(hidden)]
-pub fn __fuzz_decode_body<'a>(
-    content_encoding: Option<&str>,
-    chunks: impl IntoIterator<Item = &'a [u8]>,
-    limit: Option<u64>,
-) -> Result<Vec<Bytes>> {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(value) = content_encoding {
-        let value = reqwest::header::HeaderValue::from_str(value)
-            .map_err(|_| QuillError::invalid("Content-Encoding is not a header value"))?;
-        headers.insert(reqwest::header::CONTENT_ENCODING, value);
-    }
-    let mut decoder = compression::BodyDecoder::for_headers(&headers, limit)?;
-    let mut pieces = Vec::new();
-    for chunk in chunks {
-        decoder.push(Bytes::copy_from_slice(chunk));
-        while let Some(piece) = decoder.next_output()? {
-            pieces.push(piece);
-        }
-    }
-    decoder.finish()?;
-    Ok(pieces)
 }
 
 #[cfg(test)]
@@ -734,7 +602,7 @@ mod tests {
     #[test]
     fn call_urls_append_the_path_to_the_base() {
         let url = |base: &str| {
-            let c = QuillClient::new(base.into(), 0, false).unwrap();
+            let c = QuillClient::new(base, 0, false).unwrap();
             c.call_url("echo.v1.EchoService", "Echo")
                 .unwrap()
                 .to_string()
@@ -745,19 +613,19 @@ mod tests {
             url("https://h/api//"),
             "https://h/api/echo.v1.EchoService/Echo"
         );
-        let c = QuillClient::new("http://h".into(), 0, false).unwrap();
+        let c = QuillClient::new("http://h", 0, false).unwrap();
         assert!(c.call_url("..", "Echo").is_err());
         assert!(c.call_url("svc", "a/b").is_err());
     }
 
     #[test]
     fn construction_and_getters() {
-        let c = QuillClient::new("https://example.com/api/".into(), 1234, true).unwrap();
+        let c = QuillClient::new("https://example.com/api/", 1234, true).unwrap();
         assert_eq!(c.base_url(), "https://example.com/api");
         assert_eq!(c.timeout_ms(), 1234);
         assert!(c.compression_enabled());
         assert!(matches!(
-            QuillClient::new("localhost:8080".into(), 0, false),
+            QuillClient::new("localhost:8080", 0, false),
             Err(QuillError::InvalidArgument { .. })
         ));
         let mut cfg = ClientConfig::new("http://h");
@@ -768,7 +636,7 @@ mod tests {
 
     #[test]
     fn debug_shows_names_not_secrets() {
-        let c = QuillClient::new("http://h".into(), 0, false).unwrap();
+        let c = QuillClient::new("http://h", 0, false).unwrap();
         c.set_api_key("KEY-123", None).unwrap();
         c.set_secret_header("X-Custom", "hidden-value").unwrap();
         c.set_header("X-Visible", "shown").unwrap();
@@ -777,19 +645,13 @@ mod tests {
         assert!(
             !dbg.contains("KEY-123") && !dbg.contains("hidden-value") && !dbg.contains("shown")
         );
-        assert_eq!(
-            c.header_entries()[2],
-            HeaderEntry {
-                name: "X-Visible".into(),
-                value: "shown".into()
-            }
-        );
+        assert_eq!(c.headers()[2], ("X-Visible".to_owned(), "shown".to_owned()));
         assert_eq!(c.headers_unredacted()[0].1, "KEY-123");
     }
 
     #[test]
     fn bad_paths_fail_before_any_io() {
-        let c = QuillClient::new("http://127.0.0.1:9".into(), 1000, false).unwrap();
+        let c = QuillClient::new("http://127.0.0.1:9", 1000, false).unwrap();
         let e = c
             .block_on(c.call_bytes("a/b", "M", Bytes::new(), false))
             .unwrap_err();
@@ -818,9 +680,9 @@ mod tests {
         let foreign = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let c = QuillClient::new("http://127.0.0.1:9".into(), 1000, false).unwrap();
+        let c = QuillClient::new("http://127.0.0.1:9", 1000, false).unwrap();
         let e = foreign
-            .block_on(c.call("s.v1.S".into(), "M".into(), vec![], false))
+            .block_on(c.call_bytes("s.v1.S", "M", Bytes::new(), false))
             .unwrap_err();
         assert!(matches!(e, QuillError::Connection { .. }), "{e}");
     }
@@ -870,7 +732,7 @@ mod tests {
         let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".to_owned();
         let (addr, server) = raw_server(vec![redirect_to("/s.v1.S/Other"), ok]);
         let c = QuillClient::new(format!("http://{addr}"), 5_000, false).unwrap();
-        c.set_api_key("k-1", Some("X-Custom-Key".into())).unwrap();
+        c.set_api_key("k-1", Some("X-Custom-Key")).unwrap();
         let reply = c
             .block_on(c.call_bytes("s.v1.S", "M", Bytes::from_static(b"x"), false))
             .unwrap();
@@ -929,20 +791,6 @@ DXZDjC5Ty3zfDBeWUA==
             QuillClient::with_config(cfg),
             Err(QuillError::InvalidArgument { .. })
         ));
-    }
-
-    #[test]
-    fn fuzz_decode_hook_matches_the_call_path() {
-        let plain = vec![3u8; 200_000];
-        let packed = zstd::bulk::compress(&plain, 3).unwrap();
-        let pieces = __fuzz_decode_body(Some("zstd"), packed.chunks(7), Some(1 << 20)).unwrap();
-        assert!(pieces.iter().all(|p| p.len() <= 64 * 1024));
-        assert_eq!(pieces.concat(), plain);
-        let e = __fuzz_decode_body(Some("zstd"), [&packed[..]], Some(1000)).unwrap_err();
-        assert!(matches!(e, QuillError::Protocol { .. }), "{e}");
-        assert!(__fuzz_decode_body(Some("gzip"), [&b"x"[..]], None).is_err());
-        let ident = __fuzz_decode_body(None, [&b"ab"[..], &b"c"[..]], Some(3)).unwrap();
-        assert_eq!(ident.concat(), b"abc");
     }
 
     #[test]

@@ -130,13 +130,13 @@ mod tests {
             assert!(!is_retryable(&status(code, None)), "{code}");
         }
         assert!(is_retryable(&QuillError::Connection {
-            message: String::new()
+            reason: String::new()
         }));
         assert!(!is_retryable(&QuillError::Timeout {
-            message: String::new()
+            reason: String::new()
         }));
         assert!(!is_retryable(&QuillError::Stream {
-            message: String::new()
+            reason: String::new()
         }));
     }
 
@@ -182,7 +182,7 @@ mod tests {
             async move {
                 if retry == 0 {
                     Err(QuillError::Connection {
-                        message: "refused".into(),
+                        reason: "refused".into(),
                     })
                 } else {
                     Ok(retry)

@@ -114,7 +114,7 @@ fn same_origin_redirects() -> reqwest::redirect::Policy {
 
 fn runtime_error(e: std::io::Error) -> QuillError {
     QuillError::Connection {
-        message: format!("could not start the client's I/O runtime: {e}"),
+        reason: format!("could not start the client's I/O runtime: {e}"),
     }
 }
 
@@ -381,7 +381,7 @@ mod tests {
         let rt = runtime();
         let (handle, _) = rt.current().unwrap();
         let r: Result<()> = handle.block_on(run_on(&handle, async { panic!("kaboom") }));
-        assert!(matches!(r, Err(QuillError::Cancelled { message }) if message.contains("kaboom")));
+        assert!(matches!(r, Err(QuillError::Cancelled { reason }) if reason.contains("kaboom")));
     }
 
     #[test]

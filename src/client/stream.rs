@@ -18,11 +18,11 @@ use tokio::time::Instant;
 
 use super::body::ErrorSlot;
 use super::call::CallContext;
-use super::compression::BodyDecoder;
+use super::compression::decoder_for;
 use super::errors::{decode_as_protocol, map_body_error, BodyKind, CallLabel};
 use super::runtime::ClientRuntime;
+use crate::codec::stream::{Event, MessageReader};
 use crate::error::{QuillError, Result};
-use crate::frame::stream::{Event, MessageReader};
 use crate::token::TokenBatch;
 
 /// Messages decoded ahead of the consumer. Small: each may be up to 4 MiB.
@@ -65,7 +65,6 @@ enum State {
 /// }
 /// # Ok(()) }
 /// ```
-#[derive(uniffi::Object)]
 pub struct MessageStream {
     rx: tokio::sync::Mutex<mpsc::Receiver<Item>>,
     state: Mutex<State>,
@@ -108,7 +107,7 @@ impl MessageStream {
 
     fn cancelled_error(&self) -> QuillError {
         QuillError::Cancelled {
-            message: format!("stream {} was cancelled", self.path),
+            reason: format!("stream {} was cancelled", self.path),
         }
     }
 
@@ -161,14 +160,7 @@ impl MessageStream {
     }
 }
 
-#[uniffi::export(async_runtime = "tokio")]
 impl MessageStream {
-    /// The next message, `None` after END_STREAM.
-    #[uniffi::method(name = "next")]
-    pub async fn next_ffi(&self) -> Result<Option<Vec<u8>>> {
-        Ok(self.next_message().await?.map(Vec::from))
-    }
-
     /// Stops the stream: the response body is dropped and the connection closed, so
     /// the server sees the client go. Afterwards `next_message` returns
     /// [`QuillError::Cancelled`] (messages already buffered are discarded), except on a
@@ -194,7 +186,7 @@ impl Drop for MessageStream {
 ///
 /// A payload that is not a valid batch is a [`QuillError::Protocol`] error for that
 /// message; the stream itself goes on.
-#[derive(Debug, uniffi::Object)]
+#[derive(Debug)]
 pub struct TokenStream {
     inner: MessageStream,
 }
@@ -220,17 +212,9 @@ impl TokenStream {
     }
 }
 
-#[uniffi::export(async_runtime = "tokio")]
 impl TokenStream {
-    /// The next batch, `None` after END_STREAM.
-    #[uniffi::method(name = "next")]
-    pub async fn next_ffi(&self) -> Result<Option<TokenBatch>> {
-        self.next_batch().await
-    }
-
     /// Stops the stream; see [`MessageStream::cancel`].
-    #[uniffi::method(name = "cancel")]
-    pub fn cancel_ffi(&self) {
+    pub fn cancel(&self) {
         self.inner.cancel();
     }
 }
@@ -325,7 +309,7 @@ async fn read_messages(
 ) -> Result<Outcome> {
     // Per message, not per stream: a long stream may carry any total, and memory stays
     // bounded by one frame anyway because decoding is incremental.
-    let mut decoder = BodyDecoder::for_headers(resp.headers(), None)?;
+    let mut decoder = decoder_for(resp.headers(), None)?;
     let mut reader = MessageReader::new();
     let idle_from_now = || spec.idle.map(|d| Instant::now() + d);
     let mut idle_at = idle_from_now();

@@ -5,10 +5,10 @@ use bytes::Bytes;
 
 use super::body::tensor_body;
 use super::call::CallContext;
-use super::compression::{encode_request, BodyDecoder};
+use super::compression::{decoder_for, encode_request};
 use super::errors::{decode_as_protocol, map_body_error, BodyKind};
+use crate::codec::tensor::TensorReader;
 use crate::error::{QuillError, Result};
-use crate::frame::tensor::{TensorAssembler, TensorFrame, TensorFrameDecoder};
 use crate::tensor::Tensor;
 
 /// Uploads a tensor as tensor frames; the response is returned raw.
@@ -36,34 +36,13 @@ pub(crate) async fn call_tensor(ctx: CallContext, body: Bytes) -> Result<Tensor>
 /// Decodes the frames as chunks arrive. Memory stays bounded by the tensor size (checked
 /// against `max_decoded_size` as soon as TENSOR_META arrives) plus one frame.
 async fn read_tensor(ctx: &CallContext, mut resp: reqwest::Response) -> Result<Tensor> {
-    let limit = ctx.max_decoded_size;
-    let mut decoder = BodyDecoder::for_headers(resp.headers(), None)?;
-    let mut frames = TensorFrameDecoder::new();
-    let mut assembler = TensorAssembler::new();
-    let mut tensor: Option<Tensor> = None;
+    let mut decoder = decoder_for(resp.headers(), None)?;
+    let mut reader = TensorReader::with_limit(ctx.max_decoded_size, "max_decoded_size");
     loop {
         while let Some(piece) = decoder.next_output()? {
-            if tensor.is_some() {
-                return Err(trailing_bytes(piece.len()));
-            }
-            frames.push(&piece);
-            while let Some(frame) = frames.next_frame().map_err(decode_as_protocol)? {
-                if let TensorFrame::Meta(meta) = &frame {
-                    let size = meta.size_bytes().map_err(decode_as_protocol)?;
-                    if size > limit {
-                        return Err(QuillError::protocol(format!(
-                            "response tensor of {size} bytes exceeds the {limit}-byte limit (max_decoded_size)"
-                        )));
-                    }
-                }
-                if let Some(done) = assembler.on_frame(frame).map_err(decode_as_protocol)? {
-                    if frames.buffered() > 0 {
-                        return Err(trailing_bytes(frames.buffered()));
-                    }
-                    tensor = Some(done);
-                    break;
-                }
-            }
+            // Malformed frames, an oversized tensor or bytes after it: the peer broke
+            // the protocol.
+            reader.push(&piece).map_err(decode_as_protocol)?;
             // A small compressed chunk can decode to endless empty frames: yield between
             // the 64 KiB pieces so the call deadline can end the call (see stream.rs).
             tokio::task::yield_now().await;
@@ -78,20 +57,10 @@ async fn read_tensor(ctx: &CallContext, mut resp: reqwest::Response) -> Result<T
         }
     }
     decoder.finish()?;
-    tensor.ok_or_else(|| {
-        QuillError::stream(if frames.buffered() > 0 || assembler.in_progress() {
-            format!(
-                "tensor response of {} ended before END_STREAM (truncated)",
-                ctx.label.path
-            )
-        } else {
-            format!("tensor response of {} is empty", ctx.label.path)
-        })
-    })
-}
-
-fn trailing_bytes(n: usize) -> QuillError {
-    QuillError::protocol(format!("{n} bytes after the tensor's END_STREAM"))
+    // The body ended without a whole tensor: the response was cut short.
+    reader
+        .finish()
+        .map_err(|e| QuillError::stream(format!("tensor response of {}: {e}", ctx.label.path)))
 }
 
 #[cfg(test)]
@@ -100,7 +69,7 @@ mod tests {
 
     use super::super::stream::tests::{serve_once, zstd_head, zstd_repeat};
     use super::*;
-    use crate::frame::tensor::{encode_frame, encode_meta};
+    use crate::codec::tensor::{encode_frame, encode_meta};
     use crate::protocol::tensor_frame;
     use crate::{ClientConfig, DType, QuillClient, TensorMeta};
 

@@ -381,7 +381,7 @@ impl PyQuillClient {
     /// An API key in `header_name` (default `X-API-Key`).
     #[pyo3(signature = (key, header_name = None))]
     fn set_api_key(&self, key: &str, header_name: Option<String>) -> PyResult<()> {
-        self.inner.set_api_key(key, header_name).py()
+        self.inner.set_api_key(key, header_name.as_deref()).py()
     }
 
     /// A custom header on every call; CR/LF and invalid characters are refused.

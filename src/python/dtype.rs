@@ -59,7 +59,7 @@ impl PyDType {
     #[staticmethod]
     fn from_wire_value(value: i128) -> PyResult<Self> {
         let v = u8::try_from(value).map_err(|_| crate::QuillError::UnsupportedDType {
-            message: format!("unknown dtype number {value} (expected 1..=9)"),
+            reason: format!("unknown dtype number {value} (expected 1..=9)"),
         });
         v.and_then(DType::from_wire).map(PyDType).py()
     }

@@ -63,7 +63,7 @@ fn dtype_of(arr: &Bound<'_, PyUntypedArray>) -> PyResult<DType> {
                 _ => "",
             };
             return Err(super::to_py_err(QuillError::UnsupportedDType {
-                message: format!(
+                reason: format!(
                     "unsupported numpy dtype {descr}{hint}; supported: float32, float64, float16, \
                      bfloat16 (ml_dtypes), int8, int32, int64, uint8, bool"
                 ),
@@ -151,7 +151,7 @@ pub(crate) fn from_numpy(
             let natural = dtype_of(&arr)?;
             if natural != want {
                 return Err(super::to_py_err(QuillError::UnsupportedDType {
-                    message: format!(
+                    reason: format!(
                         "cannot read a numpy {descr} array as {want}; only uint16 bits may be \
                          reinterpreted (as bfloat16)"
                     ),

@@ -123,7 +123,7 @@ impl Core {
         }
         let Some(fut) = opener.take() else {
             return Err(QuillError::Cancelled {
-                message: "stream was closed".into(),
+                reason: "stream was closed".into(),
             });
         };
         let s = Arc::new(fut.await?);
@@ -143,7 +143,7 @@ impl Core {
             StreamKind::Messages => Item::Message(msg),
             StreamKind::Tokens => {
                 Item::Batch(TokenBatch::decode(&msg).map_err(|e| QuillError::Protocol {
-                    message: format!("stream message is not a valid TokenBatch: {e}"),
+                    reason: format!("stream message is not a valid TokenBatch: {e}"),
                 })?)
             }
         }))

@@ -219,13 +219,13 @@ impl PyTensor {
     /// Decodes a tensor from tensor frames (protocol §6).
     #[staticmethod]
     fn decode(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let t = bytes_like(py, data, crate::frame::tensor::decode_tensor)?;
+        let t = bytes_like(py, data, crate::codec::tensor::decode_tensor)?;
         Ok(PyTensor::wrap(t))
     }
 
     /// Encodes as tensor frames: TENSOR_META, 64 KiB TENSOR_PAYLOADs, END_STREAM.
     fn encode<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        let parts = crate::frame::tensor::encode_tensor_parts(
+        let parts = crate::codec::tensor::encode_tensor_parts(
             &self.inner,
             crate::protocol::TENSOR_PAYLOAD_CHUNK,
         )

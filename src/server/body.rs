@@ -9,9 +9,9 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 
-use super::compression::StreamDecoder;
 use super::problem::{bad_request, problem};
 use super::MAX_REQUEST_BODY;
+use crate::codec::zstd::{content_coding, BodyDecoder, Coding};
 
 /// Why a request body could not be read.
 #[derive(Debug)]
@@ -37,7 +37,7 @@ impl IntoResponse for BodyError {
 /// 256 MiB limit enforced both on the wire and after decoding.
 pub struct RequestBody {
     inner: BodyDataStream,
-    decoder: Option<StreamDecoder>,
+    decoder: Option<BodyDecoder>,
     raw_len: u64,
     decoded_len: u64,
     limit: u64,
@@ -58,24 +58,21 @@ impl RequestBody {
         body: Body,
         limit: u64,
     ) -> Result<RequestBody, Response> {
-        let mut decoder = None;
-        for value in headers.get_all(header::CONTENT_ENCODING) {
-            for coding in value.to_str().unwrap_or("?").split(',') {
-                let coding = coding.trim();
-                if coding.eq_ignore_ascii_case("zstd") && decoder.is_none() {
-                    decoder = Some(StreamDecoder::new().map_err(|e| {
-                        problem(StatusCode::INTERNAL_SERVER_ERROR, format!("zstd: {e}"))
-                    })?);
-                } else if !coding.is_empty() && !coding.eq_ignore_ascii_case("identity") {
-                    return Err(problem(
-                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        format!(
-                            "unsupported Content-Encoding {coding:?}; this server accepts zstd"
-                        ),
-                    ));
-                }
-            }
-        }
+        let values = headers.get_all(header::CONTENT_ENCODING);
+        let coding = content_coding(values.iter().map(|v| v.as_bytes())).map_err(|e| {
+            problem(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("{e}; this server accepts zstd"),
+            )
+        })?;
+        // The decoded size is checked below against the same limit, as a 413.
+        let decoder = match coding {
+            Coding::Identity => None,
+            Coding::Zstd => Some(
+                BodyDecoder::new(coding, None)
+                    .map_err(|e| problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
+            ),
+        };
         if let Some(len) = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
@@ -182,7 +179,7 @@ impl RequestBody {
     }
 }
 
-fn zstd_error(e: std::io::Error) -> BodyError {
+fn zstd_error(e: crate::QuillError) -> BodyError {
     BodyError::Malformed(format!("request body is not valid zstd: {e}"))
 }
 

@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 
 use super::body::{json_response, stream_response, Abort, RequestBody, CONTENT_TYPE_STREAM};
 use super::problem::{bad_request, problem};
-use crate::frame::stream::{encode_data, Event, MessageReader, END_STREAM_FRAME};
+use crate::codec::stream::{encode_data, Event, MessageReader, END_STREAM_FRAME};
 use crate::QuillError;
 
 /// How long BidiEcho waits, after the request's END_STREAM, for the request body to end
@@ -121,9 +121,9 @@ pub async fn bidi_echo(headers: HeaderMap, body: Body) -> Response {
 
 fn stream_error(e: QuillError) -> Response {
     match e {
-        QuillError::Stream { message } if message.contains("CANCEL") => problem(
+        QuillError::Stream { reason } if reason.contains("CANCEL") => problem(
             StatusCode::from_u16(499).expect("499 is a valid status"),
-            format!("the client cancelled the stream: {message}"),
+            format!("the client cancelled the stream: {reason}"),
         ),
         other => bad_request(format!("malformed request stream: {other}")),
     }

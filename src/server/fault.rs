@@ -20,8 +20,8 @@ use super::body::{
 use super::generator::model;
 use super::problem::{bad_request, problem, ProblemResponse};
 use super::{bump, SharedState};
-use crate::frame::stream::{encode_data, encode_frame, put_varint, CANCEL_FRAME, END_STREAM_FRAME};
-use crate::protocol::{flags, MAX_FRAME_PAYLOAD};
+use crate::codec::stream::{encode_data, encode_frame, put_varint, CANCEL_FRAME, END_STREAM_FRAME};
+use crate::protocol::{flags, problem_fields, MAX_FRAME_PAYLOAD};
 use crate::{Token, TokenBatch};
 
 /// Longest sleep of `Slow` and longest interval of `StreamSlow`.
@@ -70,10 +70,10 @@ pub async fn error(headers: HeaderMap, body: Body) -> Response {
     let mut p = ProblemResponse::new(code, req.title.as_deref(), req.detail.unwrap_or_default())
         .field("extra", "kept");
     if let Some(t) = req.proto_type {
-        p = p.field("quill_proto_type", t);
+        p = p.field(problem_fields::PROTO_TYPE, t);
     }
     if let Some(d) = req.proto_detail_base64 {
-        p = p.field("quill_proto_detail_base64", d);
+        p = p.field(problem_fields::PROTO_DETAIL_BASE64, d);
     }
     if let Some(i) = req.instance {
         p = p.field("instance", i);

@@ -17,8 +17,8 @@ use super::body::{
 use super::generator::Sampler;
 use super::hash::fnv1a64;
 use super::problem::bad_request;
-use crate::frame::stream::{encode_data, END_STREAM_FRAME};
-use crate::frame::tensor::encode_tensor_parts;
+use crate::codec::stream::{encode_data, END_STREAM_FRAME};
+use crate::codec::tensor::encode_tensor_parts;
 use crate::protocol::TENSOR_PAYLOAD_CHUNK;
 use crate::{DType, Tensor, TensorMeta, TokenBatch};
 

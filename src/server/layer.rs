@@ -11,9 +11,10 @@ use axum::response::Response;
 use futures_util::{FutureExt, StreamExt};
 
 use super::body::Abort;
-use super::compression::{accepts_zstd, compress, StreamEncoder, COMPRESSION_THRESHOLD};
 use super::problem::problem;
 use super::{bump, SharedState};
+use crate::codec::zstd::{accepts_zstd, compress, StreamEncoder};
+use crate::protocol::COMPRESSION_THRESHOLD;
 
 /// Most bytes gathered into one compressed, flushed piece of a streamed response.
 const COALESCE_LIMIT: usize = 256 * 1024;

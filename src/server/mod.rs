@@ -18,7 +18,6 @@
 //! ```
 
 mod body;
-mod compression;
 mod echo;
 mod fault;
 pub mod generator;
@@ -36,8 +35,7 @@ use axum::routing::post;
 use axum::serve::ListenerExt;
 use axum::Router;
 
-/// Largest accepted request body, on the wire and after zstd decoding (256 MiB).
-pub const MAX_REQUEST_BODY: u64 = 256 * 1024 * 1024;
+pub use crate::protocol::MAX_REQUEST_BODY;
 
 /// Server settings, usually parsed from the command line by [`Config::from_args`].
 #[derive(Clone, Default)]

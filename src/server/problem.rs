@@ -4,7 +4,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
-use crate::protocol::CONTENT_TYPE_PROBLEM;
+use crate::protocol::{problem_fields, CONTENT_TYPE_PROBLEM};
 
 /// A Problem Details response under construction.
 #[derive(Debug, Clone)]
@@ -30,7 +30,11 @@ impl ProblemResponse {
         let mut fields = Map::new();
         fields.insert(
             "type".into(),
-            Value::String(format!("urn:quill:error:{}", status.as_u16())),
+            Value::String(format!(
+                "{}{}",
+                problem_fields::TYPE_PREFIX,
+                status.as_u16()
+            )),
         );
         fields.insert(
             "title".into(),

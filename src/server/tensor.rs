@@ -13,7 +13,8 @@ use super::body::{
 };
 use super::hash::fnv1a64;
 use super::problem::bad_request;
-use crate::frame::tensor::{encode_meta, frame_header, TensorAssembler, TensorFrameDecoder};
+use super::MAX_REQUEST_BODY;
+use crate::codec::tensor::{encode_meta, frame_header, TensorReader};
 use crate::protocol::{tensor_frame, TENSOR_PAYLOAD_CHUNK};
 use crate::{DType, TensorMeta};
 
@@ -29,41 +30,21 @@ pub async fn upload(headers: HeaderMap, body: Body) -> Response {
         Ok(b) => b,
         Err(resp) => return resp,
     };
-    let mut decoder = TensorFrameDecoder::new();
-    let mut assembler = TensorAssembler::new();
-    let mut tensor = None;
+    let mut reader = TensorReader::with_limit(MAX_REQUEST_BODY, "the server's request-size limit");
     loop {
-        match decoder.next_frame() {
-            Ok(Some(frame)) => {
-                if tensor.is_some() {
-                    return bad_request("tensor frames after the tensor's END_STREAM");
-                }
-                match assembler.on_frame(frame) {
-                    Ok(Some(t)) => tensor = Some(t),
-                    Ok(None) => {}
-                    Err(e) => return bad_request(format!("malformed tensor frames: {e}")),
+        match body.chunk().await {
+            Ok(Some(chunk)) => {
+                if let Err(e) = reader.push(&chunk) {
+                    return bad_request(format!("malformed tensor frames: {e}"));
                 }
             }
-            Ok(None) => match body.chunk().await {
-                Ok(Some(chunk)) => decoder.push(&chunk),
-                Ok(None) => break,
-                Err(e) => return e.into_response(),
-            },
-            Err(e) => return bad_request(format!("malformed tensor frames: {e}")),
+            Ok(None) => break,
+            Err(e) => return e.into_response(),
         }
     }
-    if decoder.buffered() > 0 {
-        return bad_request(format!(
-            "malformed tensor frames: body ends inside a frame ({} bytes of an incomplete frame)",
-            decoder.buffered()
-        ));
-    }
-    let Some(t) = tensor else {
-        return bad_request(if assembler.in_progress() {
-            "malformed tensor frames: body ends before the tensor's END_STREAM"
-        } else {
-            "malformed tensor frames: no tensor in the body"
-        });
+    let t = match reader.finish() {
+        Ok(t) => t,
+        Err(e) => return bad_request(format!("malformed tensor frames: {e}")),
     };
     let data = t.data().clone();
     let hash = tokio::task::spawn_blocking(move || fnv1a64(&data))

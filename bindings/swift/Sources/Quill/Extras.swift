@@ -147,15 +147,22 @@ extension DType {
     }
 
     /// Canonical lower-case name (`"float32"`, `"bool"`, …).
-    public var name: String { dtypeName(dtype: self) }
+    public var name: String { row.name }
     /// Number used on the wire (protocol §7).
-    public var wireValue: UInt8 { dtypeWireValue(dtype: self) }
+    public var wireValue: UInt8 { row.wireValue }
     /// Size of one element in bytes.
-    public var elementSize: Int { Int(dtypeElementSize(dtype: self)) }
-    public var isFloat: Bool { dtypeIsFloat(dtype: self) }
-    public var isInteger: Bool { dtypeIsInteger(dtype: self) }
-    public var isSigned: Bool { dtypeIsSigned(dtype: self) }
+    public var elementSize: Int { Int(row.elementSize) }
+    public var isFloat: Bool { row.isFloat }
+    public var isInteger: Bool { row.isInteger }
+    public var isSigned: Bool { row.isSigned }
+
+    /// This dtype's row of the core's table (`info()`), read once per dtype.
+    private var row: DTypeInfo { dtypeRows[self]! }
 }
+
+/// The dtype table lives in the core; a global `let` is initialised once, thread-safely.
+private let dtypeRows: [DType: DTypeInfo] = Dictionary(
+    uniqueKeysWithValues: DType.allCases.map { ($0, $0.info()) })
 
 // MARK: - Tensor elements
 
@@ -227,7 +234,7 @@ extension Tensor {
     public func values<T: TensorElement>(as type: T.Type = T.self) throws -> [T] {
         guard dtype() == T.dtype, MemoryLayout<T>.size == dtype().elementSize else {
             throw QuillError.InvalidArgument(
-                message: "tensor has dtype \(dtype().name), not \(T.dtype.name) (\(T.self))")
+                reason: "tensor has dtype \(dtype().name), not \(T.dtype.name) (\(T.self))")
         }
         let bytes = toBytes()
         let size = MemoryLayout<T>.size

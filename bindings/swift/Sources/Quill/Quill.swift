@@ -650,37 +650,13 @@ fileprivate struct FfiConverterData: FfiConverterRustBuffer {
 
 
 /**
- * The response side of a server-streaming or bidirectional call: its messages in order.
- *
- * `next_message` returns `Ok(Some(message))` per DATA payload and `Ok(None)` after
- * END_STREAM. Errors: [`QuillError::Stream`] when the body ends or the connection
- * drops before END_STREAM, or on a CANCEL frame; [`QuillError::Protocol`] for malformed
- * or oversized frames (or a message over `max_decoded_size`); [`QuillError::Timeout`]
- * when the call deadline or the idle timeout passes. A non-2xx answer fails the
- * `open_*` call itself with [`QuillError::Status`]. Errors are sticky: once the stream
- * failed, every later call returns the same error.
- *
- * Dropping the stream, or [`cancel`](Self::cancel), closes the connection at once, so
- * the server sees the client go.
- *
- * ```no_run
- * # async fn demo(client: &quill::QuillClient) -> quill::Result<()> {
- * let stream = client
- * .open_server_stream("inference.v1.LLMService", "GenerateStream", b"{}".to_vec().into())
- * .await?;
- * while let Some(message) = stream.next_message().await? {
- * println!("{} bytes", message.len());
- * }
- * # Ok(()) }
- * ```
+ * A server-streaming call's messages.
  */
 public protocol MessageStreamProtocol: AnyObject, Sendable {
     
     /**
-     * Stops the stream: the response body is dropped and the connection closed, so
-     * the server sees the client go. Afterwards `next_message` returns
-     * [`QuillError::Cancelled`] (messages already buffered are discarded), except on a
-     * stream that had already ended or failed, which keeps its outcome. Idempotent.
+     * Stops the stream: the connection is closed, so the server sees the client go.
+     * Idempotent; a stream that already ended keeps its outcome.
      */
     func cancel() 
     
@@ -691,29 +667,7 @@ public protocol MessageStreamProtocol: AnyObject, Sendable {
     
 }
 /**
- * The response side of a server-streaming or bidirectional call: its messages in order.
- *
- * `next_message` returns `Ok(Some(message))` per DATA payload and `Ok(None)` after
- * END_STREAM. Errors: [`QuillError::Stream`] when the body ends or the connection
- * drops before END_STREAM, or on a CANCEL frame; [`QuillError::Protocol`] for malformed
- * or oversized frames (or a message over `max_decoded_size`); [`QuillError::Timeout`]
- * when the call deadline or the idle timeout passes. A non-2xx answer fails the
- * `open_*` call itself with [`QuillError::Status`]. Errors are sticky: once the stream
- * failed, every later call returns the same error.
- *
- * Dropping the stream, or [`cancel`](Self::cancel), closes the connection at once, so
- * the server sees the client go.
- *
- * ```no_run
- * # async fn demo(client: &quill::QuillClient) -> quill::Result<()> {
- * let stream = client
- * .open_server_stream("inference.v1.LLMService", "GenerateStream", b"{}".to_vec().into())
- * .await?;
- * while let Some(message) = stream.next_message().await? {
- * println!("{} bytes", message.len());
- * }
- * # Ok(()) }
- * ```
+ * A server-streaming call's messages.
  */
 open class MessageStream: MessageStreamProtocol, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -769,10 +723,8 @@ open class MessageStream: MessageStreamProtocol, @unchecked Sendable {
 
     
     /**
-     * Stops the stream: the response body is dropped and the connection closed, so
-     * the server sees the client go. Afterwards `next_message` returns
-     * [`QuillError::Cancelled`] (messages already buffered are discarded), except on a
-     * stream that had already ended or failed, which keeps its outcome. Idempotent.
+     * Stops the stream: the connection is closed, so the server sees the client go.
+     * Idempotent; a stream that already ended keeps its outcome.
      */
 open func cancel()  {try! rustCall() {
         uniffiCallStatus in
@@ -852,35 +804,17 @@ public func FfiConverterTypeMessageStream_lower(_ value: MessageStream) -> UInt6
 
 
 /**
- * A client of one Quill server. `Send + Sync`: share it (e.g. in an `Arc`) across
- * threads and tasks; calls run concurrently over the shared connection pool.
- *
- * Headers set with the `set_*` methods go out on every later call. Secret values —
- * `Authorization`, the API-key header, headers set with
- * [`set_secret_header`](Self::set_secret_header) and any header whose name looks like
- * a credential (contains `auth`, `token`, `secret`, `password`, `api-key`, `session`,
- * …, or is `Cookie`) — are shown as [`REDACTED`] by [`headers`](Self::headers) and
- * never appear in `Debug` or in error messages.
- *
- * ```
- * use quill::QuillClient;
- * let client = QuillClient::new("http://127.0.0.1:8080/".into(), 500, false).unwrap();
- * client.set_bearer_token("s3cret").unwrap();
- * client.set_header("X-Trace", "abc").unwrap();
- * assert_eq!(client.headers()[0], ("Authorization".to_owned(), "<redacted>".to_owned()));
- * assert!(!format!("{client:?}").contains("s3cret"));
- * assert!(client.set_header("X-Bad", "a\r\nb").is_err());
- * ```
+ * A client of one Quill server; share it between coroutines and tasks.
  */
 public protocol QuillClientProtocol: AnyObject, Sendable {
     
     /**
-     * The normalised base URL (no trailing `/`).
+     * The base URL as it is sent (no trailing `/`).
      */
     func baseUrl()  -> String
     
     /**
-     * A unary `application/proto` call; see [`call_bytes`](Self::call_bytes).
+     * A unary `application/proto` call: raw message in, raw message out.
      */
     func call(service: String, method: String, body: Data, idempotent: Bool) async throws  -> Data
     
@@ -890,19 +824,19 @@ public protocol QuillClientProtocol: AnyObject, Sendable {
     func callJson(service: String, method: String, json: String, idempotent: Bool) async throws  -> String
     
     /**
-     * A call answered with one tensor; see [`call_tensor`](Self::call_tensor).
+     * A call answered with one tensor in tensor frames.
      */
     func callTensor(service: String, method: String, body: Data, contentTypeJson: Bool) async throws  -> Tensor
     
     func compressionEnabled()  -> Bool
     
     /**
-     * A copy of the configuration (with the normalised base URL).
+     * A copy of the configuration.
      */
     func config()  -> ClientConfig
     
     /**
-     * The configured headers in insertion order, secret values as [`REDACTED`].
+     * The configured headers in insertion order, secret values as `<redacted>`.
      */
     func headers()  -> [HeaderEntry]
     
@@ -912,38 +846,32 @@ public protocol QuillClientProtocol: AnyObject, Sendable {
     func removeHeader(name: String)  -> Bool
     
     /**
-     * Uploads a tensor as tensor frames; see [`send_tensor`](Self::send_tensor).
+     * Uploads a tensor as tensor frames (its bytes are not copied); the raw reply.
      */
     func sendTensor(service: String, method: String, tensor: Tensor) async throws  -> Data
     
     /**
-     * Opens a server stream; see [`open_server_stream`](Self::open_server_stream).
+     * Opens a server stream (JSON request when `content_type_json`).
      */
     func serverStream(service: String, method: String, body: Data, contentTypeJson: Bool) async throws  -> MessageStream
     
     /**
-     * Sets the API key under `header_name` (default [`DEFAULT_API_KEY_HEADER`]); a key
-     * set under `Authorization` replaces the bearer token, and a key moved to another
-     * header is removed from the previous one.
+     * Sets an API key under `header_name` (default `X-API-Key`); other headers stay.
      */
     func setApiKey(key: String, headerName: String?) throws 
     
     /**
-     * Sets `Authorization: Bearer <token>` (replacing any API key under
-     * `Authorization`).
+     * Sets `Authorization: Bearer <token>`.
      */
     func setBearerToken(token: String) throws 
     
     /**
-     * Sets a header sent on every call. Names must be HTTP tokens; values visible
-     * ASCII, space or tab (no CR/LF); headers the client manages itself
-     * (`Content-Type`, `Accept`, `Content-Encoding`, `Content-Length`, …) are refused.
-     * Errors name the header, never the value.
+     * Sets a header sent on every call; CR/LF and reserved names are refused.
      */
     func setHeader(name: String, value: String) throws 
     
     /**
-     * [`set_header`](Self::set_header) for a value that must always be redacted.
+     * `set_header` for a value that must always be redacted.
      */
     func setSecretHeader(name: String, value: String) throws 
     
@@ -956,25 +884,7 @@ public protocol QuillClientProtocol: AnyObject, Sendable {
     
 }
 /**
- * A client of one Quill server. `Send + Sync`: share it (e.g. in an `Arc`) across
- * threads and tasks; calls run concurrently over the shared connection pool.
- *
- * Headers set with the `set_*` methods go out on every later call. Secret values —
- * `Authorization`, the API-key header, headers set with
- * [`set_secret_header`](Self::set_secret_header) and any header whose name looks like
- * a credential (contains `auth`, `token`, `secret`, `password`, `api-key`, `session`,
- * …, or is `Cookie`) — are shown as [`REDACTED`] by [`headers`](Self::headers) and
- * never appear in `Debug` or in error messages.
- *
- * ```
- * use quill::QuillClient;
- * let client = QuillClient::new("http://127.0.0.1:8080/".into(), 500, false).unwrap();
- * client.set_bearer_token("s3cret").unwrap();
- * client.set_header("X-Trace", "abc").unwrap();
- * assert_eq!(client.headers()[0], ("Authorization".to_owned(), "<redacted>".to_owned()));
- * assert!(!format!("{client:?}").contains("s3cret"));
- * assert!(client.set_header("X-Bad", "a\r\nb").is_err());
- * ```
+ * A client of one Quill server; share it between coroutines and tasks.
  */
 open class QuillClient: QuillClientProtocol, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -1017,7 +927,7 @@ open class QuillClient: QuillClientProtocol, @unchecked Sendable {
     }
     /**
      * A client of `base_url` with a whole-call timeout (0 = none) and optional zstd
-     * compression; other settings default as in [`ClientConfig::new`].
+     * compression; other settings take their defaults.
      */
 public convenience init(baseUrl: String, timeoutMs: UInt64 = UInt64(30000), enableCompression: Bool = false)throws  {
     let handle =
@@ -1057,7 +967,7 @@ public static func fromConfig(config: ClientConfig)throws  -> QuillClient  {
 
     
     /**
-     * The normalised base URL (no trailing `/`).
+     * The base URL as it is sent (no trailing `/`).
      */
 open func baseUrl() -> String  {
     return try!  FfiConverterString.lift(try! rustCall() {
@@ -1069,7 +979,7 @@ open func baseUrl() -> String  {
 }
     
     /**
-     * A unary `application/proto` call; see [`call_bytes`](Self::call_bytes).
+     * A unary `application/proto` call: raw message in, raw message out.
      */
 open func call(service: String, method: String, body: Data, idempotent: Bool = false)async throws  -> Data  {
     return
@@ -1107,7 +1017,7 @@ open func callJson(service: String, method: String, json: String, idempotent: Bo
 }
     
     /**
-     * A call answered with one tensor; see [`call_tensor`](Self::call_tensor).
+     * A call answered with one tensor in tensor frames.
      */
 open func callTensor(service: String, method: String, body: Data, contentTypeJson: Bool = false)async throws  -> Tensor  {
     return
@@ -1135,7 +1045,7 @@ open func compressionEnabled() -> Bool  {
 }
     
     /**
-     * A copy of the configuration (with the normalised base URL).
+     * A copy of the configuration.
      */
 open func config() -> ClientConfig  {
     return try!  FfiConverterTypeClientConfig_lift(try! rustCall() {
@@ -1147,7 +1057,7 @@ open func config() -> ClientConfig  {
 }
     
     /**
-     * The configured headers in insertion order, secret values as [`REDACTED`].
+     * The configured headers in insertion order, secret values as `<redacted>`.
      */
 open func headers() -> [HeaderEntry]  {
     return try!  FfiConverterSequenceTypeHeaderEntry.lift(try! rustCall() {
@@ -1172,7 +1082,7 @@ open func removeHeader(name: String) -> Bool  {
 }
     
     /**
-     * Uploads a tensor as tensor frames; see [`send_tensor`](Self::send_tensor).
+     * Uploads a tensor as tensor frames (its bytes are not copied); the raw reply.
      */
 open func sendTensor(service: String, method: String, tensor: Tensor)async throws  -> Data  {
     return
@@ -1191,7 +1101,7 @@ open func sendTensor(service: String, method: String, tensor: Tensor)async throw
 }
     
     /**
-     * Opens a server stream; see [`open_server_stream`](Self::open_server_stream).
+     * Opens a server stream (JSON request when `content_type_json`).
      */
 open func serverStream(service: String, method: String, body: Data, contentTypeJson: Bool = false)async throws  -> MessageStream  {
     return
@@ -1210,9 +1120,7 @@ open func serverStream(service: String, method: String, body: Data, contentTypeJ
 }
     
     /**
-     * Sets the API key under `header_name` (default [`DEFAULT_API_KEY_HEADER`]); a key
-     * set under `Authorization` replaces the bearer token, and a key moved to another
-     * header is removed from the previous one.
+     * Sets an API key under `header_name` (default `X-API-Key`); other headers stay.
      */
 open func setApiKey(key: String, headerName: String? = nil)throws   {try rustCallWithError(FfiConverterTypeQuillError_lift) {
         uniffiCallStatus in
@@ -1225,8 +1133,7 @@ open func setApiKey(key: String, headerName: String? = nil)throws   {try rustCal
 }
     
     /**
-     * Sets `Authorization: Bearer <token>` (replacing any API key under
-     * `Authorization`).
+     * Sets `Authorization: Bearer <token>`.
      */
 open func setBearerToken(token: String)throws   {try rustCallWithError(FfiConverterTypeQuillError_lift) {
         uniffiCallStatus in
@@ -1238,10 +1145,7 @@ open func setBearerToken(token: String)throws   {try rustCallWithError(FfiConver
 }
     
     /**
-     * Sets a header sent on every call. Names must be HTTP tokens; values visible
-     * ASCII, space or tab (no CR/LF); headers the client manages itself
-     * (`Content-Type`, `Accept`, `Content-Encoding`, `Content-Length`, …) are refused.
-     * Errors name the header, never the value.
+     * Sets a header sent on every call; CR/LF and reserved names are refused.
      */
 open func setHeader(name: String, value: String)throws   {try rustCallWithError(FfiConverterTypeQuillError_lift) {
         uniffiCallStatus in
@@ -1254,7 +1158,7 @@ open func setHeader(name: String, value: String)throws   {try rustCallWithError(
 }
     
     /**
-     * [`set_header`](Self::set_header) for a value that must always be redacted.
+     * `set_header` for a value that must always be redacted.
      */
 open func setSecretHeader(name: String, value: String)throws   {try rustCallWithError(FfiConverterTypeQuillError_lift) {
         uniffiCallStatus in
@@ -1346,15 +1250,6 @@ public func FfiConverterTypeQuillClient_lower(_ value: QuillClient) -> UInt64 {
 
 /**
  * A tensor: metadata plus little-endian, row-major element bytes in a shared buffer.
- *
- * ```
- * use quill::{DType, Tensor, TensorMeta};
- * let meta = TensorMeta::new(vec![2, 3], DType::Float32, None).unwrap();
- * let t = Tensor::new(meta, vec![0u8; 24].into()).unwrap();
- * let copy = t.clone(); // shares the buffer, copies no data
- * assert_eq!(copy.data().as_ptr(), t.data().as_ptr());
- * assert!(Tensor::new(t.meta().clone(), vec![0u8; 23].into()).is_err());
- * ```
  */
 public protocol TensorProtocol: AnyObject, Sendable {
     
@@ -1391,15 +1286,6 @@ public protocol TensorProtocol: AnyObject, Sendable {
 }
 /**
  * A tensor: metadata plus little-endian, row-major element bytes in a shared buffer.
- *
- * ```
- * use quill::{DType, Tensor, TensorMeta};
- * let meta = TensorMeta::new(vec![2, 3], DType::Float32, None).unwrap();
- * let t = Tensor::new(meta, vec![0u8; 24].into()).unwrap();
- * let copy = t.clone(); // shares the buffer, copies no data
- * assert_eq!(copy.data().as_ptr(), t.data().as_ptr());
- * assert!(Tensor::new(t.meta().clone(), vec![0u8; 23].into()).is_err());
- * ```
  */
 open class Tensor: TensorProtocol, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -1644,15 +1530,12 @@ public func FfiConverterTypeTensor_lower(_ value: Tensor) -> UInt64 {
 
 
 /**
- * A stream of [`TokenBatch`]es: each DATA payload decoded with [`TokenBatch::decode`].
- *
- * A payload that is not a valid batch is a [`QuillError::Protocol`] error for that
- * message; the stream itself goes on.
+ * A server stream of token batches.
  */
 public protocol TokenStreamProtocol: AnyObject, Sendable {
     
     /**
-     * Stops the stream; see [`MessageStream::cancel`].
+     * Stops the stream; see `MessageStream.cancel`.
      */
     func cancel() 
     
@@ -1663,10 +1546,7 @@ public protocol TokenStreamProtocol: AnyObject, Sendable {
     
 }
 /**
- * A stream of [`TokenBatch`]es: each DATA payload decoded with [`TokenBatch::decode`].
- *
- * A payload that is not a valid batch is a [`QuillError::Protocol`] error for that
- * message; the stream itself goes on.
+ * A server stream of token batches.
  */
 open class TokenStream: TokenStreamProtocol, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -1722,7 +1602,7 @@ open class TokenStream: TokenStreamProtocol, @unchecked Sendable {
 
     
     /**
-     * Stops the stream; see [`MessageStream::cancel`].
+     * Stops the stream; see `MessageStream.cancel`.
      */
 open func cancel()  {try! rustCall() {
         uniffiCallStatus in
@@ -1800,94 +1680,21 @@ public func FfiConverterTypeTokenStream_lower(_ value: TokenStream) -> UInt64 {
 
 
 /**
- * Settings of a [`QuillClient`](crate::client::QuillClient), fixed at construction.
- *
- * ```
- * use quill::ClientConfig;
- * let mut cfg = ClientConfig::new("http://127.0.0.1:8080/");
- * cfg.timeout_ms = 500;
- * cfg.max_retries = 2;
- * let client = quill::QuillClient::with_config(cfg).unwrap();
- * assert_eq!(client.base_url(), "http://127.0.0.1:8080");
- * ```
+ * Settings of a client, fixed at construction; see the Rust `ClientConfig` docs.
  */
 public struct ClientConfig: Equatable, Hashable {
-    /**
-     * `http://` or `https://` URL the `{service}/{method}` path is appended to; a
-     * trailing `/` is stripped. Credentials in the URL are refused (use the auth setters).
-     */
     public var baseUrl: String
-    /**
-     * Deadline of a whole call, response body (and whole stream) included; 0 = none;
-     * at most [`MAX_TIMEOUT_MS`](crate::protocol::MAX_TIMEOUT_MS).
-     */
     public var timeoutMs: UInt64
-    /**
-     * Send `Accept-Encoding: zstd` and zstd-compress request bodies of at least
-     * [`COMPRESSION_THRESHOLD`](crate::protocol::COMPRESSION_THRESHOLD) bytes.
-     */
     public var enableCompression: Bool
-    /**
-     * Cap on a buffered (unary, client-stream or tensor) response body after decoding,
-     * and on each message of a stream (a stream's total is not capped: decoding is
-     * incremental, so memory stays bounded by one frame).
-     */
     public var maxDecodedSize: UInt64
-    /**
-     * Longest wait for the next message of a stream, counted from the response headers
-     * and then from each message (time the consumer spends holding a message does not
-     * count); `None` or 0 = only the call timeout; at most
-     * [`MAX_TIMEOUT_MS`](crate::protocol::MAX_TIMEOUT_MS).
-     */
     public var idleTimeoutMs: UInt64?
-    /**
-     * Retries of calls marked idempotent (transport errors and 408/425/429/5xx); 0 = off.
-     */
     public var maxRetries: UInt32
-    /**
-     * Extra trusted root certificate(s), PEM; the bundled webpki roots stay trusted.
-     */
     public var caCertPem: Data?
-    /**
-     * `User-Agent` to send instead of `quill/<version>`.
-     */
     public var userAgent: String?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(
-        /**
-         * `http://` or `https://` URL the `{service}/{method}` path is appended to; a
-         * trailing `/` is stripped. Credentials in the URL are refused (use the auth setters).
-         */baseUrl: String, 
-        /**
-         * Deadline of a whole call, response body (and whole stream) included; 0 = none;
-         * at most [`MAX_TIMEOUT_MS`](crate::protocol::MAX_TIMEOUT_MS).
-         */timeoutMs: UInt64 = UInt64(30000), 
-        /**
-         * Send `Accept-Encoding: zstd` and zstd-compress request bodies of at least
-         * [`COMPRESSION_THRESHOLD`](crate::protocol::COMPRESSION_THRESHOLD) bytes.
-         */enableCompression: Bool = false, 
-        /**
-         * Cap on a buffered (unary, client-stream or tensor) response body after decoding,
-         * and on each message of a stream (a stream's total is not capped: decoding is
-         * incremental, so memory stays bounded by one frame).
-         */maxDecodedSize: UInt64 = UInt64(67108864), 
-        /**
-         * Longest wait for the next message of a stream, counted from the response headers
-         * and then from each message (time the consumer spends holding a message does not
-         * count); `None` or 0 = only the call timeout; at most
-         * [`MAX_TIMEOUT_MS`](crate::protocol::MAX_TIMEOUT_MS).
-         */idleTimeoutMs: UInt64? = nil, 
-        /**
-         * Retries of calls marked idempotent (transport errors and 408/425/429/5xx); 0 = off.
-         */maxRetries: UInt32 = UInt32(0), 
-        /**
-         * Extra trusted root certificate(s), PEM; the bundled webpki roots stay trusted.
-         */caCertPem: Data? = nil, 
-        /**
-         * `User-Agent` to send instead of `quill/<version>`.
-         */userAgent: String? = nil) {
+    public init(baseUrl: String, timeoutMs: UInt64 = UInt64(30000), enableCompression: Bool = false, maxDecodedSize: UInt64 = UInt64(67108864), idleTimeoutMs: UInt64? = nil, maxRetries: UInt32 = UInt32(0), caCertPem: Data? = nil, userAgent: String? = nil) {
         self.baseUrl = baseUrl
         self.timeoutMs = timeoutMs
         self.enableCompression = enableCompression
@@ -1954,6 +1761,104 @@ public func FfiConverterTypeClientConfig_lower(_ value: ClientConfig) -> RustBuf
 
 
 /**
+ * One row of the dtype table (protocol §7), read in one call: the properties of the
+ * Kotlin and Swift extras come from here.
+ */
+public struct DTypeInfo: Equatable, Hashable {
+    /**
+     * Canonical lower-case name (`"float32"`, `"bool"`).
+     */
+    public var name: String
+    /**
+     * Number used on the wire.
+     */
+    public var wireValue: UInt8
+    /**
+     * Size of one element in bytes.
+     */
+    public var elementSize: UInt32
+    public var isFloat: Bool
+    public var isInteger: Bool
+    /**
+     * Floats and signed integers.
+     */
+    public var isSigned: Bool
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Canonical lower-case name (`"float32"`, `"bool"`).
+         */name: String, 
+        /**
+         * Number used on the wire.
+         */wireValue: UInt8, 
+        /**
+         * Size of one element in bytes.
+         */elementSize: UInt32, isFloat: Bool, isInteger: Bool, 
+        /**
+         * Floats and signed integers.
+         */isSigned: Bool) {
+        self.name = name
+        self.wireValue = wireValue
+        self.elementSize = elementSize
+        self.isFloat = isFloat
+        self.isInteger = isInteger
+        self.isSigned = isSigned
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension DTypeInfo: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDTypeInfo: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DTypeInfo {
+        return
+            try DTypeInfo(
+                name: FfiConverterString.read(from: &buf), 
+                wireValue: FfiConverterUInt8.read(from: &buf), 
+                elementSize: FfiConverterUInt32.read(from: &buf), 
+                isFloat: FfiConverterBool.read(from: &buf), 
+                isInteger: FfiConverterBool.read(from: &buf), 
+                isSigned: FfiConverterBool.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: DTypeInfo, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.name, into: &buf)
+        FfiConverterUInt8.write(value.wireValue, into: &buf)
+        FfiConverterUInt32.write(value.elementSize, into: &buf)
+        FfiConverterBool.write(value.isFloat, into: &buf)
+        FfiConverterBool.write(value.isInteger, into: &buf)
+        FfiConverterBool.write(value.isSigned, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDTypeInfo_lift(_ buf: RustBuffer) throws -> DTypeInfo {
+    return try FfiConverterTypeDTypeInfo.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDTypeInfo_lower(_ value: DTypeInfo) -> RustBuffer {
+    return FfiConverterTypeDTypeInfo.lower(value)
+}
+
+
+/**
  * One configured header as shown by `headers()` (secret values redacted).
  */
 public struct HeaderEntry: Equatable, Hashable {
@@ -2011,67 +1916,22 @@ public func FfiConverterTypeHeaderEntry_lower(_ value: HeaderEntry) -> RustBuffe
 
 
 /**
- * Decoded RFC 7807 Problem Details of a failed call (protocol.md §4).
- *
- * Every field is optional because proxies answer with plain text or HTML; `body` then
- * holds the text. The HTTP status always wins over the JSON `status`.
- *
- * ```
- * let p = quill::Problem::from_response(429, Some("application/problem+json"),
- * br#"{"type":"urn:quill:error:429","title":"Quota exceeded","status":429}"#);
- * assert_eq!(p.title.as_deref(), Some("Quota exceeded"));
- * ```
+ * Decoded RFC 7807 Problem Details of a failed call (protocol §4).
  */
 public struct Problem: Equatable, Hashable {
-    /**
-     * HTTP status of the response.
-     */
     public var status: UInt16
-    /**
-     * `type` URI, e.g. `urn:quill:error:429`.
-     */
     public var problemType: String?
     public var title: String?
     public var detail: String?
     public var instance: String?
-    /**
-     * `quill_proto_type`: the protobuf type of the structured detail.
-     */
     public var protoType: String?
-    /**
-     * `quill_proto_detail_base64`, decoded.
-     */
     public var protoDetail: Data?
-    /**
-     * `Retry-After` in milliseconds, when the server sent one in seconds.
-     */
     public var retryAfterMs: UInt64?
-    /**
-     * The raw body as text (lossy UTF-8, capped), for plain-text and HTML errors.
-     */
     public var body: String
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(
-        /**
-         * HTTP status of the response.
-         */status: UInt16, 
-        /**
-         * `type` URI, e.g. `urn:quill:error:429`.
-         */problemType: String?, title: String?, detail: String?, instance: String?, 
-        /**
-         * `quill_proto_type`: the protobuf type of the structured detail.
-         */protoType: String?, 
-        /**
-         * `quill_proto_detail_base64`, decoded.
-         */protoDetail: Data?, 
-        /**
-         * `Retry-After` in milliseconds, when the server sent one in seconds.
-         */retryAfterMs: UInt64?, 
-        /**
-         * The raw body as text (lossy UTF-8, capped), for plain-text and HTML errors.
-         */body: String) {
+    public init(status: UInt16, problemType: String?, title: String?, detail: String?, instance: String?, protoType: String?, protoDetail: Data?, retryAfterMs: UInt64?, body: String) {
         self.status = status
         self.problemType = problemType
         self.title = title
@@ -2142,13 +2002,6 @@ public func FfiConverterTypeProblem_lower(_ value: Problem) -> RustBuffer {
 
 /**
  * Shape, dtype, name and device of a tensor, without its data.
- *
- * ```
- * use quill::{DType, TensorMeta};
- * let meta = TensorMeta::new(vec![1, 768], DType::Float32, Some("embedding".into())).unwrap();
- * assert_eq!(meta.num_elements().unwrap(), 768);
- * assert_eq!(meta.size_bytes().unwrap(), 3072);
- * ```
  */
 public struct TensorMeta: Equatable, Hashable {
     public var shape: [UInt64]
@@ -2165,6 +2018,30 @@ public struct TensorMeta: Equatable, Hashable {
         self.device = device
     }
 
+    
+    /**
+     * Product of the dims (1 for a scalar), overflow checked.
+     */
+public func numElements()throws  -> UInt64  {
+    return try  FfiConverterUInt64.lift(try rustCallWithError(FfiConverterTypeQuillError_lift) {
+        uniffiCallStatus in
+    uniffi_quill_fn_method_tensormeta_num_elements(
+            FfiConverterTypeTensorMeta_lower(self),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Byte size of the data this metadata describes.
+     */
+public func sizeBytes()throws  -> UInt64  {
+    return try  FfiConverterUInt64.lift(try rustCallWithError(FfiConverterTypeQuillError_lift) {
+        uniffiCallStatus in
+    uniffi_quill_fn_method_tensormeta_size_bytes(
+            FfiConverterTypeTensorMeta_lower(self),uniffiCallStatus
+    )
+})
+}
     
 
     
@@ -2214,14 +2091,6 @@ public func FfiConverterTypeTensorMeta_lower(_ value: TensorMeta) -> RustBuffer 
 
 /**
  * One generated token.
- *
- * ```
- * use quill::Token;
- * let t = Token::with_text(42, "hello", 0, Some(-0.5));
- * assert_eq!(hex(&t.encode().unwrap()), "0000002a0000000003bf000000000568656c6c6f");
- * assert_eq!(Token::decode(&t.encode().unwrap()).unwrap(), t);
- * # fn hex(b: &[u8]) -> String { b.iter().map(|x| format!("{x:02x}")).collect() }
- * ```
  */
 public struct Token: Equatable, Hashable {
     public var id: UInt32
@@ -2241,6 +2110,9 @@ public struct Token: Equatable, Hashable {
     }
 
     
+    /**
+     * The binary encoding of protocol §8.
+     */
 public func encode()throws  -> Data  {
     return try  FfiConverterData.lift(try rustCallWithError(FfiConverterTypeQuillError_lift) {
         uniffiCallStatus in
@@ -2250,6 +2122,9 @@ public func encode()throws  -> Data  {
 })
 }
     
+    /**
+     * Whether this is a special end-of-sequence token.
+     */
 public func isEos() -> Bool  {
     return try!  FfiConverterBool.lift(try! rustCall() {
         uniffiCallStatus in
@@ -2320,19 +2195,7 @@ public func FfiConverterTypeToken_lower(_ value: Token) -> RustBuffer {
 
 
 /**
- * A batch of tokens of one sequence, as streamed by an LLM server.
- *
- * `metadata` travels only in memory: the wire encoding carries no metadata.
- *
- * ```
- * use quill::{Token, TokenBatch};
- * let mut b = TokenBatch::new(Some(1));
- * b.tokens.push(Token::with_text(1, "Hello", 0, None));
- * b.tokens.push(Token::with_text(3, " World", 1, None));
- * assert_eq!(b.text(), "Hello World");
- * let back = TokenBatch::decode(&b.encode().unwrap()).unwrap();
- * assert_eq!(back.tokens, b.tokens);
- * ```
+ * A batch of tokens of one sequence; `metadata` is not encoded on the wire.
  */
 public struct TokenBatch: Equatable, Hashable {
     public var tokens: [Token]
@@ -2350,6 +2213,9 @@ public struct TokenBatch: Equatable, Hashable {
     }
 
     
+    /**
+     * The binary encoding of protocol §8 (metadata is not encoded).
+     */
 public func encode()throws  -> Data  {
     return try  FfiConverterData.lift(try rustCallWithError(FfiConverterTypeQuillError_lift) {
         uniffiCallStatus in
@@ -2359,6 +2225,9 @@ public func encode()throws  -> Data  {
 })
 }
     
+    /**
+     * Concatenated text of the tokens that have text.
+     */
 public func text() -> String  {
     return try!  FfiConverterString.lift(try! rustCall() {
         uniffiCallStatus in
@@ -2424,14 +2293,7 @@ public func FfiConverterTypeTokenBatch_lower(_ value: TokenBatch) -> RustBuffer 
 
 
 /**
- * Element type of a tensor.
- *
- * ```
- * use quill::DType;
- * assert_eq!(DType::Float32.element_size(), 4);
- * assert_eq!(DType::from_wire(3).unwrap(), DType::Bfloat16);
- * assert_eq!(DType::from_name("bool").unwrap().name(), "bool");
- * ```
+ * Element type of a tensor (protocol §7).
  */
 
 public enum DType: Equatable, Hashable {
@@ -2447,6 +2309,18 @@ public enum DType: Equatable, Hashable {
     case bool
 
 
+
+    /**
+     * Name, wire number, element size and predicates of this dtype.
+     */
+public func info() -> DTypeInfo  {
+    return try!  FfiConverterTypeDTypeInfo_lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_quill_fn_method_dtype_info(
+            FfiConverterTypeDType_lower(self),uniffiCallStatus
+    )
+})
+}
 
 
 
@@ -2549,7 +2423,7 @@ public func FfiConverterTypeDType_lower(_ value: DType) -> RustBuffer {
 
 
 /**
- * Where a tensor lives (protocol.md §7: 0 = cpu, 1 = cuda).
+ * Where a tensor lives (protocol §7: 0 = cpu, 1 = cuda).
  */
 
 public enum Device: Equatable, Hashable {
@@ -2618,67 +2492,30 @@ public func FfiConverterTypeDevice_lower(_ value: Device) -> RustBuffer {
 
 
 /**
- * The error of every fallible core operation.
- *
- * Variants are chosen so that each face can map them to the exception a user already
- * catches: `InvalidArgument`/`Decode` → `ValueError`, `UnsupportedDType` → `TypeError`,
- * `Connection` → `ConnectionError`, `Timeout` → `TimeoutError`, `Status`/`Stream`/
- * `Protocol`/`Cancelled` → `RuntimeError`.
- *
- * ```
- * let err = quill::DType::from_wire(42).unwrap_err();
- * assert!(matches!(err, quill::QuillError::UnsupportedDType { .. }));
- * ```
+ * The error of every fallible call: a Kotlin sealed exception class, a Swift `Error`.
  */
 public 
 enum QuillError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
 
     
     
-    /**
-     * An argument given by the caller is wrong (shape, length, header, URL, …).
-     */
-    case InvalidArgument(message: String
+    case InvalidArgument(reason: String
     )
-    /**
-     * A dtype name, number or array type that Quill does not support.
-     */
-    case UnsupportedDType(message: String
+    case UnsupportedDType(reason: String
     )
-    /**
-     * Bytes handed to a decoder are not a valid encoding (truncated, over-long, …).
-     */
-    case Decode(message: String
+    case Decode(reason: String
     )
-    /**
-     * The server could not be reached (DNS, refused, reset before a response).
-     */
-    case Connection(message: String
+    case Connection(reason: String
     )
-    /**
-     * The call did not finish within its timeout.
-     */
-    case Timeout(message: String
+    case Timeout(reason: String
     )
-    /**
-     * The server answered with a non-2xx status.
-     */
     case Status(problem: Problem
     )
-    /**
-     * A response stream ended or broke before END_STREAM, or the peer cancelled it.
-     */
-    case Stream(message: String
+    case Stream(reason: String
     )
-    /**
-     * The peer sent bytes that break the protocol (malformed or oversized frames, bodies).
-     */
-    case Protocol(message: String
+    case Protocol(reason: String
     )
-    /**
-     * The call was cancelled locally.
-     */
-    case Cancelled(message: String
+    case Cancelled(reason: String
     )
 
     
@@ -2710,31 +2547,31 @@ public struct FfiConverterTypeQuillError: FfiConverterRustBuffer {
 
         
         case 1: return .InvalidArgument(
-            message: try FfiConverterString.read(from: &buf)
+            reason: try FfiConverterString.read(from: &buf)
             )
         case 2: return .UnsupportedDType(
-            message: try FfiConverterString.read(from: &buf)
+            reason: try FfiConverterString.read(from: &buf)
             )
         case 3: return .Decode(
-            message: try FfiConverterString.read(from: &buf)
+            reason: try FfiConverterString.read(from: &buf)
             )
         case 4: return .Connection(
-            message: try FfiConverterString.read(from: &buf)
+            reason: try FfiConverterString.read(from: &buf)
             )
         case 5: return .Timeout(
-            message: try FfiConverterString.read(from: &buf)
+            reason: try FfiConverterString.read(from: &buf)
             )
         case 6: return .Status(
             problem: try FfiConverterTypeProblem.read(from: &buf)
             )
         case 7: return .Stream(
-            message: try FfiConverterString.read(from: &buf)
+            reason: try FfiConverterString.read(from: &buf)
             )
         case 8: return .Protocol(
-            message: try FfiConverterString.read(from: &buf)
+            reason: try FfiConverterString.read(from: &buf)
             )
         case 9: return .Cancelled(
-            message: try FfiConverterString.read(from: &buf)
+            reason: try FfiConverterString.read(from: &buf)
             )
 
          default: throw UniffiInternalError.unexpectedEnumCase
@@ -2748,29 +2585,29 @@ public struct FfiConverterTypeQuillError: FfiConverterRustBuffer {
 
         
         
-        case let .InvalidArgument(message):
+        case let .InvalidArgument(reason):
             writeInt(&buf, Int32(1))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(reason, into: &buf)
             
         
-        case let .UnsupportedDType(message):
+        case let .UnsupportedDType(reason):
             writeInt(&buf, Int32(2))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(reason, into: &buf)
             
         
-        case let .Decode(message):
+        case let .Decode(reason):
             writeInt(&buf, Int32(3))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(reason, into: &buf)
             
         
-        case let .Connection(message):
+        case let .Connection(reason):
             writeInt(&buf, Int32(4))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(reason, into: &buf)
             
         
-        case let .Timeout(message):
+        case let .Timeout(reason):
             writeInt(&buf, Int32(5))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(reason, into: &buf)
             
         
         case let .Status(problem):
@@ -2778,19 +2615,19 @@ public struct FfiConverterTypeQuillError: FfiConverterRustBuffer {
             FfiConverterTypeProblem.write(problem, into: &buf)
             
         
-        case let .Stream(message):
+        case let .Stream(reason):
             writeInt(&buf, Int32(7))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(reason, into: &buf)
             
         
-        case let .Protocol(message):
+        case let .Protocol(reason):
             writeInt(&buf, Int32(8))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(reason, into: &buf)
             
         
-        case let .Cancelled(message):
+        case let .Cancelled(reason):
             writeInt(&buf, Int32(9))
-            FfiConverterString.write(message, into: &buf)
+            FfiConverterString.write(reason, into: &buf)
             
         }
     }
@@ -3153,28 +2990,12 @@ fileprivate func uniffiFutureContinuationCallback(handle: UInt64, pollResult: In
     }
 }
 /**
- * The library version (from Cargo.toml, the single source of the version number:
- * Python's `quill.__version__` and the Kotlin/Swift packages read it too).
- *
- * ```
- * assert_eq!(quill::version(), env!("CARGO_PKG_VERSION"));
- * ```
+ * The library version (from Cargo.toml, the single source of the version number).
  */
 public func version() -> String  {
     return try!  FfiConverterString.lift(try! rustCall() {
         uniffiCallStatus in
     uniffi_quill_fn_func_version(uniffiCallStatus
-    )
-})
-}
-/**
- * Size in bytes of an element of `dtype` (uniffi face of [`DType::element_size`]).
- */
-public func dtypeElementSize(dtype: DType) -> UInt32  {
-    return try!  FfiConverterUInt32.lift(try! rustCall() {
-        uniffiCallStatus in
-    uniffi_quill_fn_func_dtype_element_size(
-        FfiConverterTypeDType_lower(dtype),uniffiCallStatus
     )
 })
 }
@@ -3190,7 +3011,7 @@ public func dtypeFromName(name: String)throws  -> DType  {
 })
 }
 /**
- * The dtype of a wire number.
+ * The dtype of a wire number (protocol §7); unknown numbers are `UnsupportedDType`.
  */
 public func dtypeFromWireValue(value: UInt8)throws  -> DType  {
     return try  FfiConverterTypeDType_lift(try rustCallWithError(FfiConverterTypeQuillError_lift) {
@@ -3200,76 +3021,9 @@ public func dtypeFromWireValue(value: UInt8)throws  -> DType  {
     )
 })
 }
-public func dtypeIsFloat(dtype: DType) -> Bool  {
-    return try!  FfiConverterBool.lift(try! rustCall() {
-        uniffiCallStatus in
-    uniffi_quill_fn_func_dtype_is_float(
-        FfiConverterTypeDType_lower(dtype),uniffiCallStatus
-    )
-})
-}
-public func dtypeIsInteger(dtype: DType) -> Bool  {
-    return try!  FfiConverterBool.lift(try! rustCall() {
-        uniffiCallStatus in
-    uniffi_quill_fn_func_dtype_is_integer(
-        FfiConverterTypeDType_lower(dtype),uniffiCallStatus
-    )
-})
-}
-public func dtypeIsSigned(dtype: DType) -> Bool  {
-    return try!  FfiConverterBool.lift(try! rustCall() {
-        uniffiCallStatus in
-    uniffi_quill_fn_func_dtype_is_signed(
-        FfiConverterTypeDType_lower(dtype),uniffiCallStatus
-    )
-})
-}
 /**
- * Canonical name of `dtype`.
- */
-public func dtypeName(dtype: DType) -> String  {
-    return try!  FfiConverterString.lift(try! rustCall() {
-        uniffiCallStatus in
-    uniffi_quill_fn_func_dtype_name(
-        FfiConverterTypeDType_lower(dtype),uniffiCallStatus
-    )
-})
-}
-/**
- * Wire number of `dtype` (protocol §7).
- */
-public func dtypeWireValue(dtype: DType) -> UInt8  {
-    return try!  FfiConverterUInt8.lift(try! rustCall() {
-        uniffiCallStatus in
-    uniffi_quill_fn_func_dtype_wire_value(
-        FfiConverterTypeDType_lower(dtype),uniffiCallStatus
-    )
-})
-}
-/**
- * Number of elements of `meta` (uniffi face of [`TensorMeta::num_elements`]).
- */
-public func tensorMetaNumElements(meta: TensorMeta)throws  -> UInt64  {
-    return try  FfiConverterUInt64.lift(try rustCallWithError(FfiConverterTypeQuillError_lift) {
-        uniffiCallStatus in
-    uniffi_quill_fn_func_tensor_meta_num_elements(
-        FfiConverterTypeTensorMeta_lower(meta),uniffiCallStatus
-    )
-})
-}
-/**
- * Byte size of the data `meta` describes.
- */
-public func tensorMetaSizeBytes(meta: TensorMeta)throws  -> UInt64  {
-    return try  FfiConverterUInt64.lift(try rustCallWithError(FfiConverterTypeQuillError_lift) {
-        uniffiCallStatus in
-    uniffi_quill_fn_func_tensor_meta_size_bytes(
-        FfiConverterTypeTensorMeta_lower(meta),uniffiCallStatus
-    )
-})
-}
-/**
- * Decode one token (protocol §8).
+ * Decode one token (protocol §8); leftover bytes are an error. (uniffi gives records
+ * no static functions, so the decoders are free functions.)
  */
 public func decodeToken(bytes: Data)throws  -> Token  {
     return try  FfiConverterTypeToken_lift(try rustCallWithError(FfiConverterTypeQuillError_lift) {
@@ -3282,7 +3036,7 @@ public func decodeToken(bytes: Data)throws  -> Token  {
 })
 }
 /**
- * Decode one token batch (protocol §8).
+ * Decode one token batch (protocol §8); leftover bytes are an error.
  */
 public func decodeTokenBatch(bytes: Data)throws  -> TokenBatch  {
     return try  FfiConverterTypeTokenBatch_lift(try rustCallWithError(FfiConverterTypeQuillError_lift) {
@@ -3310,145 +3064,121 @@ private let initializationResult: InitializationResult = {
     if bindings_contract_version != scaffolding_contract_version {
         return InitializationResult.contractVersionMismatch
     }
-    if (uniffi_quill_checksum_func_version() != 18983) {
+    if (uniffi_quill_checksum_func_version() != 31687) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_func_dtype_element_size() != 2158) {
+    if (uniffi_quill_checksum_func_dtype_from_name() != 17925) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_func_dtype_from_name() != 4344) {
+    if (uniffi_quill_checksum_func_dtype_from_wire_value() != 29368) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_func_dtype_from_wire_value() != 54419) {
+    if (uniffi_quill_checksum_func_decode_token() != 55955) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_func_dtype_is_float() != 51005) {
+    if (uniffi_quill_checksum_func_decode_token_batch() != 22992) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_func_dtype_is_integer() != 25196) {
+    if (uniffi_quill_checksum_method_messagestream_cancel() != 19146) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_func_dtype_is_signed() != 61492) {
+    if (uniffi_quill_checksum_method_messagestream_next() != 3979) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_func_dtype_name() != 64401) {
+    if (uniffi_quill_checksum_method_quillclient_base_url() != 33148) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_func_dtype_wire_value() != 58059) {
+    if (uniffi_quill_checksum_method_quillclient_call() != 41584) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_func_tensor_meta_num_elements() != 31527) {
+    if (uniffi_quill_checksum_method_quillclient_call_json() != 55312) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_func_tensor_meta_size_bytes() != 11673) {
+    if (uniffi_quill_checksum_method_quillclient_call_tensor() != 47384) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_func_decode_token() != 2742) {
+    if (uniffi_quill_checksum_method_quillclient_compression_enabled() != 15336) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_func_decode_token_batch() != 4830) {
+    if (uniffi_quill_checksum_method_quillclient_config() != 40727) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_quillclient_base_url() != 15232) {
+    if (uniffi_quill_checksum_method_quillclient_headers() != 21050) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_quillclient_call() != 45189) {
+    if (uniffi_quill_checksum_method_quillclient_remove_header() != 54545) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_quillclient_call_json() != 17533) {
+    if (uniffi_quill_checksum_method_quillclient_send_tensor() != 35489) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_quillclient_call_tensor() != 35742) {
+    if (uniffi_quill_checksum_method_quillclient_server_stream() != 48050) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_quillclient_compression_enabled() != 47884) {
+    if (uniffi_quill_checksum_method_quillclient_set_api_key() != 41555) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_quillclient_config() != 56836) {
+    if (uniffi_quill_checksum_method_quillclient_set_bearer_token() != 64826) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_quillclient_headers() != 29118) {
+    if (uniffi_quill_checksum_method_quillclient_set_header() != 20984) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_quillclient_remove_header() != 17452) {
+    if (uniffi_quill_checksum_method_quillclient_set_secret_header() != 64577) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_quillclient_send_tensor() != 61941) {
+    if (uniffi_quill_checksum_method_quillclient_timeout_ms() != 19240) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_quillclient_server_stream() != 53220) {
+    if (uniffi_quill_checksum_method_quillclient_token_stream() != 60523) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_quillclient_set_api_key() != 19794) {
+    if (uniffi_quill_checksum_method_tokenstream_cancel() != 21548) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_quillclient_set_bearer_token() != 50356) {
+    if (uniffi_quill_checksum_method_tokenstream_next() != 10733) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_quillclient_set_header() != 51733) {
+    if (uniffi_quill_checksum_method_tensor_dtype() != 24519) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_quillclient_set_secret_header() != 35531) {
+    if (uniffi_quill_checksum_method_tensor_encode() != 64280) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_quillclient_timeout_ms() != 32303) {
+    if (uniffi_quill_checksum_method_tensor_equals() != 11458) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_quillclient_token_stream() != 55464) {
+    if (uniffi_quill_checksum_method_tensor_meta() != 22294) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_messagestream_cancel() != 29651) {
+    if (uniffi_quill_checksum_method_tensor_name() != 14649) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_messagestream_next() != 15551) {
+    if (uniffi_quill_checksum_method_tensor_num_elements() != 7963) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_tokenstream_cancel() != 31803) {
+    if (uniffi_quill_checksum_method_tensor_shape() != 36472) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_tokenstream_next() != 26898) {
+    if (uniffi_quill_checksum_method_tensor_size_bytes() != 56151) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_tensor_dtype() != 44584) {
+    if (uniffi_quill_checksum_method_tensor_to_bytes() != 1720) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_tensor_encode() != 21813) {
+    if (uniffi_quill_checksum_constructor_quillclient_from_config() != 37915) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_tensor_equals() != 30007) {
+    if (uniffi_quill_checksum_constructor_quillclient_new() != 23216) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_tensor_meta() != 48717) {
+    if (uniffi_quill_checksum_constructor_tensor_decode() != 29931) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_tensor_name() != 61506) {
+    if (uniffi_quill_checksum_constructor_tensor_from_bytes() != 49825) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_tensor_num_elements() != 63704) {
-        return InitializationResult.apiChecksumMismatch
-    }
-    if (uniffi_quill_checksum_method_tensor_shape() != 49804) {
-        return InitializationResult.apiChecksumMismatch
-    }
-    if (uniffi_quill_checksum_method_tensor_size_bytes() != 2214) {
-        return InitializationResult.apiChecksumMismatch
-    }
-    if (uniffi_quill_checksum_method_tensor_to_bytes() != 41988) {
-        return InitializationResult.apiChecksumMismatch
-    }
-    if (uniffi_quill_checksum_constructor_quillclient_from_config() != 54082) {
-        return InitializationResult.apiChecksumMismatch
-    }
-    if (uniffi_quill_checksum_constructor_quillclient_new() != 30020) {
-        return InitializationResult.apiChecksumMismatch
-    }
-    if (uniffi_quill_checksum_constructor_tensor_decode() != 2778) {
-        return InitializationResult.apiChecksumMismatch
-    }
-    if (uniffi_quill_checksum_constructor_tensor_from_bytes() != 27222) {
-        return InitializationResult.apiChecksumMismatch
-    }
-    if (uniffi_quill_checksum_constructor_tensor_zeros() != 36432) {
+    if (uniffi_quill_checksum_constructor_tensor_zeros() != 316) {
         return InitializationResult.apiChecksumMismatch
     }
 

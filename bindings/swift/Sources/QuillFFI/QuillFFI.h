@@ -243,6 +243,26 @@ typedef void (*UniffiForeignFutureCompleteVoid)(uint64_t, UniffiForeignFutureRes
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CLONE_MESSAGESTREAM
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CLONE_MESSAGESTREAM
+uint64_t uniffi_quill_fn_clone_messagestream(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FREE_MESSAGESTREAM
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FREE_MESSAGESTREAM
+void uniffi_quill_fn_free_messagestream(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_MESSAGESTREAM_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_MESSAGESTREAM_CANCEL
+void uniffi_quill_fn_method_messagestream_cancel(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_MESSAGESTREAM_NEXT
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_MESSAGESTREAM_NEXT
+uint64_t uniffi_quill_fn_method_messagestream_next(uint64_t ptr
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CLONE_QUILLCLIENT
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CLONE_QUILLCLIENT
 uint64_t uniffi_quill_fn_clone_quillclient(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -343,26 +363,6 @@ uint64_t uniffi_quill_fn_method_quillclient_timeout_ms(uint64_t ptr, RustCallSta
 uint64_t uniffi_quill_fn_method_quillclient_token_stream(uint64_t ptr, RustBuffer service, RustBuffer method, RustBuffer body, int8_t content_type_json
 );
 #endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CLONE_MESSAGESTREAM
-#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CLONE_MESSAGESTREAM
-uint64_t uniffi_quill_fn_clone_messagestream(uint64_t handle, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FREE_MESSAGESTREAM
-#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FREE_MESSAGESTREAM
-void uniffi_quill_fn_free_messagestream(uint64_t handle, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_MESSAGESTREAM_CANCEL
-#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_MESSAGESTREAM_CANCEL
-void uniffi_quill_fn_method_messagestream_cancel(uint64_t ptr, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_MESSAGESTREAM_NEXT
-#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_MESSAGESTREAM_NEXT
-uint64_t uniffi_quill_fn_method_messagestream_next(uint64_t ptr
-);
-#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CLONE_TOKENSTREAM
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CLONE_TOKENSTREAM
 uint64_t uniffi_quill_fn_clone_tokenstream(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -453,6 +453,21 @@ uint64_t uniffi_quill_fn_method_tensor_size_bytes(uint64_t ptr, RustCallStatus *
 RustBuffer uniffi_quill_fn_method_tensor_to_bytes(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_DTYPE_INFO
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_DTYPE_INFO
+RustBuffer uniffi_quill_fn_method_dtype_info(RustBuffer ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_TENSORMETA_NUM_ELEMENTS
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_TENSORMETA_NUM_ELEMENTS
+uint64_t uniffi_quill_fn_method_tensormeta_num_elements(RustBuffer ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_TENSORMETA_SIZE_BYTES
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_TENSORMETA_SIZE_BYTES
+uint64_t uniffi_quill_fn_method_tensormeta_size_bytes(RustBuffer ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_TOKEN_ENCODE
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_TOKEN_ENCODE
 RustBuffer uniffi_quill_fn_method_token_encode(RustBuffer ptr, RustCallStatus *_Nonnull out_status
@@ -489,11 +504,6 @@ RustBuffer uniffi_quill_fn_func_version(RustCallStatus *_Nonnull out_status
     
 );
 #endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FUNC_DTYPE_ELEMENT_SIZE
-#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FUNC_DTYPE_ELEMENT_SIZE
-uint32_t uniffi_quill_fn_func_dtype_element_size(RustBuffer dtype, RustCallStatus *_Nonnull out_status
-);
-#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FUNC_DTYPE_FROM_NAME
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FUNC_DTYPE_FROM_NAME
 RustBuffer uniffi_quill_fn_func_dtype_from_name(RustBuffer name, RustCallStatus *_Nonnull out_status
@@ -502,41 +512,6 @@ RustBuffer uniffi_quill_fn_func_dtype_from_name(RustBuffer name, RustCallStatus 
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FUNC_DTYPE_FROM_WIRE_VALUE
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FUNC_DTYPE_FROM_WIRE_VALUE
 RustBuffer uniffi_quill_fn_func_dtype_from_wire_value(uint8_t value, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FUNC_DTYPE_IS_FLOAT
-#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FUNC_DTYPE_IS_FLOAT
-int8_t uniffi_quill_fn_func_dtype_is_float(RustBuffer dtype, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FUNC_DTYPE_IS_INTEGER
-#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FUNC_DTYPE_IS_INTEGER
-int8_t uniffi_quill_fn_func_dtype_is_integer(RustBuffer dtype, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FUNC_DTYPE_IS_SIGNED
-#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FUNC_DTYPE_IS_SIGNED
-int8_t uniffi_quill_fn_func_dtype_is_signed(RustBuffer dtype, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FUNC_DTYPE_NAME
-#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FUNC_DTYPE_NAME
-RustBuffer uniffi_quill_fn_func_dtype_name(RustBuffer dtype, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FUNC_DTYPE_WIRE_VALUE
-#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FUNC_DTYPE_WIRE_VALUE
-uint8_t uniffi_quill_fn_func_dtype_wire_value(RustBuffer dtype, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FUNC_TENSOR_META_NUM_ELEMENTS
-#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FUNC_TENSOR_META_NUM_ELEMENTS
-uint64_t uniffi_quill_fn_func_tensor_meta_num_elements(RustBuffer meta, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FUNC_TENSOR_META_SIZE_BYTES
-#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FUNC_TENSOR_META_SIZE_BYTES
-uint64_t uniffi_quill_fn_func_tensor_meta_size_bytes(RustBuffer meta, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FUNC_DECODE_TOKEN
@@ -815,12 +790,6 @@ uint16_t uniffi_quill_checksum_func_version(void
     
 );
 #endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_FUNC_DTYPE_ELEMENT_SIZE
-#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_FUNC_DTYPE_ELEMENT_SIZE
-uint16_t uniffi_quill_checksum_func_dtype_element_size(void
-    
-);
-#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_FUNC_DTYPE_FROM_NAME
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_FUNC_DTYPE_FROM_NAME
 uint16_t uniffi_quill_checksum_func_dtype_from_name(void
@@ -833,48 +802,6 @@ uint16_t uniffi_quill_checksum_func_dtype_from_wire_value(void
     
 );
 #endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_FUNC_DTYPE_IS_FLOAT
-#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_FUNC_DTYPE_IS_FLOAT
-uint16_t uniffi_quill_checksum_func_dtype_is_float(void
-    
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_FUNC_DTYPE_IS_INTEGER
-#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_FUNC_DTYPE_IS_INTEGER
-uint16_t uniffi_quill_checksum_func_dtype_is_integer(void
-    
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_FUNC_DTYPE_IS_SIGNED
-#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_FUNC_DTYPE_IS_SIGNED
-uint16_t uniffi_quill_checksum_func_dtype_is_signed(void
-    
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_FUNC_DTYPE_NAME
-#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_FUNC_DTYPE_NAME
-uint16_t uniffi_quill_checksum_func_dtype_name(void
-    
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_FUNC_DTYPE_WIRE_VALUE
-#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_FUNC_DTYPE_WIRE_VALUE
-uint16_t uniffi_quill_checksum_func_dtype_wire_value(void
-    
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_FUNC_TENSOR_META_NUM_ELEMENTS
-#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_FUNC_TENSOR_META_NUM_ELEMENTS
-uint16_t uniffi_quill_checksum_func_tensor_meta_num_elements(void
-    
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_FUNC_TENSOR_META_SIZE_BYTES
-#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_FUNC_TENSOR_META_SIZE_BYTES
-uint16_t uniffi_quill_checksum_func_tensor_meta_size_bytes(void
-    
-);
-#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_FUNC_DECODE_TOKEN
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_FUNC_DECODE_TOKEN
 uint16_t uniffi_quill_checksum_func_decode_token(void
@@ -884,6 +811,18 @@ uint16_t uniffi_quill_checksum_func_decode_token(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_FUNC_DECODE_TOKEN_BATCH
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_FUNC_DECODE_TOKEN_BATCH
 uint16_t uniffi_quill_checksum_func_decode_token_batch(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_MESSAGESTREAM_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_MESSAGESTREAM_CANCEL
+uint16_t uniffi_quill_checksum_method_messagestream_cancel(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_MESSAGESTREAM_NEXT
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_MESSAGESTREAM_NEXT
+uint16_t uniffi_quill_checksum_method_messagestream_next(void
     
 );
 #endif
@@ -980,18 +919,6 @@ uint16_t uniffi_quill_checksum_method_quillclient_timeout_ms(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_TOKEN_STREAM
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_TOKEN_STREAM
 uint16_t uniffi_quill_checksum_method_quillclient_token_stream(void
-    
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_MESSAGESTREAM_CANCEL
-#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_MESSAGESTREAM_CANCEL
-uint16_t uniffi_quill_checksum_method_messagestream_cancel(void
-    
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_MESSAGESTREAM_NEXT
-#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_MESSAGESTREAM_NEXT
-uint16_t uniffi_quill_checksum_method_messagestream_next(void
     
 );
 #endif

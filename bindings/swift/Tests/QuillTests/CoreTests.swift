@@ -23,22 +23,25 @@ final class DTypeTests: XCTestCase {
     func testTable() throws {
         XCTAssertEqual(Self.table.map { $0.2 }, Array(1...9))
         for (dtype, name, wire, size) in Self.table {
-            XCTAssertEqual(dtypeName(dtype: dtype), name)
-            XCTAssertEqual(dtypeWireValue(dtype: dtype), wire)
-            XCTAssertEqual(dtypeElementSize(dtype: dtype), size)
+            let info = dtype.info()
+            XCTAssertEqual(info.name, name)
+            XCTAssertEqual(info.wireValue, wire)
+            XCTAssertEqual(info.elementSize, size)
+            XCTAssertEqual(dtype.name, name)
+            XCTAssertEqual(dtype.elementSize, Int(size))
             XCTAssertEqual(try dtypeFromName(name: name), dtype)
             XCTAssertEqual(try dtypeFromWireValue(value: wire), dtype)
         }
     }
 
     func testKinds() {
-        let floats = Self.table.map { $0.0 }.filter { dtypeIsFloat(dtype: $0) }
+        let floats = Self.table.map { $0.0 }.filter { $0.info().isFloat }
         XCTAssertEqual(floats, [.float32, .float16, .bfloat16, .float64])
-        let ints = Self.table.map { $0.0 }.filter { dtypeIsInteger(dtype: $0) }
+        let ints = Self.table.map { $0.0 }.filter { $0.info().isInteger }
         XCTAssertEqual(ints, [.int8, .int32, .int64, .uint8])
-        XCTAssertTrue(dtypeIsSigned(dtype: .int8))
-        XCTAssertFalse(dtypeIsSigned(dtype: .uint8))
-        XCTAssertFalse(dtypeIsFloat(dtype: .bool) || dtypeIsInteger(dtype: .bool))
+        XCTAssertTrue(DType.int8.info().isSigned)
+        XCTAssertFalse(DType.uint8.isSigned)
+        XCTAssertFalse(DType.bool.isFloat || DType.bool.isInteger)
         XCTAssertEqual(try dtypeFromName(name: "bool_"), .bool)
     }
 
@@ -94,8 +97,8 @@ final class TensorTests: XCTestCase {
             XCTAssertEqual(back.dtype(), dtype, name)
             XCTAssertEqual(back.shape(), shape, name)
             XCTAssertEqual(back.toBytes(), bytes, name)
-            XCTAssertEqual(try tensorMetaSizeBytes(meta: back.meta()), UInt64(count))
-            XCTAssertEqual(try tensorMetaNumElements(meta: back.meta()), 15)
+            XCTAssertEqual(try back.meta().sizeBytes(), UInt64(count))
+            XCTAssertEqual(try back.meta().numElements(), 15)
         }
     }
 
@@ -146,7 +149,7 @@ final class TensorTests: XCTestCase {
             try Tensor.fromBytes(data: Data(count: 25), shape: [2, 3], dtype: .float32, name: nil)
         }
         expectQuillError("InvalidArgument", contains: "64 bits") {
-            try tensorMetaSizeBytes(meta: TensorMeta(shape: [1 << 32, 1 << 32], dtype: .uint8, name: nil, device: .cpu))
+            try TensorMeta(shape: [1 << 32, 1 << 32], dtype: .uint8, name: nil, device: .cpu).sizeBytes()
         }
         expectQuillError("InvalidArgument", contains: "256 dimensions") {
             try Tensor.zeros(shape: Array(repeating: 1, count: 256), dtype: .float32, name: nil)

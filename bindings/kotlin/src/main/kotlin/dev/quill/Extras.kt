@@ -176,7 +176,7 @@ private fun Tensor.littleEndianData(expected: DType): ByteBuffer {
     val actual = dtype()
     if (actual != expected) {
         throw QuillException.UnsupportedDType(
-            "tensor is ${dtypeName(actual)}, not ${dtypeName(expected)}"
+            "tensor is ${actual.canonicalName}, not ${expected.canonicalName}"
         )
     }
     return ByteBuffer.wrap(toBytes()).order(ByteOrder.LITTLE_ENDIAN)
@@ -218,14 +218,19 @@ fun Token.Companion.decode(bytes: ByteArray): Token = decodeToken(bytes.toDirect
 /** Decode one token batch (protocol §8) from [bytes]; leftover bytes are an error. */
 fun TokenBatch.Companion.decode(bytes: ByteArray): TokenBatch = decodeTokenBatch(bytes.toDirect())
 
+// The dtype table lives in the core (`DType.info()`); read each row once.
+private val dtypeRows: Map<DType, DTypeInfo> by lazy { DType.entries.associateWith { it.info() } }
+
+private val DType.row: DTypeInfo get() = dtypeRows.getValue(this)
+
 /** Size of one element in bytes. */
-val DType.elementSize: Int get() = dtypeElementSize(this).toInt()
+val DType.elementSize: Int get() = row.elementSize.toInt()
 
 /** Canonical lower-case name (`"float32"`, `"bool"`, …); `name` stays Kotlin's enum name. */
-val DType.canonicalName: String get() = dtypeName(this)
+val DType.canonicalName: String get() = row.name
 
 /** Number used on the wire (protocol §7). */
-val DType.wireValue: Int get() = dtypeWireValue(this).toInt()
+val DType.wireValue: Int get() = row.wireValue.toInt()
 
 /** The dtype of a wire number; unknown numbers throw [QuillException.UnsupportedDType]. */
 fun DType.Companion.fromWireValue(value: Int): DType {

@@ -684,29 +684,17 @@ internal object IntegrityCheckingUniffiLib {
     internal fun ensureInitialized() = Unit
     external fun uniffi_quill_checksum_func_version(
     ): Int
-    external fun uniffi_quill_checksum_func_dtype_element_size(
-    ): Int
     external fun uniffi_quill_checksum_func_dtype_from_name(
     ): Int
     external fun uniffi_quill_checksum_func_dtype_from_wire_value(
     ): Int
-    external fun uniffi_quill_checksum_func_dtype_is_float(
-    ): Int
-    external fun uniffi_quill_checksum_func_dtype_is_integer(
-    ): Int
-    external fun uniffi_quill_checksum_func_dtype_is_signed(
-    ): Int
-    external fun uniffi_quill_checksum_func_dtype_name(
-    ): Int
-    external fun uniffi_quill_checksum_func_dtype_wire_value(
-    ): Int
-    external fun uniffi_quill_checksum_func_tensor_meta_num_elements(
-    ): Int
-    external fun uniffi_quill_checksum_func_tensor_meta_size_bytes(
-    ): Int
     external fun uniffi_quill_checksum_func_decode_token(
     ): Int
     external fun uniffi_quill_checksum_func_decode_token_batch(
+    ): Int
+    external fun uniffi_quill_checksum_method_messagestream_cancel(
+    ): Int
+    external fun uniffi_quill_checksum_method_messagestream_next(
     ): Int
     external fun uniffi_quill_checksum_method_quillclient_base_url(
     ): Int
@@ -739,10 +727,6 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_quill_checksum_method_quillclient_timeout_ms(
     ): Int
     external fun uniffi_quill_checksum_method_quillclient_token_stream(
-    ): Int
-    external fun uniffi_quill_checksum_method_messagestream_cancel(
-    ): Int
-    external fun uniffi_quill_checksum_method_messagestream_next(
     ): Int
     external fun uniffi_quill_checksum_method_tokenstream_cancel(
     ): Int
@@ -796,6 +780,14 @@ internal object UniffiLib {
     }
 
     internal fun ensureInitialized() = Unit
+    external fun uniffi_quill_fn_clone_messagestream(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_quill_fn_free_messagestream(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_quill_fn_method_messagestream_cancel(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_quill_fn_method_messagestream_next(`ptr`: Long,
+    ): Long
     external fun uniffi_quill_fn_clone_quillclient(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_quill_fn_free_quillclient(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -836,14 +828,6 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_quill_fn_method_quillclient_token_stream(`ptr`: Long,`service`: RustBuffer.ByValue,`method`: RustBuffer.ByValue,`body`: RustBuffer.ByValue,`contentTypeJson`: Byte,
     ): Long
-    external fun uniffi_quill_fn_clone_messagestream(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Long
-    external fun uniffi_quill_fn_free_messagestream(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Unit
-    external fun uniffi_quill_fn_method_messagestream_cancel(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Unit
-    external fun uniffi_quill_fn_method_messagestream_next(`ptr`: Long,
-    ): Long
     external fun uniffi_quill_fn_clone_tokenstream(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_quill_fn_free_tokenstream(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -880,6 +864,12 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_quill_fn_method_tensor_to_bytes(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_quill_fn_method_dtype_info(`ptr`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_quill_fn_method_tensormeta_num_elements(`ptr`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_quill_fn_method_tensormeta_size_bytes(`ptr`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_quill_fn_method_token_encode(`ptr`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_quill_fn_method_token_is_eos(`ptr`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -894,26 +884,10 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_quill_fn_func_version(uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_quill_fn_func_dtype_element_size(`dtype`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): Int
     external fun uniffi_quill_fn_func_dtype_from_name(`name`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_quill_fn_func_dtype_from_wire_value(`value`: Byte,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_quill_fn_func_dtype_is_float(`dtype`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): Byte
-    external fun uniffi_quill_fn_func_dtype_is_integer(`dtype`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): Byte
-    external fun uniffi_quill_fn_func_dtype_is_signed(`dtype`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): Byte
-    external fun uniffi_quill_fn_func_dtype_name(`dtype`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_quill_fn_func_dtype_wire_value(`dtype`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): Int
-    external fun uniffi_quill_fn_func_tensor_meta_num_elements(`meta`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): Long
-    external fun uniffi_quill_fn_func_tensor_meta_size_bytes(`meta`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): Long
     external fun uniffi_quill_fn_func_decode_token(`bytes`: ForeignBytes.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_quill_fn_func_decode_token_batch(`bytes`: ForeignBytes.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1037,145 +1011,121 @@ private fun uniffiCheckContractApiVersion(lib: IntegrityCheckingUniffiLib) {
 }
 @Suppress("UNUSED_PARAMETER")
 private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
-    if ((lib.uniffi_quill_checksum_func_version() and 0xFFFF) != 18983) {
+    if ((lib.uniffi_quill_checksum_func_version() and 0xFFFF) != 31687) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_func_dtype_element_size() and 0xFFFF) != 2158) {
+    if ((lib.uniffi_quill_checksum_func_dtype_from_name() and 0xFFFF) != 17925) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_func_dtype_from_name() and 0xFFFF) != 4344) {
+    if ((lib.uniffi_quill_checksum_func_dtype_from_wire_value() and 0xFFFF) != 29368) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_func_dtype_from_wire_value() and 0xFFFF) != 54419) {
+    if ((lib.uniffi_quill_checksum_func_decode_token() and 0xFFFF) != 55955) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_func_dtype_is_float() and 0xFFFF) != 51005) {
+    if ((lib.uniffi_quill_checksum_func_decode_token_batch() and 0xFFFF) != 22992) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_func_dtype_is_integer() and 0xFFFF) != 25196) {
+    if ((lib.uniffi_quill_checksum_method_messagestream_cancel() and 0xFFFF) != 19146) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_func_dtype_is_signed() and 0xFFFF) != 61492) {
+    if ((lib.uniffi_quill_checksum_method_messagestream_next() and 0xFFFF) != 3979) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_func_dtype_name() and 0xFFFF) != 64401) {
+    if ((lib.uniffi_quill_checksum_method_quillclient_base_url() and 0xFFFF) != 33148) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_func_dtype_wire_value() and 0xFFFF) != 58059) {
+    if ((lib.uniffi_quill_checksum_method_quillclient_call() and 0xFFFF) != 41584) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_func_tensor_meta_num_elements() and 0xFFFF) != 31527) {
+    if ((lib.uniffi_quill_checksum_method_quillclient_call_json() and 0xFFFF) != 55312) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_func_tensor_meta_size_bytes() and 0xFFFF) != 11673) {
+    if ((lib.uniffi_quill_checksum_method_quillclient_call_tensor() and 0xFFFF) != 47384) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_func_decode_token() and 0xFFFF) != 2742) {
+    if ((lib.uniffi_quill_checksum_method_quillclient_compression_enabled() and 0xFFFF) != 15336) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_func_decode_token_batch() and 0xFFFF) != 4830) {
+    if ((lib.uniffi_quill_checksum_method_quillclient_config() and 0xFFFF) != 40727) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_quillclient_base_url() and 0xFFFF) != 15232) {
+    if ((lib.uniffi_quill_checksum_method_quillclient_headers() and 0xFFFF) != 21050) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_quillclient_call() and 0xFFFF) != 45189) {
+    if ((lib.uniffi_quill_checksum_method_quillclient_remove_header() and 0xFFFF) != 54545) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_quillclient_call_json() and 0xFFFF) != 17533) {
+    if ((lib.uniffi_quill_checksum_method_quillclient_send_tensor() and 0xFFFF) != 35489) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_quillclient_call_tensor() and 0xFFFF) != 35742) {
+    if ((lib.uniffi_quill_checksum_method_quillclient_server_stream() and 0xFFFF) != 48050) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_quillclient_compression_enabled() and 0xFFFF) != 47884) {
+    if ((lib.uniffi_quill_checksum_method_quillclient_set_api_key() and 0xFFFF) != 41555) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_quillclient_config() and 0xFFFF) != 56836) {
+    if ((lib.uniffi_quill_checksum_method_quillclient_set_bearer_token() and 0xFFFF) != 64826) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_quillclient_headers() and 0xFFFF) != 29118) {
+    if ((lib.uniffi_quill_checksum_method_quillclient_set_header() and 0xFFFF) != 20984) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_quillclient_remove_header() and 0xFFFF) != 17452) {
+    if ((lib.uniffi_quill_checksum_method_quillclient_set_secret_header() and 0xFFFF) != 64577) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_quillclient_send_tensor() and 0xFFFF) != 61941) {
+    if ((lib.uniffi_quill_checksum_method_quillclient_timeout_ms() and 0xFFFF) != 19240) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_quillclient_server_stream() and 0xFFFF) != 53220) {
+    if ((lib.uniffi_quill_checksum_method_quillclient_token_stream() and 0xFFFF) != 60523) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_quillclient_set_api_key() and 0xFFFF) != 19794) {
+    if ((lib.uniffi_quill_checksum_method_tokenstream_cancel() and 0xFFFF) != 21548) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_quillclient_set_bearer_token() and 0xFFFF) != 50356) {
+    if ((lib.uniffi_quill_checksum_method_tokenstream_next() and 0xFFFF) != 10733) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_quillclient_set_header() and 0xFFFF) != 51733) {
+    if ((lib.uniffi_quill_checksum_method_tensor_dtype() and 0xFFFF) != 24519) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_quillclient_set_secret_header() and 0xFFFF) != 35531) {
+    if ((lib.uniffi_quill_checksum_method_tensor_encode() and 0xFFFF) != 64280) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_quillclient_timeout_ms() and 0xFFFF) != 32303) {
+    if ((lib.uniffi_quill_checksum_method_tensor_equals() and 0xFFFF) != 11458) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_quillclient_token_stream() and 0xFFFF) != 55464) {
+    if ((lib.uniffi_quill_checksum_method_tensor_meta() and 0xFFFF) != 22294) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_messagestream_cancel() and 0xFFFF) != 29651) {
+    if ((lib.uniffi_quill_checksum_method_tensor_name() and 0xFFFF) != 14649) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_messagestream_next() and 0xFFFF) != 15551) {
+    if ((lib.uniffi_quill_checksum_method_tensor_num_elements() and 0xFFFF) != 7963) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_tokenstream_cancel() and 0xFFFF) != 31803) {
+    if ((lib.uniffi_quill_checksum_method_tensor_shape() and 0xFFFF) != 36472) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_tokenstream_next() and 0xFFFF) != 26898) {
+    if ((lib.uniffi_quill_checksum_method_tensor_size_bytes() and 0xFFFF) != 56151) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_tensor_dtype() and 0xFFFF) != 44584) {
+    if ((lib.uniffi_quill_checksum_method_tensor_to_bytes() and 0xFFFF) != 1720) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_tensor_encode() and 0xFFFF) != 21813) {
+    if ((lib.uniffi_quill_checksum_constructor_quillclient_from_config() and 0xFFFF) != 37915) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_tensor_equals() and 0xFFFF) != 30007) {
+    if ((lib.uniffi_quill_checksum_constructor_quillclient_new() and 0xFFFF) != 23216) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_tensor_meta() and 0xFFFF) != 48717) {
+    if ((lib.uniffi_quill_checksum_constructor_tensor_decode() and 0xFFFF) != 29931) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_tensor_name() and 0xFFFF) != 61506) {
+    if ((lib.uniffi_quill_checksum_constructor_tensor_from_bytes() and 0xFFFF) != 49825) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_tensor_num_elements() and 0xFFFF) != 63704) {
-        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    }
-    if ((lib.uniffi_quill_checksum_method_tensor_shape() and 0xFFFF) != 49804) {
-        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    }
-    if ((lib.uniffi_quill_checksum_method_tensor_size_bytes() and 0xFFFF) != 2214) {
-        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    }
-    if ((lib.uniffi_quill_checksum_method_tensor_to_bytes() and 0xFFFF) != 41988) {
-        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    }
-    if ((lib.uniffi_quill_checksum_constructor_quillclient_from_config() and 0xFFFF) != 54082) {
-        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    }
-    if ((lib.uniffi_quill_checksum_constructor_quillclient_new() and 0xFFFF) != 30020) {
-        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    }
-    if ((lib.uniffi_quill_checksum_constructor_tensor_decode() and 0xFFFF) != 2778) {
-        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    }
-    if ((lib.uniffi_quill_checksum_constructor_tensor_from_bytes() and 0xFFFF) != 27222) {
-        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    }
-    if ((lib.uniffi_quill_checksum_constructor_tensor_zeros() and 0xFFFF) != 36432) {
+    if ((lib.uniffi_quill_checksum_constructor_tensor_zeros() and 0xFFFF) != 316) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
 }
@@ -1717,37 +1667,13 @@ public object FfiConverterByteArray: FfiConverterRustBuffer<ByteArray> {
 
 
 /**
- * The response side of a server-streaming or bidirectional call: its messages in order.
- *
- * `next_message` returns `Ok(Some(message))` per DATA payload and `Ok(None)` after
- * END_STREAM. Errors: [`QuillError::Stream`] when the body ends or the connection
- * drops before END_STREAM, or on a CANCEL frame; [`QuillError::Protocol`] for malformed
- * or oversized frames (or a message over `max_decoded_size`); [`QuillError::Timeout`]
- * when the call deadline or the idle timeout passes. A non-2xx answer fails the
- * `open_*` call itself with [`QuillError::Status`]. Errors are sticky: once the stream
- * failed, every later call returns the same error.
- *
- * Dropping the stream, or [`cancel`](Self::cancel), closes the connection at once, so
- * the server sees the client go.
- *
- * ```no_run
- * # async fn demo(client: &quill::QuillClient) -> quill::Result<()> {
- * let stream = client
- * .open_server_stream("inference.v1.LLMService", "GenerateStream", b"{}".to_vec().into())
- * .await?;
- * while let Some(message) = stream.next_message().await? {
- * println!("{} bytes", message.len());
- * }
- * # Ok(()) }
- * ```
+ * A server-streaming call's messages.
  */
 public interface MessageStreamInterface {
     
     /**
-     * Stops the stream: the response body is dropped and the connection closed, so
-     * the server sees the client go. Afterwards `next_message` returns
-     * [`QuillError::Cancelled`] (messages already buffered are discarded), except on a
-     * stream that had already ended or failed, which keeps its outcome. Idempotent.
+     * Stops the stream: the connection is closed, so the server sees the client go.
+     * Idempotent; a stream that already ended keeps its outcome.
      */
     fun `cancel`()
     
@@ -1760,29 +1686,7 @@ public interface MessageStreamInterface {
 }
 
 /**
- * The response side of a server-streaming or bidirectional call: its messages in order.
- *
- * `next_message` returns `Ok(Some(message))` per DATA payload and `Ok(None)` after
- * END_STREAM. Errors: [`QuillError::Stream`] when the body ends or the connection
- * drops before END_STREAM, or on a CANCEL frame; [`QuillError::Protocol`] for malformed
- * or oversized frames (or a message over `max_decoded_size`); [`QuillError::Timeout`]
- * when the call deadline or the idle timeout passes. A non-2xx answer fails the
- * `open_*` call itself with [`QuillError::Status`]. Errors are sticky: once the stream
- * failed, every later call returns the same error.
- *
- * Dropping the stream, or [`cancel`](Self::cancel), closes the connection at once, so
- * the server sees the client go.
- *
- * ```no_run
- * # async fn demo(client: &quill::QuillClient) -> quill::Result<()> {
- * let stream = client
- * .open_server_stream("inference.v1.LLMService", "GenerateStream", b"{}".to_vec().into())
- * .await?;
- * while let Some(message) = stream.next_message().await? {
- * println!("{} bytes", message.len());
- * }
- * # Ok(()) }
- * ```
+ * A server-streaming call's messages.
  */
 open class MessageStream: Disposable, AutoCloseable, MessageStreamInterface
 {
@@ -1887,10 +1791,8 @@ open class MessageStream: Disposable, AutoCloseable, MessageStreamInterface
 
     
     /**
-     * Stops the stream: the response body is dropped and the connection closed, so
-     * the server sees the client go. Afterwards `next_message` returns
-     * [`QuillError::Cancelled`] (messages already buffered are discarded), except on a
-     * stream that had already ended or failed, which keeps its outcome. Idempotent.
+     * Stops the stream: the connection is closed, so the server sees the client go.
+     * Idempotent; a stream that already ended keeps its outcome.
      */override fun `cancel`()
         = 
     callWithHandle {
@@ -2062,35 +1964,17 @@ public object FfiConverterTypeMessageStream: FfiConverter<MessageStream, Long> {
 
 
 /**
- * A client of one Quill server. `Send + Sync`: share it (e.g. in an `Arc`) across
- * threads and tasks; calls run concurrently over the shared connection pool.
- *
- * Headers set with the `set_*` methods go out on every later call. Secret values —
- * `Authorization`, the API-key header, headers set with
- * [`set_secret_header`](Self::set_secret_header) and any header whose name looks like
- * a credential (contains `auth`, `token`, `secret`, `password`, `api-key`, `session`,
- * …, or is `Cookie`) — are shown as [`REDACTED`] by [`headers`](Self::headers) and
- * never appear in `Debug` or in error messages.
- *
- * ```
- * use quill::QuillClient;
- * let client = QuillClient::new("http://127.0.0.1:8080/".into(), 500, false).unwrap();
- * client.set_bearer_token("s3cret").unwrap();
- * client.set_header("X-Trace", "abc").unwrap();
- * assert_eq!(client.headers()[0], ("Authorization".to_owned(), "<redacted>".to_owned()));
- * assert!(!format!("{client:?}").contains("s3cret"));
- * assert!(client.set_header("X-Bad", "a\r\nb").is_err());
- * ```
+ * A client of one Quill server; share it between coroutines and tasks.
  */
 public interface QuillClientInterface {
     
     /**
-     * The normalised base URL (no trailing `/`).
+     * The base URL as it is sent (no trailing `/`).
      */
     fun `baseUrl`(): kotlin.String
     
     /**
-     * A unary `application/proto` call; see [`call_bytes`](Self::call_bytes).
+     * A unary `application/proto` call: raw message in, raw message out.
      */
     suspend fun `call`(`service`: kotlin.String, `method`: kotlin.String, `body`: kotlin.ByteArray, `idempotent`: kotlin.Boolean = false): kotlin.ByteArray
     
@@ -2100,19 +1984,19 @@ public interface QuillClientInterface {
     suspend fun `callJson`(`service`: kotlin.String, `method`: kotlin.String, `json`: kotlin.String, `idempotent`: kotlin.Boolean = false): kotlin.String
     
     /**
-     * A call answered with one tensor; see [`call_tensor`](Self::call_tensor).
+     * A call answered with one tensor in tensor frames.
      */
     suspend fun `callTensor`(`service`: kotlin.String, `method`: kotlin.String, `body`: kotlin.ByteArray, `contentTypeJson`: kotlin.Boolean = false): Tensor
     
     fun `compressionEnabled`(): kotlin.Boolean
     
     /**
-     * A copy of the configuration (with the normalised base URL).
+     * A copy of the configuration.
      */
     fun `config`(): ClientConfig
     
     /**
-     * The configured headers in insertion order, secret values as [`REDACTED`].
+     * The configured headers in insertion order, secret values as `<redacted>`.
      */
     fun `headers`(): List<HeaderEntry>
     
@@ -2122,38 +2006,32 @@ public interface QuillClientInterface {
     fun `removeHeader`(`name`: kotlin.String): kotlin.Boolean
     
     /**
-     * Uploads a tensor as tensor frames; see [`send_tensor`](Self::send_tensor).
+     * Uploads a tensor as tensor frames (its bytes are not copied); the raw reply.
      */
     suspend fun `sendTensor`(`service`: kotlin.String, `method`: kotlin.String, `tensor`: Tensor): kotlin.ByteArray
     
     /**
-     * Opens a server stream; see [`open_server_stream`](Self::open_server_stream).
+     * Opens a server stream (JSON request when `content_type_json`).
      */
     suspend fun `serverStream`(`service`: kotlin.String, `method`: kotlin.String, `body`: kotlin.ByteArray, `contentTypeJson`: kotlin.Boolean = false): MessageStream
     
     /**
-     * Sets the API key under `header_name` (default [`DEFAULT_API_KEY_HEADER`]); a key
-     * set under `Authorization` replaces the bearer token, and a key moved to another
-     * header is removed from the previous one.
+     * Sets an API key under `header_name` (default `X-API-Key`); other headers stay.
      */
     fun `setApiKey`(`key`: kotlin.String, `headerName`: kotlin.String? = null)
     
     /**
-     * Sets `Authorization: Bearer <token>` (replacing any API key under
-     * `Authorization`).
+     * Sets `Authorization: Bearer <token>`.
      */
     fun `setBearerToken`(`token`: kotlin.String)
     
     /**
-     * Sets a header sent on every call. Names must be HTTP tokens; values visible
-     * ASCII, space or tab (no CR/LF); headers the client manages itself
-     * (`Content-Type`, `Accept`, `Content-Encoding`, `Content-Length`, …) are refused.
-     * Errors name the header, never the value.
+     * Sets a header sent on every call; CR/LF and reserved names are refused.
      */
     fun `setHeader`(`name`: kotlin.String, `value`: kotlin.String)
     
     /**
-     * [`set_header`](Self::set_header) for a value that must always be redacted.
+     * `set_header` for a value that must always be redacted.
      */
     fun `setSecretHeader`(`name`: kotlin.String, `value`: kotlin.String)
     
@@ -2168,25 +2046,7 @@ public interface QuillClientInterface {
 }
 
 /**
- * A client of one Quill server. `Send + Sync`: share it (e.g. in an `Arc`) across
- * threads and tasks; calls run concurrently over the shared connection pool.
- *
- * Headers set with the `set_*` methods go out on every later call. Secret values —
- * `Authorization`, the API-key header, headers set with
- * [`set_secret_header`](Self::set_secret_header) and any header whose name looks like
- * a credential (contains `auth`, `token`, `secret`, `password`, `api-key`, `session`,
- * …, or is `Cookie`) — are shown as [`REDACTED`] by [`headers`](Self::headers) and
- * never appear in `Debug` or in error messages.
- *
- * ```
- * use quill::QuillClient;
- * let client = QuillClient::new("http://127.0.0.1:8080/".into(), 500, false).unwrap();
- * client.set_bearer_token("s3cret").unwrap();
- * client.set_header("X-Trace", "abc").unwrap();
- * assert_eq!(client.headers()[0], ("Authorization".to_owned(), "<redacted>".to_owned()));
- * assert!(!format!("{client:?}").contains("s3cret"));
- * assert!(client.set_header("X-Bad", "a\r\nb").is_err());
- * ```
+ * A client of one Quill server; share it between coroutines and tasks.
  */
 open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
 {
@@ -2214,7 +2074,7 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
     }
     /**
      * A client of `base_url` with a whole-call timeout (0 = none) and optional zstd
-     * compression; other settings default as in [`ClientConfig::new`].
+     * compression; other settings take their defaults.
      */
     constructor(`baseUrl`: kotlin.String, `timeoutMs`: kotlin.ULong = 30000uL, `enableCompression`: kotlin.Boolean = false) :
         this(UniffiWithHandle, 
@@ -2306,7 +2166,7 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
 
     
     /**
-     * The normalised base URL (no trailing `/`).
+     * The base URL as it is sent (no trailing `/`).
      */override fun `baseUrl`(): kotlin.String {
             return FfiConverterString.lift(
     callWithHandle {
@@ -2322,7 +2182,7 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
 
     
     /**
-     * A unary `application/proto` call; see [`call_bytes`](Self::call_bytes).
+     * A unary `application/proto` call: raw message in, raw message out.
      */
     @Throws(QuillException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
@@ -2378,7 +2238,7 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
 
     
     /**
-     * A call answered with one tensor; see [`call_tensor`](Self::call_tensor).
+     * A call answered with one tensor in tensor frames.
      */
     @Throws(QuillException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
@@ -2419,7 +2279,7 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
 
     
     /**
-     * A copy of the configuration (with the normalised base URL).
+     * A copy of the configuration.
      */override fun `config`(): ClientConfig {
             return FfiConverterTypeClientConfig.lift(
     callWithHandle {
@@ -2435,7 +2295,7 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
 
     
     /**
-     * The configured headers in insertion order, secret values as [`REDACTED`].
+     * The configured headers in insertion order, secret values as `<redacted>`.
      */override fun `headers`(): List<HeaderEntry> {
             return FfiConverterSequenceTypeHeaderEntry.lift(
     callWithHandle {
@@ -2468,7 +2328,7 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
 
     
     /**
-     * Uploads a tensor as tensor frames; see [`send_tensor`](Self::send_tensor).
+     * Uploads a tensor as tensor frames (its bytes are not copied); the raw reply.
      */
     @Throws(QuillException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
@@ -2495,7 +2355,7 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
 
     
     /**
-     * Opens a server stream; see [`open_server_stream`](Self::open_server_stream).
+     * Opens a server stream (JSON request when `content_type_json`).
      */
     @Throws(QuillException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
@@ -2523,9 +2383,7 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
 
     
     /**
-     * Sets the API key under `header_name` (default [`DEFAULT_API_KEY_HEADER`]); a key
-     * set under `Authorization` replaces the bearer token, and a key moved to another
-     * header is removed from the previous one.
+     * Sets an API key under `header_name` (default `X-API-Key`); other headers stay.
      */
     @Throws(QuillException::class)override fun `setApiKey`(`key`: kotlin.String, `headerName`: kotlin.String?)
         = 
@@ -2543,8 +2401,7 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
 
     
     /**
-     * Sets `Authorization: Bearer <token>` (replacing any API key under
-     * `Authorization`).
+     * Sets `Authorization: Bearer <token>`.
      */
     @Throws(QuillException::class)override fun `setBearerToken`(`token`: kotlin.String)
         = 
@@ -2561,10 +2418,7 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
 
     
     /**
-     * Sets a header sent on every call. Names must be HTTP tokens; values visible
-     * ASCII, space or tab (no CR/LF); headers the client manages itself
-     * (`Content-Type`, `Accept`, `Content-Encoding`, `Content-Length`, …) are refused.
-     * Errors name the header, never the value.
+     * Sets a header sent on every call; CR/LF and reserved names are refused.
      */
     @Throws(QuillException::class)override fun `setHeader`(`name`: kotlin.String, `value`: kotlin.String)
         = 
@@ -2582,7 +2436,7 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
 
     
     /**
-     * [`set_header`](Self::set_header) for a value that must always be redacted.
+     * `set_header` for a value that must always be redacted.
      */
     @Throws(QuillException::class)override fun `setSecretHeader`(`name`: kotlin.String, `value`: kotlin.String)
         = 
@@ -2789,15 +2643,6 @@ public object FfiConverterTypeQuillClient: FfiConverter<QuillClient, Long> {
 
 /**
  * A tensor: metadata plus little-endian, row-major element bytes in a shared buffer.
- *
- * ```
- * use quill::{DType, Tensor, TensorMeta};
- * let meta = TensorMeta::new(vec![2, 3], DType::Float32, None).unwrap();
- * let t = Tensor::new(meta, vec![0u8; 24].into()).unwrap();
- * let copy = t.clone(); // shares the buffer, copies no data
- * assert_eq!(copy.data().as_ptr(), t.data().as_ptr());
- * assert!(Tensor::new(t.meta().clone(), vec![0u8; 23].into()).is_err());
- * ```
  */
 public interface TensorInterface {
     
@@ -2836,15 +2681,6 @@ public interface TensorInterface {
 
 /**
  * A tensor: metadata plus little-endian, row-major element bytes in a shared buffer.
- *
- * ```
- * use quill::{DType, Tensor, TensorMeta};
- * let meta = TensorMeta::new(vec![2, 3], DType::Float32, None).unwrap();
- * let t = Tensor::new(meta, vec![0u8; 24].into()).unwrap();
- * let copy = t.clone(); // shares the buffer, copies no data
- * assert_eq!(copy.data().as_ptr(), t.data().as_ptr());
- * assert!(Tensor::new(t.meta().clone(), vec![0u8; 23].into()).is_err());
- * ```
  */
 open class Tensor: Disposable, AutoCloseable, TensorInterface
 {
@@ -3263,15 +3099,12 @@ public object FfiConverterTypeTensor: FfiConverter<Tensor, Long> {
 
 
 /**
- * A stream of [`TokenBatch`]es: each DATA payload decoded with [`TokenBatch::decode`].
- *
- * A payload that is not a valid batch is a [`QuillError::Protocol`] error for that
- * message; the stream itself goes on.
+ * A server stream of token batches.
  */
 public interface TokenStreamInterface {
     
     /**
-     * Stops the stream; see [`MessageStream::cancel`].
+     * Stops the stream; see `MessageStream.cancel`.
      */
     fun `cancel`()
     
@@ -3284,10 +3117,7 @@ public interface TokenStreamInterface {
 }
 
 /**
- * A stream of [`TokenBatch`]es: each DATA payload decoded with [`TokenBatch::decode`].
- *
- * A payload that is not a valid batch is a [`QuillError::Protocol`] error for that
- * message; the stream itself goes on.
+ * A server stream of token batches.
  */
 open class TokenStream: Disposable, AutoCloseable, TokenStreamInterface
 {
@@ -3392,7 +3222,7 @@ open class TokenStream: Disposable, AutoCloseable, TokenStreamInterface
 
     
     /**
-     * Stops the stream; see [`MessageStream::cancel`].
+     * Stops the stream; see `MessageStream.cancel`.
      */override fun `cancel`()
         = 
     callWithHandle {
@@ -3470,64 +3300,23 @@ public object FfiConverterTypeTokenStream: FfiConverter<TokenStream, Long> {
 
 
 /**
- * Settings of a [`QuillClient`](crate::client::QuillClient), fixed at construction.
- *
- * ```
- * use quill::ClientConfig;
- * let mut cfg = ClientConfig::new("http://127.0.0.1:8080/");
- * cfg.timeout_ms = 500;
- * cfg.max_retries = 2;
- * let client = quill::QuillClient::with_config(cfg).unwrap();
- * assert_eq!(client.base_url(), "http://127.0.0.1:8080");
- * ```
+ * Settings of a client, fixed at construction; see the Rust `ClientConfig` docs.
  */
 data class ClientConfig (
-    /**
-     * `http://` or `https://` URL the `{service}/{method}` path is appended to; a
-     * trailing `/` is stripped. Credentials in the URL are refused (use the auth setters).
-     */
     var `baseUrl`: kotlin.String
     , 
-    /**
-     * Deadline of a whole call, response body (and whole stream) included; 0 = none;
-     * at most [`MAX_TIMEOUT_MS`](crate::protocol::MAX_TIMEOUT_MS).
-     */
     var `timeoutMs`: kotlin.ULong = 30000uL 
     , 
-    /**
-     * Send `Accept-Encoding: zstd` and zstd-compress request bodies of at least
-     * [`COMPRESSION_THRESHOLD`](crate::protocol::COMPRESSION_THRESHOLD) bytes.
-     */
     var `enableCompression`: kotlin.Boolean = false 
     , 
-    /**
-     * Cap on a buffered (unary, client-stream or tensor) response body after decoding,
-     * and on each message of a stream (a stream's total is not capped: decoding is
-     * incremental, so memory stays bounded by one frame).
-     */
     var `maxDecodedSize`: kotlin.ULong = 67108864uL 
     , 
-    /**
-     * Longest wait for the next message of a stream, counted from the response headers
-     * and then from each message (time the consumer spends holding a message does not
-     * count); `None` or 0 = only the call timeout; at most
-     * [`MAX_TIMEOUT_MS`](crate::protocol::MAX_TIMEOUT_MS).
-     */
     var `idleTimeoutMs`: kotlin.ULong? = null 
     , 
-    /**
-     * Retries of calls marked idempotent (transport errors and 408/425/429/5xx); 0 = off.
-     */
     var `maxRetries`: kotlin.UInt = 0u 
     , 
-    /**
-     * Extra trusted root certificate(s), PEM; the bundled webpki roots stay trusted.
-     */
     var `caCertPem`: kotlin.ByteArray? = null 
     , 
-    /**
-     * `User-Agent` to send instead of `quill/<version>`.
-     */
     var `userAgent`: kotlin.String? = null 
     
 ){
@@ -3582,6 +3371,80 @@ public object FfiConverterTypeClientConfig: FfiConverterRustBuffer<ClientConfig>
 
 
 /**
+ * One row of the dtype table (protocol §7), read in one call: the properties of the
+ * Kotlin and Swift extras come from here.
+ */
+data class DTypeInfo (
+    /**
+     * Canonical lower-case name (`"float32"`, `"bool"`).
+     */
+    var `name`: kotlin.String
+    , 
+    /**
+     * Number used on the wire.
+     */
+    var `wireValue`: kotlin.UByte
+    , 
+    /**
+     * Size of one element in bytes.
+     */
+    var `elementSize`: kotlin.UInt
+    , 
+    var `isFloat`: kotlin.Boolean
+    , 
+    var `isInteger`: kotlin.Boolean
+    , 
+    /**
+     * Floats and signed integers.
+     */
+    var `isSigned`: kotlin.Boolean
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDTypeInfo: FfiConverterRustBuffer<DTypeInfo> {
+    override fun read(buf: ByteBuffer): DTypeInfo {
+        return DTypeInfo(
+            FfiConverterString.read(buf),
+            FfiConverterUByte.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterBoolean.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: DTypeInfo) = (
+            FfiConverterString.allocationSize(value.`name`) +
+            FfiConverterUByte.allocationSize(value.`wireValue`) +
+            FfiConverterUInt.allocationSize(value.`elementSize`) +
+            FfiConverterBoolean.allocationSize(value.`isFloat`) +
+            FfiConverterBoolean.allocationSize(value.`isInteger`) +
+            FfiConverterBoolean.allocationSize(value.`isSigned`)
+    )
+
+    override fun write(value: DTypeInfo, buf: ByteBuffer) {
+            FfiConverterString.write(value.`name`, buf)
+            FfiConverterUByte.write(value.`wireValue`, buf)
+            FfiConverterUInt.write(value.`elementSize`, buf)
+            FfiConverterBoolean.write(value.`isFloat`, buf)
+            FfiConverterBoolean.write(value.`isInteger`, buf)
+            FfiConverterBoolean.write(value.`isSigned`, buf)
+    }
+}
+
+
+
+/**
  * One configured header as shown by `headers()` (secret values redacted).
  */
 data class HeaderEntry (
@@ -3623,26 +3486,11 @@ public object FfiConverterTypeHeaderEntry: FfiConverterRustBuffer<HeaderEntry> {
 
 
 /**
- * Decoded RFC 7807 Problem Details of a failed call (protocol.md §4).
- *
- * Every field is optional because proxies answer with plain text or HTML; `body` then
- * holds the text. The HTTP status always wins over the JSON `status`.
- *
- * ```
- * let p = quill::Problem::from_response(429, Some("application/problem+json"),
- * br#"{"type":"urn:quill:error:429","title":"Quota exceeded","status":429}"#);
- * assert_eq!(p.title.as_deref(), Some("Quota exceeded"));
- * ```
+ * Decoded RFC 7807 Problem Details of a failed call (protocol §4).
  */
 data class Problem (
-    /**
-     * HTTP status of the response.
-     */
     var `status`: kotlin.UShort
     , 
-    /**
-     * `type` URI, e.g. `urn:quill:error:429`.
-     */
     var `problemType`: kotlin.String?
     , 
     var `title`: kotlin.String?
@@ -3651,24 +3499,12 @@ data class Problem (
     , 
     var `instance`: kotlin.String?
     , 
-    /**
-     * `quill_proto_type`: the protobuf type of the structured detail.
-     */
     var `protoType`: kotlin.String?
     , 
-    /**
-     * `quill_proto_detail_base64`, decoded.
-     */
     var `protoDetail`: kotlin.ByteArray?
     , 
-    /**
-     * `Retry-After` in milliseconds, when the server sent one in seconds.
-     */
     var `retryAfterMs`: kotlin.ULong?
     , 
-    /**
-     * The raw body as text (lossy UTF-8, capped), for plain-text and HTML errors.
-     */
     var `body`: kotlin.String
     
 ){
@@ -3727,13 +3563,6 @@ public object FfiConverterTypeProblem: FfiConverterRustBuffer<Problem> {
 
 /**
  * Shape, dtype, name and device of a tensor, without its data.
- *
- * ```
- * use quill::{DType, TensorMeta};
- * let meta = TensorMeta::new(vec![1, 768], DType::Float32, Some("embedding".into())).unwrap();
- * assert_eq!(meta.num_elements().unwrap(), 768);
- * assert_eq!(meta.size_bytes().unwrap(), 3072);
- * ```
  */
 data class TensorMeta (
     var `shape`: List<kotlin.ULong>
@@ -3745,6 +3574,34 @@ data class TensorMeta (
     var `device`: Device
     
 ){
+    
+    /**
+     * Product of the dims (1 for a scalar), overflow checked.
+     */
+    @Throws(QuillException::class) fun `numElements`(): kotlin.ULong {
+            return FfiConverterULong.lift(
+    uniffiRustCallWithError(QuillException) { _status ->
+    UniffiLib.uniffi_quill_fn_method_tensormeta_num_elements(FfiConverterTypeTensorMeta.lower(this),
+        _status)
+}
+    )
+    }
+    
+
+    
+    /**
+     * Byte size of the data this metadata describes.
+     */
+    @Throws(QuillException::class) fun `sizeBytes`(): kotlin.ULong {
+            return FfiConverterULong.lift(
+    uniffiRustCallWithError(QuillException) { _status ->
+    UniffiLib.uniffi_quill_fn_method_tensormeta_size_bytes(FfiConverterTypeTensorMeta.lower(this),
+        _status)
+}
+    )
+    }
+    
+
     
 
     
@@ -3785,14 +3642,6 @@ public object FfiConverterTypeTensorMeta: FfiConverterRustBuffer<TensorMeta> {
 
 /**
  * One generated token.
- *
- * ```
- * use quill::Token;
- * let t = Token::with_text(42, "hello", 0, Some(-0.5));
- * assert_eq!(hex(&t.encode().unwrap()), "0000002a0000000003bf000000000568656c6c6f");
- * assert_eq!(Token::decode(&t.encode().unwrap()).unwrap(), t);
- * # fn hex(b: &[u8]) -> String { b.iter().map(|x| format!("{x:02x}")).collect() }
- * ```
  */
 data class Token (
     var `id`: kotlin.UInt
@@ -3807,6 +3656,9 @@ data class Token (
     
 ){
     
+    /**
+     * The binary encoding of protocol §8.
+     */
     @Throws(QuillException::class) fun `encode`(): kotlin.ByteArray {
             return FfiConverterByteArray.lift(
     uniffiRustCallWithError(QuillException) { _status ->
@@ -3817,7 +3669,10 @@ data class Token (
     }
     
 
-     fun `isEos`(): kotlin.Boolean {
+    
+    /**
+     * Whether this is a special end-of-sequence token.
+     */ fun `isEos`(): kotlin.Boolean {
             return FfiConverterBoolean.lift(
     uniffiRustCall() { _status ->
     UniffiLib.uniffi_quill_fn_method_token_is_eos(FfiConverterTypeToken.lower(this),
@@ -3882,19 +3737,7 @@ public object FfiConverterTypeToken: FfiConverterRustBuffer<Token> {
 
 
 /**
- * A batch of tokens of one sequence, as streamed by an LLM server.
- *
- * `metadata` travels only in memory: the wire encoding carries no metadata.
- *
- * ```
- * use quill::{Token, TokenBatch};
- * let mut b = TokenBatch::new(Some(1));
- * b.tokens.push(Token::with_text(1, "Hello", 0, None));
- * b.tokens.push(Token::with_text(3, " World", 1, None));
- * assert_eq!(b.text(), "Hello World");
- * let back = TokenBatch::decode(&b.encode().unwrap()).unwrap();
- * assert_eq!(back.tokens, b.tokens);
- * ```
+ * A batch of tokens of one sequence; `metadata` is not encoded on the wire.
  */
 data class TokenBatch (
     var `tokens`: List<Token>
@@ -3907,6 +3750,9 @@ data class TokenBatch (
     
 ){
     
+    /**
+     * The binary encoding of protocol §8 (metadata is not encoded).
+     */
     @Throws(QuillException::class) fun `encode`(): kotlin.ByteArray {
             return FfiConverterByteArray.lift(
     uniffiRustCallWithError(QuillException) { _status ->
@@ -3917,7 +3763,10 @@ data class TokenBatch (
     }
     
 
-     fun `text`(): kotlin.String {
+    
+    /**
+     * Concatenated text of the tokens that have text.
+     */ fun `text`(): kotlin.String {
             return FfiConverterString.lift(
     uniffiRustCall() { _status ->
     UniffiLib.uniffi_quill_fn_method_tokenbatch_text(FfiConverterTypeTokenBatch.lower(this),
@@ -3976,14 +3825,7 @@ public object FfiConverterTypeTokenBatch: FfiConverterRustBuffer<TokenBatch> {
 
 
 /**
- * Element type of a tensor.
- *
- * ```
- * use quill::DType;
- * assert_eq!(DType::Float32.element_size(), 4);
- * assert_eq!(DType::from_wire(3).unwrap(), DType::Bfloat16);
- * assert_eq!(DType::from_name("bool").unwrap().name(), "bool");
- * ```
+ * Element type of a tensor (protocol §7).
  */
 
 enum class DType {
@@ -3997,6 +3839,19 @@ enum class DType {
     INT64,
     UINT8,
     BOOL;
+
+    
+    /**
+     * Name, wire number, element size and predicates of this dtype.
+     */ fun `info`(): DTypeInfo {
+            return FfiConverterTypeDTypeInfo.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_quill_fn_method_dtype_info(FfiConverterTypeDType.lower(this),
+        _status)
+}
+    )
+    }
+    
 
     
 
@@ -4027,7 +3882,7 @@ public object FfiConverterTypeDType: FfiConverterRustBuffer<DType> {
 
 
 /**
- * Where a tensor lives (protocol.md §7: 0 = cpu, 1 = cuda).
+ * Where a tensor lives (protocol §7: 0 = cpu, 1 = cuda).
  */
 
 enum class Device {
@@ -4066,23 +3921,10 @@ public object FfiConverterTypeDevice: FfiConverterRustBuffer<Device> {
 
 
 /**
- * The error of every fallible core operation.
- *
- * Variants are chosen so that each face can map them to the exception a user already
- * catches: `InvalidArgument`/`Decode` → `ValueError`, `UnsupportedDType` → `TypeError`,
- * `Connection` → `ConnectionError`, `Timeout` → `TimeoutError`, `Status`/`Stream`/
- * `Protocol`/`Cancelled` → `RuntimeError`.
- *
- * ```
- * let err = quill::DType::from_wire(42).unwrap_err();
- * assert!(matches!(err, quill::QuillError::UnsupportedDType { .. }));
- * ```
+ * The error of every fallible call: a Kotlin sealed exception class, a Swift `Error`.
  */
 sealed class QuillException: kotlin.Exception() {
     
-    /**
-     * An argument given by the caller is wrong (shape, length, header, URL, …).
-     */
     class InvalidArgument(
         
         val `reason`: kotlin.String
@@ -4091,9 +3933,6 @@ sealed class QuillException: kotlin.Exception() {
             get() = "reason=${ `reason` }"
     }
     
-    /**
-     * A dtype name, number or array type that Quill does not support.
-     */
     class UnsupportedDType(
         
         val `reason`: kotlin.String
@@ -4102,9 +3941,6 @@ sealed class QuillException: kotlin.Exception() {
             get() = "reason=${ `reason` }"
     }
     
-    /**
-     * Bytes handed to a decoder are not a valid encoding (truncated, over-long, …).
-     */
     class Decode(
         
         val `reason`: kotlin.String
@@ -4113,9 +3949,6 @@ sealed class QuillException: kotlin.Exception() {
             get() = "reason=${ `reason` }"
     }
     
-    /**
-     * The server could not be reached (DNS, refused, reset before a response).
-     */
     class Connection(
         
         val `reason`: kotlin.String
@@ -4124,9 +3957,6 @@ sealed class QuillException: kotlin.Exception() {
             get() = "reason=${ `reason` }"
     }
     
-    /**
-     * The call did not finish within its timeout.
-     */
     class Timeout(
         
         val `reason`: kotlin.String
@@ -4135,9 +3965,6 @@ sealed class QuillException: kotlin.Exception() {
             get() = "reason=${ `reason` }"
     }
     
-    /**
-     * The server answered with a non-2xx status.
-     */
     class Status(
         
         val `problem`: Problem
@@ -4146,9 +3973,6 @@ sealed class QuillException: kotlin.Exception() {
             get() = "problem=${ `problem` }"
     }
     
-    /**
-     * A response stream ended or broke before END_STREAM, or the peer cancelled it.
-     */
     class Stream(
         
         val `reason`: kotlin.String
@@ -4157,9 +3981,6 @@ sealed class QuillException: kotlin.Exception() {
             get() = "reason=${ `reason` }"
     }
     
-    /**
-     * The peer sent bytes that break the protocol (malformed or oversized frames, bodies).
-     */
     class Protocol(
         
         val `reason`: kotlin.String
@@ -4168,9 +3989,6 @@ sealed class QuillException: kotlin.Exception() {
             get() = "reason=${ `reason` }"
     }
     
-    /**
-     * The call was cancelled locally.
-     */
     class Cancelled(
         
         val `reason`: kotlin.String
@@ -4714,32 +4532,13 @@ public object FfiConverterMapStringString: FfiConverterRustBuffer<Map<kotlin.Str
 
 
         /**
-         * The library version (from Cargo.toml, the single source of the version number:
-         * Python's `quill.__version__` and the Kotlin/Swift packages read it too).
-         *
-         * ```
-         * assert_eq!(quill::version(), env!("CARGO_PKG_VERSION"));
-         * ```
+         * The library version (from Cargo.toml, the single source of the version number).
          */ fun `version`(): kotlin.String {
             return FfiConverterString.lift(
     uniffiRustCall() { _status ->
     UniffiLib.uniffi_quill_fn_func_version(
     
         _status)
-}
-    )
-    }
-    
-
-        /**
-         * Size in bytes of an element of `dtype` (uniffi face of [`DType::element_size`]).
-         */ fun `dtypeElementSize`(`dtype`: DType): kotlin.UInt {
-            return FfiConverterUInt.lift(
-    uniffiRustCall() { _status ->
-    UniffiLib.uniffi_quill_fn_func_dtype_element_size(
-    
-        
-        FfiConverterTypeDType.lower(`dtype`),_status)
 }
     )
     }
@@ -4761,7 +4560,7 @@ public object FfiConverterMapStringString: FfiConverterRustBuffer<Map<kotlin.Str
     
 
         /**
-         * The dtype of a wire number.
+         * The dtype of a wire number (protocol §7); unknown numbers are `UnsupportedDType`.
          */
     @Throws(QuillException::class) fun `dtypeFromWireValue`(`value`: kotlin.UByte): DType {
             return FfiConverterTypeDType.lift(
@@ -4774,100 +4573,10 @@ public object FfiConverterMapStringString: FfiConverterRustBuffer<Map<kotlin.Str
     )
     }
     
- fun `dtypeIsFloat`(`dtype`: DType): kotlin.Boolean {
-            return FfiConverterBoolean.lift(
-    uniffiRustCall() { _status ->
-    UniffiLib.uniffi_quill_fn_func_dtype_is_float(
-    
-        
-        FfiConverterTypeDType.lower(`dtype`),_status)
-}
-    )
-    }
-    
- fun `dtypeIsInteger`(`dtype`: DType): kotlin.Boolean {
-            return FfiConverterBoolean.lift(
-    uniffiRustCall() { _status ->
-    UniffiLib.uniffi_quill_fn_func_dtype_is_integer(
-    
-        
-        FfiConverterTypeDType.lower(`dtype`),_status)
-}
-    )
-    }
-    
- fun `dtypeIsSigned`(`dtype`: DType): kotlin.Boolean {
-            return FfiConverterBoolean.lift(
-    uniffiRustCall() { _status ->
-    UniffiLib.uniffi_quill_fn_func_dtype_is_signed(
-    
-        
-        FfiConverterTypeDType.lower(`dtype`),_status)
-}
-    )
-    }
-    
 
         /**
-         * Canonical name of `dtype`.
-         */ fun `dtypeName`(`dtype`: DType): kotlin.String {
-            return FfiConverterString.lift(
-    uniffiRustCall() { _status ->
-    UniffiLib.uniffi_quill_fn_func_dtype_name(
-    
-        
-        FfiConverterTypeDType.lower(`dtype`),_status)
-}
-    )
-    }
-    
-
-        /**
-         * Wire number of `dtype` (protocol §7).
-         */ fun `dtypeWireValue`(`dtype`: DType): kotlin.UByte {
-            return FfiConverterUByte.lift(
-    uniffiRustCall() { _status ->
-    UniffiLib.uniffi_quill_fn_func_dtype_wire_value(
-    
-        
-        FfiConverterTypeDType.lower(`dtype`),_status)
-}
-    )
-    }
-    
-
-        /**
-         * Number of elements of `meta` (uniffi face of [`TensorMeta::num_elements`]).
-         */
-    @Throws(QuillException::class) fun `tensorMetaNumElements`(`meta`: TensorMeta): kotlin.ULong {
-            return FfiConverterULong.lift(
-    uniffiRustCallWithError(QuillException) { _status ->
-    UniffiLib.uniffi_quill_fn_func_tensor_meta_num_elements(
-    
-        
-        FfiConverterTypeTensorMeta.lower(`meta`),_status)
-}
-    )
-    }
-    
-
-        /**
-         * Byte size of the data `meta` describes.
-         */
-    @Throws(QuillException::class) fun `tensorMetaSizeBytes`(`meta`: TensorMeta): kotlin.ULong {
-            return FfiConverterULong.lift(
-    uniffiRustCallWithError(QuillException) { _status ->
-    UniffiLib.uniffi_quill_fn_func_tensor_meta_size_bytes(
-    
-        
-        FfiConverterTypeTensorMeta.lower(`meta`),_status)
-}
-    )
-    }
-    
-
-        /**
-         * Decode one token (protocol §8).
+         * Decode one token (protocol §8); leftover bytes are an error. (uniffi gives records
+         * no static functions, so the decoders are free functions.)
          */
     @Throws(QuillException::class) fun `decodeToken`(`bytes`: java.nio.ByteBuffer): Token {
             return FfiConverterTypeToken.lift(
@@ -4882,7 +4591,7 @@ public object FfiConverterMapStringString: FfiConverterRustBuffer<Map<kotlin.Str
     
 
         /**
-         * Decode one token batch (protocol §8).
+         * Decode one token batch (protocol §8); leftover bytes are an error.
          */
     @Throws(QuillException::class) fun `decodeTokenBatch`(`bytes`: java.nio.ByteBuffer): TokenBatch {
             return FfiConverterTypeTokenBatch.lift(

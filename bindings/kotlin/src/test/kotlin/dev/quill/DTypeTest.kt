@@ -25,11 +25,12 @@ class DTypeTest {
         assertEquals(DType.values().toList(), table.map { it.first }, "every dtype, in wire order")
         for ((dtype, name, sizeAndWire) in table) {
             val (size, wire) = sizeAndWire
-            assertEquals(name, dtypeName(dtype))
+            val info = dtype.info()
+            assertEquals(name, info.name)
             assertEquals(name, dtype.canonicalName)
-            assertEquals(size.toUInt(), dtypeElementSize(dtype))
+            assertEquals(size.toUInt(), info.elementSize)
             assertEquals(size, dtype.elementSize)
-            assertEquals(wire.toUByte(), dtypeWireValue(dtype))
+            assertEquals(wire.toUByte(), info.wireValue)
             assertEquals(wire, dtype.wireValue)
             assertEquals(dtype, dtypeFromWireValue(wire.toUByte()))
             assertEquals(dtype, DType.fromWireValue(wire))
@@ -41,10 +42,13 @@ class DTypeTest {
 
     @Test
     fun `float, integer and signed predicates`() {
-        assertTrue(dtypeIsFloat(DType.BFLOAT16) && dtypeIsSigned(DType.BFLOAT16))
-        assertTrue(dtypeIsInteger(DType.UINT8) && !dtypeIsSigned(DType.UINT8))
-        assertTrue(dtypeIsSigned(DType.INT8))
-        assertFalse(dtypeIsFloat(DType.BOOL) || dtypeIsInteger(DType.BOOL) || dtypeIsSigned(DType.BOOL))
+        val bf16 = DType.BFLOAT16.info()
+        assertTrue(bf16.isFloat && bf16.isSigned)
+        val u8 = DType.UINT8.info()
+        assertTrue(u8.isInteger && !u8.isSigned)
+        assertTrue(DType.INT8.info().isSigned)
+        val b = DType.BOOL.info()
+        assertFalse(b.isFloat || b.isInteger || b.isSigned)
     }
 
     @Test

@@ -104,7 +104,7 @@ class TensorTest {
             assertEquals(TensorMeta(listOf(2UL, 3UL), DType.FLOAT32, "x", Device.CPU), t.meta())
             assertArrayEquals(data, t.toBytes())
         }
-        assertEquals(6UL, tensorMetaNumElements(TensorMeta(listOf(2UL, 3UL), DType.FLOAT32, "x", Device.CPU)))
-        assertEquals(24UL, tensorMetaSizeBytes(TensorMeta(listOf(2UL, 3UL), DType.FLOAT32, "x", Device.CPU)))
+        assertEquals(6UL, TensorMeta(listOf(2UL, 3UL), DType.FLOAT32, "x", Device.CPU).numElements())
+        assertEquals(24UL, TensorMeta(listOf(2UL, 3UL), DType.FLOAT32, "x", Device.CPU).sizeBytes())
     }
 }

@@ -7,7 +7,6 @@ import dev.quill.QuillServerExtension
 import dev.quill.Tensor
 import dev.quill.Token
 import dev.quill.decode
-import dev.quill.dtypeElementSize
 import dev.quill.fromByteArray
 import java.io.File
 import java.net.URI
@@ -80,8 +79,8 @@ class QuillBench {
     fun benchmark(server: QuillServer) {
         // 1. Trivial calls into the core.
         var sink = 0L
-        val trivial = perOp(1_000, 3_000, 5_000_000, batch = 100) { sink += dtypeElementSize(DType.FLOAT32).toLong() }
-        rows += "| `dtypeElementSize(FLOAT32)` (trivial FFI call) | %.2f µs/call | enum argument lowered through a RustBuffer (an extra alloc call) |".format(trivial / 1e3)
+        val trivial = perOp(1_000, 3_000, 5_000_000, batch = 100) { sink += DType.FLOAT32.info().elementSize.toLong() }
+        rows += "| `DType.FLOAT32.info()` (enum in, record out) | %.2f µs/call | enum and record lowered and lifted through RustBuffers |".format(trivial / 1e3)
         val small = Tensor.fromByteArray(ByteArray(4), longArrayOf(4), DType.UINT8)
         val handleOnly = perOp(1_000, 3_000, 5_000_000, batch = 100) { sink += small.numElements().toLong() }
         small.close()

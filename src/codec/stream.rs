@@ -63,7 +63,7 @@ pub fn frame_header(flags: u8, len: usize) -> Result<Vec<u8>> {
 /// Encodes one frame.
 ///
 /// ```
-/// use quill::frame::stream::{encode_frame, END_STREAM_FRAME};
+/// use quill::codec::stream::{encode_frame, END_STREAM_FRAME};
 /// assert_eq!(encode_frame(0x01, b"hi").unwrap(), [0x02, 0x01, b'h', b'i']);
 /// assert_eq!(END_STREAM_FRAME, [0x00, 0x02]);
 /// ```
@@ -86,7 +86,7 @@ pub const CANCEL_FRAME: [u8; 2] = [0x00, flags::CANCEL];
 /// Incremental decoder of stream frames.
 ///
 /// ```
-/// use quill::frame::stream::FrameDecoder;
+/// use quill::codec::stream::FrameDecoder;
 /// let mut d = FrameDecoder::new();
 /// d.push(&[0x02, 0x01, b'h']);
 /// assert!(d.next_frame().unwrap().is_none()); // payload incomplete
@@ -163,7 +163,7 @@ pub enum Event {
 /// follow END_STREAM, and the body ending first is a truncated stream.
 ///
 /// ```
-/// use quill::frame::stream::{Event, MessageReader};
+/// use quill::codec::stream::{Event, MessageReader};
 /// let mut r = MessageReader::new();
 /// r.push(&[0x01, 0x03, b'x']); // DATA|END_STREAM
 /// assert_eq!(r.next_event().unwrap(), Some(Event::Message(b"x"[..].into())));

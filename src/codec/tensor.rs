@@ -48,7 +48,7 @@ pub fn encode_frame(ty: u8, payload: &[u8]) -> Result<Vec<u8>> {
 /// The TENSOR_META payload.
 ///
 /// ```
-/// use quill::{frame::tensor::encode_meta, DType, TensorMeta};
+/// use quill::{codec::tensor::encode_meta, DType, TensorMeta};
 /// let m = TensorMeta::new(vec![2, 3], DType::Float32, Some("x".into())).unwrap();
 /// let hex: String = encode_meta(&m).unwrap().iter().map(|b| format!("{b:02x}")).collect();
 /// assert_eq!(hex, "0202000000000000000300000000000000010018000000000000000100" .to_owned() + "78");
@@ -354,28 +354,105 @@ impl TensorAssembler {
 
 /// Decodes a complete tensor-frame body holding exactly one tensor.
 pub fn decode_tensor(body: &[u8]) -> Result<Tensor> {
-    let mut d = TensorFrameDecoder::new();
-    d.push(body);
-    let mut a = TensorAssembler::new();
-    while let Some(f) = d.next_frame()? {
-        if let Some(t) = a.on_frame(f)? {
-            if d.buffered() != 0 {
-                return Err(QuillError::decode(format!(
-                    "{} bytes after the tensor's END_STREAM",
-                    d.buffered()
-                )));
-            }
-            return Ok(t);
+    let mut reader = TensorReader::new();
+    reader.push(body)?;
+    reader.finish()
+}
+
+/// Reads exactly one tensor from a body of tensor frames pushed in any chunking: the
+/// one place that decides when such a body is complete, used by [`decode_tensor`], the
+/// client's tensor calls and the bundled server's Upload. Errors are
+/// [`QuillError::Decode`] (or `UnsupportedDType`): from [`push`](Self::push) for
+/// malformed frames, a tensor over the limit or bytes after the tensor's END_STREAM;
+/// from [`finish`](Self::finish) for a body that ends early or holds no tensor.
+///
+/// ```
+/// use quill::codec::tensor::{encode_tensor, TensorReader};
+/// use quill::{DType, Tensor};
+/// let frames = encode_tensor(&Tensor::from_bytes(&[1, 2, 3], vec![3], DType::Uint8, None).unwrap());
+/// let mut reader = TensorReader::new();
+/// for chunk in frames.chunks(5) {
+///     reader.push(chunk).unwrap();
+/// }
+/// assert_eq!(reader.finish().unwrap().data().as_ref(), &[1, 2, 3]);
+/// ```
+#[derive(Debug, Default)]
+pub struct TensorReader {
+    frames: TensorFrameDecoder,
+    assembler: TensorAssembler,
+    tensor: Option<Tensor>,
+    limit: Option<(u64, &'static str)>,
+}
+
+impl TensorReader {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A reader that refuses a tensor whose metadata declares more than `bytes` bytes,
+    /// as soon as TENSOR_META arrives (before any payload is kept); `setting` names the
+    /// limit in the error.
+    pub fn with_limit(bytes: u64, setting: &'static str) -> Self {
+        TensorReader {
+            limit: Some((bytes, setting)),
+            ..Self::default()
         }
     }
-    Err(QuillError::decode(if d.buffered() > 0 {
-        format!(
-            "truncated tensor frame ({} bytes of an incomplete frame)",
-            d.buffered()
-        )
-    } else {
-        "tensor frames ended before END_STREAM".to_owned()
-    }))
+
+    /// Feeds the next bytes of the body.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<()> {
+        if self.tensor.is_some() {
+            return match chunk.len() {
+                0 => Ok(()),
+                n => Err(trailing_bytes(n)),
+            };
+        }
+        self.frames.push(chunk);
+        while let Some(frame) = self.frames.next_frame()? {
+            if let (TensorFrame::Meta(meta), Some((limit, setting))) = (&frame, self.limit) {
+                let size = meta.size_bytes()?;
+                if size > limit {
+                    return Err(QuillError::decode(format!(
+                        "tensor of {size} bytes exceeds the {limit}-byte limit ({setting})"
+                    )));
+                }
+            }
+            if let Some(tensor) = self.assembler.on_frame(frame)? {
+                if self.frames.buffered() > 0 {
+                    return Err(trailing_bytes(self.frames.buffered()));
+                }
+                self.tensor = Some(tensor);
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the tensor's END_STREAM has arrived.
+    pub fn is_complete(&self) -> bool {
+        self.tensor.is_some()
+    }
+
+    /// At the end of the body: the tensor, or why the body holds none.
+    pub fn finish(self) -> Result<Tensor> {
+        if let Some(tensor) = self.tensor {
+            return Ok(tensor);
+        }
+        Err(QuillError::decode(if self.frames.buffered() > 0 {
+            format!(
+                "tensor frames are truncated: the body ends inside a frame ({} bytes of an incomplete frame)",
+                self.frames.buffered()
+            )
+        } else if self.assembler.in_progress() {
+            "tensor frames end before END_STREAM (truncated)".to_owned()
+        } else {
+            "no tensor in the body (no frames before its end)".to_owned()
+        }))
+    }
+}
+
+fn trailing_bytes(n: usize) -> QuillError {
+    QuillError::decode(format!("{n} bytes after the tensor's END_STREAM"))
 }
 
 #[cfg(test)]
@@ -406,7 +483,7 @@ mod tests {
         assert_eq!(&body[body.len() - 9..], &[0x02, 0, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(body.len(), 9 + 24 + 4 * 9 + 200_000 + 9);
         let back = decode_tensor(&body).unwrap();
-        assert_eq!(back, *t);
+        assert_eq!(back, t);
     }
 
     #[test]

@@ -1,0 +1,139 @@
+//! uniffi mirrors of the core's plain types (`#[uniffi::remote]`): the field lists
+//! must match the core definitions exactly, which the compiler checks, and carry the
+//! defaults and doc comments the bindings show. Records used only by the bindings live
+//! here too.
+
+use crate::client::ClientConfig;
+use crate::dtype::DType;
+use crate::error::QuillError;
+use crate::problem::Problem;
+use crate::tensor::{Device, TensorMeta};
+use crate::token::{Token, TokenBatch};
+use std::collections::HashMap;
+
+/// Element type of a tensor (protocol §7).
+#[uniffi::remote(Enum)]
+pub enum DType {
+    Float32,
+    Float16,
+    Bfloat16,
+    Float64,
+    Int8,
+    Int32,
+    Int64,
+    Uint8,
+    Bool,
+}
+
+/// Where a tensor lives (protocol §7: 0 = cpu, 1 = cuda).
+#[uniffi::remote(Enum)]
+pub enum Device {
+    Cpu,
+    Cuda,
+}
+
+/// Shape, dtype, name and device of a tensor, without its data.
+#[uniffi::remote(Record)]
+pub struct TensorMeta {
+    pub shape: Vec<u64>,
+    pub dtype: DType,
+    pub name: Option<String>,
+    pub device: Device,
+}
+
+/// One generated token.
+#[uniffi::remote(Record)]
+pub struct Token {
+    pub id: u32,
+    pub position: u32,
+    #[uniffi(default = None)]
+    pub text: Option<String>,
+    #[uniffi(default = None)]
+    pub logprob: Option<f32>,
+    #[uniffi(default = false)]
+    pub is_special: bool,
+}
+
+/// A batch of tokens of one sequence; `metadata` is not encoded on the wire.
+#[uniffi::remote(Record)]
+pub struct TokenBatch {
+    pub tokens: Vec<Token>,
+    #[uniffi(default = None)]
+    pub sequence_id: Option<u32>,
+    #[uniffi(default = false)]
+    pub is_final: bool,
+    // uniffi 0.32's Kotlin generator refuses `default = []` on a map.
+    #[uniffi(default)]
+    pub metadata: HashMap<String, String>,
+}
+
+/// Decoded RFC 7807 Problem Details of a failed call (protocol §4).
+#[uniffi::remote(Record)]
+pub struct Problem {
+    pub status: u16,
+    pub problem_type: Option<String>,
+    pub title: Option<String>,
+    pub detail: Option<String>,
+    pub instance: Option<String>,
+    pub proto_type: Option<String>,
+    pub proto_detail: Option<Vec<u8>>,
+    pub retry_after_ms: Option<u64>,
+    pub body: String,
+}
+
+/// The error of every fallible call: a Kotlin sealed exception class, a Swift `Error`.
+#[uniffi::remote(Error)]
+pub enum QuillError {
+    InvalidArgument { reason: String },
+    UnsupportedDType { reason: String },
+    Decode { reason: String },
+    Connection { reason: String },
+    Timeout { reason: String },
+    Status { problem: Problem },
+    Stream { reason: String },
+    Protocol { reason: String },
+    Cancelled { reason: String },
+}
+
+/// Settings of a client, fixed at construction; see the Rust `ClientConfig` docs.
+#[uniffi::remote(Record)]
+pub struct ClientConfig {
+    pub base_url: String,
+    #[uniffi(default = 30000)]
+    pub timeout_ms: u64,
+    #[uniffi(default = false)]
+    pub enable_compression: bool,
+    #[uniffi(default = 67108864)]
+    pub max_decoded_size: u64,
+    #[uniffi(default = None)]
+    pub idle_timeout_ms: Option<u64>,
+    #[uniffi(default = 0)]
+    pub max_retries: u32,
+    #[uniffi(default = None)]
+    pub ca_cert_pem: Option<Vec<u8>>,
+    #[uniffi(default = None)]
+    pub user_agent: Option<String>,
+}
+
+/// One configured header as shown by `headers()` (secret values redacted).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct HeaderEntry {
+    pub name: String,
+    pub value: String,
+}
+
+/// One row of the dtype table (protocol §7), read in one call: the properties of the
+/// Kotlin and Swift extras come from here.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct DTypeInfo {
+    /// Canonical lower-case name (`"float32"`, `"bool"`).
+    pub name: String,
+    /// Number used on the wire.
+    pub wire_value: u8,
+    /// Size of one element in bytes.
+    pub element_size: u32,
+    pub is_float: bool,
+    pub is_integer: bool,
+    /// Floats and signed integers.
+    pub is_signed: bool,
+}
