@@ -87,6 +87,6 @@ fuzz_target!(|input: &[u8]| {
     let parts = encode_tensor_parts(&t, chunk).unwrap();
     let body: Vec<u8> = parts.concat();
     let back = decode_chunked(&chunks(&body, &cuts)).expect("an encoded tensor decodes");
-    assert_eq!(back, *t);
-    assert_eq!(&decode_tensor(&encode_tensor(&t)).unwrap(), &*t);
+    assert_eq!(back, t);
+    assert_eq!(&decode_tensor(&encode_tensor(&t)).unwrap(), &t);
 });
