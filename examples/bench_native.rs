@@ -12,6 +12,7 @@ use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use quill::client::{Call, Reply};
 
 /// Mean seconds per call over `window`.
 fn window(window: Duration, mut call: impl FnMut()) -> f64 {
@@ -67,19 +68,28 @@ fn main() {
             "quill_blocking" => window(budget, || {
                 check(
                     &client
-                        .call_bytes_blocking("echo.v1.EchoService", "Echo", body.clone(), false)
+                        .run_blocking::<Reply>(Call::proto(
+                            "echo.v1.EchoService",
+                            "Echo",
+                            body.clone(),
+                        ))
+                        .map(Reply::into_body)
                         .expect("call"),
                 )
             }),
             "quill_async" => window(budget, || {
                 check(
                     &client
-                        .block_on(client.call_bytes(
-                            "echo.v1.EchoService",
-                            "Echo",
-                            body.clone(),
-                            false,
-                        ))
+                        .block_on(async {
+                            client
+                                .run::<Reply>(Call::proto(
+                                    "echo.v1.EchoService",
+                                    "Echo",
+                                    body.clone(),
+                                ))
+                                .await
+                                .map(Reply::into_body)
+                        })
                         .expect("call"),
                 )
             }),

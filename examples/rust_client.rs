@@ -4,6 +4,7 @@
 //! `cargo run --example rust_client -- http://127.0.0.1:PORT` (scripts/test runs it
 //! against the bundled server).
 
+use quill::client::{Call, Reply, TokenStream};
 use quill::{ClientConfig, DType, QuillClient, Tensor, Token, TokenBatch};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -38,25 +39,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = ClientConfig::new(url);
     config.timeout_ms = 10_000;
     let client = QuillClient::with_config(config)?;
-    // A blocking call: this thread drives it itself.
-    let request = br#"{"prompt": "Alice", "max_tokens": 8, "seed": 1}"#.to_vec();
-    let reply = client.call_json_bytes_blocking(
-        "inference.v1.LLMService",
-        "Generate",
-        request.clone().into(),
-        false,
-    )?;
-    let reply: serde_json::Value = serde_json::from_slice(&reply)?;
+    // One way to describe a call (`Call`), one way to run it: `run_blocking` drives it
+    // on this thread, `run` is the async twin; the type asked for picks the answer.
+    let request = r#"{"prompt": "Alice", "max_tokens": 8, "seed": 1}"#;
+    let reply: Reply =
+        client.run_blocking(Call::json("inference.v1.LLMService", "Generate", request))?;
+    let reply: serde_json::Value = serde_json::from_slice(&reply.body)?;
     println!("generated: {}", reply["text"]);
 
     // A token stream, decoded incrementally as the server produces it; streams are
     // futures, run here with block_on.
-    let stream = client.block_on(client.open_token_stream(
-        "inference.v1.LLMService",
-        "GenerateStream",
-        request.into(),
-        true,
-    ))?;
+    let call = Call::json("inference.v1.LLMService", "GenerateStream", request);
+    let stream: TokenStream = client.block_on(client.run(call))?;
     let mut streamed = String::new();
     while let Some(batch) = client.block_on(stream.next_batch())? {
         streamed.push_str(&batch.text());
@@ -65,12 +59,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("streamed:  {streamed:?}");
 
     // A tensor as a response body.
-    let t = client.call_tensor_blocking(
-        "tensor.v1.TensorService",
-        "Download",
-        br#"{"shape": [4, 4], "dtype": "uint8"}"#.to_vec().into(),
-        true,
-    )?;
+    let download = r#"{"shape": [4, 4], "dtype": "uint8"}"#;
+    let t: Tensor =
+        client.run_blocking(Call::json("tensor.v1.TensorService", "Download", download))?;
     println!(
         "downloaded tensor {:?} {:?}: {:?}",
         t.shape(),

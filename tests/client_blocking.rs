@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::Server;
+use quill::client::{Call, Reply};
 use quill::{DType, QuillClient, QuillError, Tensor};
 use serde_json::{json, Value};
 
@@ -25,10 +26,15 @@ fn blocking_calls_give_what_the_async_calls_give() {
         let c = s.client_with(|cfg| cfg.enable_compression = compression);
         let body = Bytes::from(vec![42u8; 300_000]);
         let blocking = c
-            .call_bytes_blocking(ECHO.0, ECHO.1, body.clone(), false)
+            .run_blocking::<Reply>(Call::proto(ECHO.0, ECHO.1, body.clone()))
+            .map(Reply::into_body)
             .unwrap();
         let awaited = c
-            .block_on(c.call_bytes(ECHO.0, ECHO.1, body.clone(), false))
+            .block_on(async {
+                c.run::<Reply>(Call::proto(ECHO.0, ECHO.1, body.clone()))
+                    .await
+                    .map(Reply::into_body)
+            })
             .unwrap();
         assert_eq!(blocking, body);
         assert_eq!(awaited, body);
@@ -36,12 +42,21 @@ fn blocking_calls_give_what_the_async_calls_give() {
         let req = Bytes::from(json!({"max_tokens": 3, "seed": 7}).to_string());
         let generate = |out: Bytes| serde_json::from_slice::<Value>(&out).unwrap();
         let a = generate(
-            c.call_json_bytes_blocking("inference.v1.LLMService", "Generate", req.clone(), true)
-                .unwrap(),
+            c.run_blocking::<Reply>(
+                Call::json("inference.v1.LLMService", "Generate", req.clone()).idempotent(true),
+            )
+            .map(Reply::into_body)
+            .unwrap(),
         );
         let b = generate(
-            c.block_on(c.call_json_bytes("inference.v1.LLMService", "Generate", req, true))
-                .unwrap(),
+            c.block_on(async {
+                c.run::<Reply>(
+                    Call::json("inference.v1.LLMService", "Generate", req).idempotent(true),
+                )
+                .await
+                .map(Reply::into_body)
+            })
+            .unwrap(),
         );
         assert_eq!(a, b);
         assert_eq!(a["tokens"].as_array().unwrap().len(), 3);
@@ -49,20 +64,22 @@ fn blocking_calls_give_what_the_async_calls_give() {
         let t =
             Tensor::from_bytes(&[1, 2, 3, 4, 5, 6, 7, 8], vec![2], DType::Float32, None).unwrap();
         let up: Value = serde_json::from_slice(
-            &c.send_tensor_blocking("tensor.v1.TensorService", "Upload", &t)
-                .unwrap(),
+            &c.run_blocking::<Reply>(Call::tensor(
+                "tensor.v1.TensorService",
+                "Upload",
+                Tensor::clone(&t),
+            ))
+            .map(Reply::into_body)
+            .unwrap(),
         )
         .unwrap();
         assert_eq!(up["shape"], json!([2]));
         let down = c
-            .call_tensor_blocking(
+            .run_blocking::<Tensor>(Call::json(
                 "tensor.v1.TensorService",
                 "Download",
-                json!({"shape": [4, 5], "dtype": "uint8"})
-                    .to_string()
-                    .into(),
-                true,
-            )
+                json!({"shape": [4, 5], "dtype": "uint8"}).to_string(),
+            ))
             .unwrap();
         assert_eq!(down.shape(), vec![4, 5]);
     }
@@ -74,12 +91,12 @@ fn blocking_errors_are_the_same_typed_errors() {
     let c = s.client_with(|cfg| cfg.timeout_ms = 300);
     let start = Instant::now();
     let e = c
-        .call_json_bytes_blocking(
+        .run_blocking::<Reply>(Call::json(
             "test.v1.FaultService",
             "Slow",
-            r#"{"ms": 5000}"#.into(),
-            false,
-        )
+            r#"{"ms": 5000}"#,
+        ))
+        .map(Reply::into_body)
         .unwrap_err();
     let elapsed = start.elapsed();
     assert!(matches!(e, QuillError::Timeout { .. }), "{e}");
@@ -87,18 +104,19 @@ fn blocking_errors_are_the_same_typed_errors() {
     assert!(elapsed <= Duration::from_millis(330), "{elapsed:?}");
     // The lane is free again and its pool still works after the abandoned call.
     assert_eq!(
-        c.call_bytes_blocking(ECHO.0, ECHO.1, "after".into(), false)
+        c.run_blocking::<Reply>(Call::proto(ECHO.0, ECHO.1, "after"))
+            .map(Reply::into_body)
             .unwrap(),
         "after"
     );
 
     let e = c
-        .call_json_bytes_blocking(
+        .run_blocking::<Reply>(Call::json(
             "test.v1.FaultService",
             "Error",
-            r#"{"status": 429, "title": "Slow down"}"#.into(),
-            false,
-        )
+            r#"{"status": 429, "title": "Slow down"}"#,
+        ))
+        .map(Reply::into_body)
         .unwrap_err();
     let QuillError::Status { problem } = e else {
         panic!("expected a status error, got {e:?}");
@@ -109,7 +127,8 @@ fn blocking_errors_are_the_same_typed_errors() {
     );
 
     let e = c
-        .call_bytes_blocking("bad service", "Echo", Bytes::new(), false)
+        .run_blocking::<Reply>(Call::proto("bad service", "Echo", Bytes::new()))
+        .map(Reply::into_body)
         .unwrap_err();
     assert!(matches!(e, QuillError::InvalidArgument { .. }), "{e}");
 
@@ -119,7 +138,8 @@ fn blocking_errors_are_the_same_typed_errors() {
     };
     let c = QuillClient::new(format!("http://{refused}"), 2_000, false).unwrap();
     let e = c
-        .call_bytes_blocking(ECHO.0, ECHO.1, Bytes::new(), false)
+        .run_blocking::<Reply>(Call::proto(ECHO.0, ECHO.1, Bytes::new()))
+        .map(Reply::into_body)
         .unwrap_err();
     assert!(matches!(e, QuillError::Connection { .. }), "{e}");
 }
@@ -135,7 +155,8 @@ fn threads_share_one_client_through_the_lane_and_the_workers() {
                 for j in 0..100 {
                     let body = Bytes::from(format!("{i}-{j}"));
                     let out = c
-                        .call_bytes_blocking(ECHO.0, ECHO.1, body.clone(), false)
+                        .run_blocking::<Reply>(Call::proto(ECHO.0, ECHO.1, body.clone()))
+                        .map(Reply::into_body)
                         .unwrap();
                     assert_eq!(out, body);
                 }
@@ -156,7 +177,10 @@ fn inside_an_async_runtime_it_is_an_error_not_a_panic() {
         .build()
         .unwrap();
     let e = rt
-        .block_on(async { c.call_bytes_blocking(ECHO.0, ECHO.1, Bytes::new(), false) })
+        .block_on(async {
+            c.run_blocking::<Reply>(Call::proto(ECHO.0, ECHO.1, Bytes::new()))
+                .map(Reply::into_body)
+        })
         .unwrap_err();
     assert!(
         matches!(&e, QuillError::InvalidArgument { reason } if reason.contains("async")),
@@ -164,7 +188,8 @@ fn inside_an_async_runtime_it_is_an_error_not_a_panic() {
     );
     // Outside the runtime the same client works.
     assert_eq!(
-        c.call_bytes_blocking(ECHO.0, ECHO.1, "ok".into(), false)
+        c.run_blocking::<Reply>(Call::proto(ECHO.0, ECHO.1, "ok"))
+            .map(Reply::into_body)
             .unwrap(),
         "ok"
     );
@@ -215,7 +240,8 @@ fn a_connection_the_server_closed_while_idle_is_replaced() {
     for i in 0..3 {
         let body = Bytes::from(format!("call {i}"));
         let out = c
-            .call_bytes_blocking(ECHO.0, ECHO.1, body.clone(), false)
+            .run_blocking::<Reply>(Call::proto(ECHO.0, ECHO.1, body.clone()))
+            .map(Reply::into_body)
             .unwrap_or_else(|e| panic!("call {i} after an idle close: {e}"));
         assert_eq!(out, body);
         std::thread::sleep(Duration::from_millis(200));
@@ -224,7 +250,11 @@ fn a_connection_the_server_closed_while_idle_is_replaced() {
     for i in 3..5 {
         let body = Bytes::from(format!("call {i}"));
         let out = c
-            .block_on(c.call_bytes(ECHO.0, ECHO.1, body.clone(), false))
+            .block_on(async {
+                c.run::<Reply>(Call::proto(ECHO.0, ECHO.1, body.clone()))
+                    .await
+                    .map(Reply::into_body)
+            })
             .unwrap_or_else(|e| panic!("async call {i} after an idle close: {e}"));
         assert_eq!(out, body);
         std::thread::sleep(Duration::from_millis(200));

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quill::client::TokenStream;
+use quill::client::{request_stream, Call, Reply};
 use quill::{MessageStream, QuillClient, QuillError};
 use serde_json::{json, Value};
 
@@ -16,7 +17,7 @@ use common::Server;
 const FAULT: &str = "test.v1.FaultService";
 
 fn open(c: &QuillClient, method: &str, req: Value) -> quill::Result<MessageStream> {
-    c.block_on(c.open_server_stream_json(FAULT, method, req.to_string().into()))
+    c.block_on(c.run::<MessageStream>(Call::json(FAULT, method, req.to_string())))
 }
 
 fn drain(c: &QuillClient, s: &MessageStream) -> (Vec<Bytes>, quill::Result<()>) {
@@ -34,7 +35,11 @@ fn drain(c: &QuillClient, s: &MessageStream) -> (Vec<Bytes>, quill::Result<()>) 
 
 fn stats(c: &QuillClient) -> Value {
     let r = c
-        .block_on(c.call_json_bytes(FAULT, "Stats", "{}".into(), false))
+        .block_on(async {
+            c.run::<Reply>(Call::json(FAULT, "Stats", "{}"))
+                .await
+                .map(Reply::into_body)
+        })
         .unwrap();
     serde_json::from_slice(&r).unwrap()
 }
@@ -72,12 +77,11 @@ fn generate_stream_yields_token_batches() {
         let c = s.client_with(|cfg| cfg.enable_compression = compression);
         let req = json!({"prompt": "Alice", "max_tokens": 10, "batch_size": 4, "sequence_id": 7});
         let stream = c
-            .block_on(c.open_token_stream(
+            .block_on(c.run::<TokenStream>(Call::json(
                 "inference.v1.LLMService",
                 "GenerateStream",
-                req.to_string().into(),
-                true,
-            ))
+                req.to_string(),
+            )))
             .unwrap();
         let batches = token_batches(&c, &stream);
         assert_eq!(
@@ -90,12 +94,15 @@ fn generate_stream_yields_token_batches() {
         assert_eq!(positions, (0..10).collect::<Vec<_>>());
         // Same tokens as the unary Generate.
         let unary = c
-            .block_on(c.call_json_bytes(
-                "inference.v1.LLMService",
-                "Generate",
-                req.to_string().into(),
-                false,
-            ))
+            .block_on(async {
+                c.run::<Reply>(Call::json(
+                    "inference.v1.LLMService",
+                    "Generate",
+                    req.to_string(),
+                ))
+                .await
+                .map(Reply::into_body)
+            })
             .unwrap();
         let unary: Value = serde_json::from_slice(&unary).unwrap();
         let text: String = batches.iter().map(|b| b.text()).collect();
@@ -277,9 +284,9 @@ fn bidi_is_full_duplex() {
     let s = Server::start(&[]);
     for compression in [false, true] {
         let c = s.client_with(|cfg| cfg.enable_compression = compression);
-        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-        let stream = c
-            .block_on(c.open_bidi_stream("echo.v1.EchoService", "BidiEcho", rx))
+        let (tx, rx) = request_stream(4);
+        let stream: MessageStream = c
+            .block_on(c.run(Call::messages("echo.v1.EchoService", "BidiEcho", rx)))
             .unwrap();
         // Each echo arrives while the request stream is still open.
         for i in 0..5 {
@@ -291,8 +298,45 @@ fn bidi_is_full_duplex() {
         let big = Bytes::from(vec![9u8; 100_000]);
         c.block_on(tx.send(big.clone())).unwrap();
         assert_eq!(c.block_on(stream.next_message()).unwrap().unwrap(), big);
-        drop(tx);
+        c.block_on(tx.finish()).unwrap();
         assert_eq!(c.block_on(stream.next_message()).unwrap(), None);
+    }
+}
+
+#[test]
+fn a_request_stream_that_does_not_finish_is_broken_off_not_completed() {
+    let s = Server::start(&[]);
+    let c = s.client();
+    for how in ["abort", "drop"] {
+        let (tx, rx) = request_stream(4);
+        let stream: MessageStream = c
+            .block_on(c.run(Call::messages("echo.v1.EchoService", "BidiEcho", rx)))
+            .unwrap();
+        c.block_on(tx.send("ping".into())).unwrap();
+        assert_eq!(c.block_on(stream.next_message()).unwrap().unwrap(), "ping");
+        match how {
+            "abort" => tx.abort("the producer failed"),
+            _ => drop(tx),
+        }
+        // The server saw the request stream cut (no END_STREAM) and the client reports
+        // why, instead of a clean end of the replies.
+        let e = c.block_on(stream.next_message()).unwrap_err();
+        let want = if how == "abort" {
+            "the producer failed"
+        } else {
+            "without finish"
+        };
+        assert!(
+            matches!(&e, QuillError::Cancelled { reason } if reason.contains(want)),
+            "{how}: {e}"
+        );
+        // A client stream whose sender goes away never gets a reply for half a stream.
+        let (tx, rx) = request_stream(4);
+        c.block_on(tx.send("a".into())).unwrap();
+        drop(tx);
+        let r =
+            c.block_on(c.run::<Reply>(Call::messages("echo.v1.EchoService", "ClientStream", rx)));
+        assert!(matches!(&r, Err(QuillError::Cancelled { .. })), "{r:?}");
     }
 }
 
@@ -300,9 +344,9 @@ fn bidi_is_full_duplex() {
 fn bidi_oversized_request_message_is_invalid_argument() {
     let s = Server::start(&[]);
     let c = s.client();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-    let stream = c
-        .block_on(c.open_bidi_stream("echo.v1.EchoService", "BidiEcho", rx))
+    let (tx, rx) = request_stream(4);
+    let stream: MessageStream = c
+        .block_on(c.run(Call::messages("echo.v1.EchoService", "BidiEcho", rx)))
         .unwrap();
     c.block_on(tx.send(Bytes::from_static(b"ok"))).unwrap();
     assert_eq!(c.block_on(stream.next_message()).unwrap().unwrap(), "ok");
@@ -323,7 +367,7 @@ fn streams_from_a_foreign_executor() {
         .build()
         .unwrap();
     let stream = foreign
-        .block_on(c.open_server_stream_json(FAULT, "StreamCombined", "{}".into()))
+        .block_on(c.run::<MessageStream>(Call::json(FAULT, "StreamCombined", "{}")))
         .unwrap();
     let mut got = Vec::new();
     while let Some(m) = foreign.block_on(stream.next_message()).unwrap() {
@@ -331,12 +375,11 @@ fn streams_from_a_foreign_executor() {
     }
     assert_eq!(got, ["one", "two", "three"]);
     let tokens = foreign
-        .block_on(c.open_token_stream(
+        .block_on(c.run::<TokenStream>(Call::json(
             "inference.v1.LLMService",
             "GenerateStream",
-            r#"{"max_tokens": 3, "batch_size": 2}"#.into(),
-            true,
-        ))
+            r#"{"max_tokens": 3, "batch_size": 2}"#,
+        )))
         .unwrap();
     let first = foreign.block_on(tokens.next_batch()).unwrap().unwrap();
     assert_eq!(first.tokens.len(), 2);
@@ -347,7 +390,7 @@ fn streams_from_a_foreign_executor() {
     ));
     // Payloads that are not token batches are protocol errors.
     let bad = foreign
-        .block_on(c.open_token_stream(FAULT, "StreamCombined", "{}".into(), true))
+        .block_on(c.run::<TokenStream>(Call::json(FAULT, "StreamCombined", "{}")))
         .unwrap();
     assert!(matches!(
         foreign.block_on(bad.next_batch()),

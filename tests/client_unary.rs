@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use quill::client::{request_stream, Call, Reply};
 use quill::{DType, QuillClient, QuillError, Tensor};
 use serde_json::{json, Value};
 
@@ -14,7 +15,11 @@ mod common;
 use common::Server;
 
 fn json_call(c: &QuillClient, service: &str, method: &str, body: Value) -> quill::Result<Value> {
-    let reply = c.block_on(c.call_json_bytes(service, method, body.to_string().into(), false))?;
+    let reply = c.block_on(async {
+        c.run::<Reply>(Call::json(service, method, body.to_string()))
+            .await
+            .map(Reply::into_body)
+    })?;
     Ok(serde_json::from_slice(&reply).expect("JSON reply"))
 }
 
@@ -55,7 +60,11 @@ fn echo_round_trips_bytes() {
         (0..300_000u32).map(|i| i as u8).collect(),
     ] {
         let reply = c
-            .block_on(c.call_bytes("echo.v1.EchoService", "Echo", body.clone().into(), false))
+            .block_on(async {
+                c.run::<Reply>(Call::proto("echo.v1.EchoService", "Echo", body.clone()))
+                    .await
+                    .map(Reply::into_body)
+            })
             .unwrap();
         assert_eq!(reply, body);
     }
@@ -67,7 +76,11 @@ fn compressed_calls_round_trip() {
     let c = s.client_with(|cfg| cfg.enable_compression = true);
     let body: Vec<u8> = b"quill ".iter().cycle().take(200_000).copied().collect();
     let reply = c
-        .block_on(c.call_bytes("echo.v1.EchoService", "Echo", body.clone().into(), false))
+        .block_on(async {
+            c.run::<Reply>(Call::proto("echo.v1.EchoService", "Echo", body.clone()))
+                .await
+                .map(Reply::into_body)
+        })
         .unwrap();
     assert_eq!(reply, body);
     // What the server saw: zstd only for bodies of 1024 bytes or more.
@@ -104,7 +117,11 @@ fn request_headers_follow_the_protocol() {
     assert_eq!(h["authorization"], "Bearer tok-1");
     assert!(h.get("accept-encoding").is_none(), "{h}");
     let reply = c
-        .block_on(c.call_bytes("echo.v1.EchoService", "Headers", Bytes::new(), false))
+        .block_on(async {
+            c.run::<Reply>(Call::proto("echo.v1.EchoService", "Headers", Bytes::new()))
+                .await
+                .map(Reply::into_body)
+        })
         .unwrap();
     let h: Value = serde_json::from_slice(&reply).unwrap();
     assert_eq!(h["content-type"], "application/proto");
@@ -185,12 +202,15 @@ fn timeout_covers_the_call() {
     // The timeout also covers a slow body, not just the headers.
     let c = s.client_with(|cfg| cfg.timeout_ms = 200);
     let e = c
-        .block_on(c.call_json_bytes(
-            "test.v1.FaultService",
-            "StreamSlow",
-            r#"{"messages":50,"interval_ms":50}"#.into(),
-            false,
-        ))
+        .block_on(async {
+            c.run::<Reply>(Call::json(
+                "test.v1.FaultService",
+                "StreamSlow",
+                r#"{"messages":50,"interval_ms":50}"#,
+            ))
+            .await
+            .map(Reply::into_body)
+        })
         .unwrap_err();
     assert!(matches!(e, QuillError::Timeout { .. }), "{e}");
 }
@@ -228,13 +248,21 @@ fn unreachable_server_is_a_connection_error() {
     let c = QuillClient::new(format!("http://{addr}"), 5_000, false).unwrap();
     let start = Instant::now();
     let e = c
-        .block_on(c.call_bytes("echo.v1.EchoService", "Echo", Bytes::new(), false))
+        .block_on(async {
+            c.run::<Reply>(Call::proto("echo.v1.EchoService", "Echo", Bytes::new()))
+                .await
+                .map(Reply::into_body)
+        })
         .unwrap_err();
     assert!(matches!(e, QuillError::Connection { .. }), "{e}");
     assert!(start.elapsed() < Duration::from_secs(2));
     let c = QuillClient::new("http://no-such-host.invalid", 5_000, false).unwrap();
     let e = c
-        .block_on(c.call_bytes("echo.v1.EchoService", "Echo", Bytes::new(), false))
+        .block_on(async {
+            c.run::<Reply>(Call::proto("echo.v1.EchoService", "Echo", Bytes::new()))
+                .await
+                .map(Reply::into_body)
+        })
         .unwrap_err();
     assert!(matches!(e, QuillError::Connection { .. }), "{e}");
 }
@@ -245,7 +273,13 @@ fn retries_only_idempotent_calls_on_retryable_statuses() {
     let c = s.client_with(|cfg| cfg.max_retries = 2);
     let body: Bytes = json!({"status": 503}).to_string().into();
     let call = |idempotent| {
-        c.block_on(c.call_json_bytes("test.v1.FaultService", "Error", body.clone(), idempotent))
+        c.block_on(async {
+            c.run::<Reply>(
+                Call::json("test.v1.FaultService", "Error", body.clone()).idempotent(idempotent),
+            )
+            .await
+            .map(Reply::into_body)
+        })
     };
 
     let before = requests(&c);
@@ -260,7 +294,11 @@ fn retries_only_idempotent_calls_on_retryable_statuses() {
     let before = requests(&c);
     let bad: Bytes = json!({"status": 400}).to_string().into();
     let e = c
-        .block_on(c.call_json_bytes("test.v1.FaultService", "Error", bad, true))
+        .block_on(async {
+            c.run::<Reply>(Call::json("test.v1.FaultService", "Error", bad).idempotent(true))
+                .await
+                .map(Reply::into_body)
+        })
         .unwrap_err();
     assert_eq!(problem(e).status, 400);
     assert_eq!(requests(&c) - before, 2);
@@ -273,7 +311,11 @@ fn retries_only_idempotent_calls_on_retryable_statuses() {
     let start = Instant::now();
     let slow: Bytes = json!({"status": 429, "retry_after": 5}).to_string().into();
     let e = c
-        .block_on(c.call_json_bytes("test.v1.FaultService", "Error", slow, true))
+        .block_on(async {
+            c.run::<Reply>(Call::json("test.v1.FaultService", "Error", slow).idempotent(true))
+                .await
+                .map(Reply::into_body)
+        })
         .unwrap_err();
     assert_eq!(problem(e).status, 429);
     assert!(start.elapsed() < Duration::from_millis(900));
@@ -284,44 +326,56 @@ fn body_size_limits() {
     let s = Server::start(&[]);
     let c = s.client_with(|cfg| cfg.max_decoded_size = 1 << 20);
     let ok = c
-        .block_on(c.call_json_bytes(
-            "test.v1.FaultService",
-            "Big",
-            r#"{"bytes":1048576}"#.into(),
-            false,
-        ))
+        .block_on(async {
+            c.run::<Reply>(Call::json(
+                "test.v1.FaultService",
+                "Big",
+                r#"{"bytes":1048576}"#,
+            ))
+            .await
+            .map(Reply::into_body)
+        })
         .unwrap();
     assert_eq!(ok.len(), 1 << 20);
     let e = c
-        .block_on(c.call_json_bytes(
-            "test.v1.FaultService",
-            "Big",
-            r#"{"bytes":1048577}"#.into(),
-            false,
-        ))
+        .block_on(async {
+            c.run::<Reply>(Call::json(
+                "test.v1.FaultService",
+                "Big",
+                r#"{"bytes":1048577}"#,
+            ))
+            .await
+            .map(Reply::into_body)
+        })
         .unwrap_err();
     assert!(matches!(e, QuillError::Protocol { .. }), "{e}");
     // A zstd bomb (1 GiB of zeros) stops at the limit instead of filling memory.
     let start = Instant::now();
     let e = c
-        .block_on(c.call_json_bytes(
-            "test.v1.FaultService",
-            "Bomb",
-            r#"{"bytes":1073741824}"#.into(),
-            false,
-        ))
+        .block_on(async {
+            c.run::<Reply>(Call::json(
+                "test.v1.FaultService",
+                "Bomb",
+                r#"{"bytes":1073741824}"#,
+            ))
+            .await
+            .map(Reply::into_body)
+        })
         .unwrap_err();
     assert!(matches!(e, QuillError::Protocol { .. }), "{e}");
     assert!(e.to_string().contains("max_decoded_size"), "{e}");
     assert!(start.elapsed() < Duration::from_secs(5));
     // Within the limit the bomb route is just a zstd body.
     let small = c
-        .block_on(c.call_json_bytes(
-            "test.v1.FaultService",
-            "Bomb",
-            r#"{"bytes":100000}"#.into(),
-            false,
-        ))
+        .block_on(async {
+            c.run::<Reply>(Call::json(
+                "test.v1.FaultService",
+                "Bomb",
+                r#"{"bytes":100000}"#,
+            ))
+            .await
+            .map(Reply::into_body)
+        })
         .unwrap();
     assert_eq!(small, vec![0u8; 100_000]);
 }
@@ -330,32 +384,30 @@ fn body_size_limits() {
 fn client_stream_counts_messages() {
     let s = Server::start(&[]);
     let c = s.client();
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let (tx, rx) = request_stream(4);
     let reply = c.block_on(async {
         let sender = async move {
             for m in [&b"a"[..], b"bb", b"", b"dddd"] {
                 tx.send(Bytes::copy_from_slice(m)).await.unwrap();
             }
+            tx.finish().await.unwrap();
         };
-        let (reply, ()) = tokio::join!(
-            c.call_client_stream("echo.v1.EchoService", "ClientStream", rx),
-            sender
-        );
+        let call = Call::messages("echo.v1.EchoService", "ClientStream", rx);
+        let (reply, ()) = tokio::join!(c.run::<Reply>(call), sender);
         reply
     });
-    let v: Value = serde_json::from_slice(&reply.unwrap()).unwrap();
+    let v: Value = serde_json::from_slice(&reply.unwrap().body).unwrap();
     assert_eq!(v, json!({"count": 4, "bytes": 7}));
     // A message over the frame limit is the caller's error, reported as such.
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tx.try_send(Bytes::from(vec![
+    let (tx, rx) = request_stream(1);
+    c.block_on(tx.send(Bytes::from(vec![
         0u8;
         quill::protocol::MAX_FRAME_PAYLOAD + 1
-    ]))
+    ])))
     .unwrap();
+    let call = Call::messages("echo.v1.EchoService", "ClientStream", rx);
+    let e = c.block_on(c.run::<Reply>(call)).unwrap_err();
     drop(tx);
-    let e = c
-        .block_on(c.call_client_stream("echo.v1.EchoService", "ClientStream", rx))
-        .unwrap_err();
     assert!(matches!(e, QuillError::InvalidArgument { .. }), "{e}");
 }
 
@@ -368,7 +420,15 @@ fn tensors_up_and_down() {
         let t =
             Tensor::from_bytes(&data, vec![250, 1000], DType::Float32, Some("x".into())).unwrap();
         let reply = c
-            .block_on(c.send_tensor("tensor.v1.TensorService", "Upload", &t))
+            .block_on(async {
+                c.run::<Reply>(Call::tensor(
+                    "tensor.v1.TensorService",
+                    "Upload",
+                    Tensor::clone(&t),
+                ))
+                .await
+                .map(Reply::into_body)
+            })
             .unwrap();
         let v: Value = serde_json::from_slice(&reply).unwrap();
         assert_eq!(v["shape"], json!([250, 1000]));
@@ -378,7 +438,7 @@ fn tensors_up_and_down() {
 
         let req = json!({"shape": [3, 100_000], "dtype": "uint8"}).to_string();
         let t = c
-            .block_on(c.call_tensor("tensor.v1.TensorService", "Download", req.into(), true))
+            .block_on(c.run::<Tensor>(Call::json("tensor.v1.TensorService", "Download", req)))
             .unwrap();
         assert_eq!(t.shape(), vec![3, 100_000]);
         assert_eq!(t.dtype(), DType::Uint8);
@@ -391,17 +451,16 @@ fn tensors_up_and_down() {
     let c = s.client_with(|cfg| cfg.max_decoded_size = 1000);
     let req = json!({"shape": [1001], "dtype": "uint8"}).to_string();
     let e = c
-        .block_on(c.call_tensor("tensor.v1.TensorService", "Download", req.into(), true))
+        .block_on(c.run::<Tensor>(Call::json("tensor.v1.TensorService", "Download", req)))
         .unwrap_err();
     assert!(matches!(e, QuillError::Protocol { .. }), "{e}");
     // Tensor frames expected, but a plain body came back.
     let e = c
-        .block_on(c.call_tensor(
+        .block_on(c.run::<Tensor>(Call::proto(
             "echo.v1.EchoService",
             "Echo",
             Bytes::from_static(b"not frames"),
-            false,
-        ))
+        )))
         .unwrap_err();
     assert!(
         matches!(e, QuillError::Protocol { .. } | QuillError::Stream { .. }),
@@ -420,12 +479,14 @@ fn one_client_many_threads_and_the_ffi_face() {
                 for j in 0..20 {
                     let body = format!("{i}-{j}").into_bytes();
                     let reply = c
-                        .block_on(c.call_bytes(
-                            "echo.v1.EchoService",
-                            "Echo",
-                            body.clone().into(),
-                            true,
-                        ))
+                        .block_on(async {
+                            c.run::<Reply>(
+                                Call::proto("echo.v1.EchoService", "Echo", body.clone())
+                                    .idempotent(true),
+                            )
+                            .await
+                            .map(Reply::into_body)
+                        })
                         .unwrap();
                     assert_eq!(reply, body);
                 }
@@ -442,29 +503,42 @@ fn one_client_many_threads_and_the_ffi_face() {
         .unwrap();
     let c = QuillClient::new(s.url.clone(), 5_000, true).unwrap();
     let out = foreign
-        .block_on(c.call_bytes("echo.v1.EchoService", "Echo", "ffi".into(), false))
+        .block_on(async {
+            c.run::<Reply>(Call::proto("echo.v1.EchoService", "Echo", "ffi"))
+                .await
+                .map(Reply::into_body)
+        })
         .unwrap();
     assert_eq!(&out[..], b"ffi");
     let out = foreign
-        .block_on(c.call_json_bytes(
-            "inference.v1.LLMService",
-            "Generate",
-            r#"{"max_tokens":2}"#.into(),
-            true,
-        ))
+        .block_on(async {
+            c.run::<Reply>(
+                Call::json("inference.v1.LLMService", "Generate", r#"{"max_tokens":2}"#)
+                    .idempotent(true),
+            )
+            .await
+            .map(Reply::into_body)
+        })
         .unwrap();
     assert!(String::from_utf8_lossy(&out).contains("tokens"));
     let t = foreign
-        .block_on(c.call_tensor(
+        .block_on(c.run::<Tensor>(Call::json(
             "tensor.v1.TensorService",
             "Download",
-            r#"{"shape":[4],"dtype":"uint8"}"#.into(),
-            true,
-        ))
+            r#"{"shape":[4],"dtype":"uint8"}"#,
+        )))
         .unwrap();
     assert_eq!(t.data().as_ref(), &[0, 1, 2, 3]);
     let up = foreign
-        .block_on(c.send_tensor("tensor.v1.TensorService", "Upload", &t))
+        .block_on(async {
+            c.run::<Reply>(Call::tensor(
+                "tensor.v1.TensorService",
+                "Upload",
+                Tensor::clone(&t),
+            ))
+            .await
+            .map(Reply::into_body)
+        })
         .unwrap();
     assert!(String::from_utf8(up.to_vec())
         .unwrap()

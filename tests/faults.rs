@@ -13,7 +13,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use quill::{ClientConfig, MessageStream, QuillClient, QuillError};
+use quill::client::{Call, Reply};
+use quill::{ClientConfig, MessageStream, QuillClient, QuillError, Tensor};
 
 const SERVICE: &str = "fault.v1.FaultService";
 /// Whole-call timeout of the timeout tests; they must end within it plus 10 %.
@@ -36,11 +37,21 @@ fn client(addr: SocketAddr, timeout_ms: u64) -> QuillClient {
 }
 
 fn call(c: &QuillClient, idempotent: bool) -> quill::Result<Bytes> {
-    c.block_on(c.call_bytes(SERVICE, "Call", Bytes::from_static(b"request"), idempotent))
+    c.block_on(async {
+        c.run::<Reply>(
+            Call::proto(SERVICE, "Call", Bytes::from_static(b"request")).idempotent(idempotent),
+        )
+        .await
+        .map(Reply::into_body)
+    })
 }
 
 fn open(c: &QuillClient) -> quill::Result<MessageStream> {
-    c.block_on(c.open_server_stream(SERVICE, "Stream", Bytes::from_static(b"request")))
+    c.block_on(c.run::<MessageStream>(Call::proto(
+        SERVICE,
+        "Stream",
+        Bytes::from_static(b"request"),
+    )))
 }
 
 /// Reads messages until the stream ends or fails.
@@ -333,7 +344,7 @@ fn close_mid_body_is_an_error_not_a_short_reply() {
     });
     let c = client(addr, 10_000);
     let e = c
-        .block_on(c.call_tensor(SERVICE, "Tensor", Bytes::new(), false))
+        .block_on(c.run::<Tensor>(Call::proto(SERVICE, "Tensor", Bytes::new())))
         .unwrap_err();
     assert!(matches!(e, QuillError::Stream { .. }), "{e:?}");
     server.join().unwrap();

@@ -10,6 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use quill::client::{Call, Reply};
 use quill::{ClientConfig, QuillClient, QuillError};
 use rcgen::{
     date_time_ymd, BasicConstraints, CertificateParams, CertifiedIssuer, DnType,
@@ -132,12 +133,15 @@ fn client(url: String, ca_pem: Option<Vec<u8>>, timeout_ms: u64) -> QuillClient 
 }
 
 fn call(c: &QuillClient) -> quill::Result<Bytes> {
-    c.block_on(c.call_bytes(
-        "tls.v1.TlsService",
-        "Call",
-        Bytes::from_static(b"hi"),
-        false,
-    ))
+    c.block_on(async {
+        c.run::<Reply>(Call::proto(
+            "tls.v1.TlsService",
+            "Call",
+            Bytes::from_static(b"hi"),
+        ))
+        .await
+        .map(Reply::into_body)
+    })
 }
 
 /// A `Connection` error whose message names the certificate problem `reason`.

@@ -17,8 +17,12 @@ def _run(requests: Iterator[Any], sink: Any) -> None:
         for item in requests:
             if not sink.send(item):
                 return  # the call is over: stop pulling
-    finally:
-        sink.close()
+    except BaseException as exc:
+        # A partial request stream must not look complete: break it off, so the call
+        # fails with this reason, and let threading.excepthook report the exception.
+        sink.abort(f"the request iterable raised {type(exc).__name__}: {exc}")
+        raise
+    sink.close()
 
 
 def start(requests: Iterator[Any], sink: Any) -> None:

@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::request::{Outgoing, RequestStream};
+
 use crate::codec::stream::{frame_header, END_STREAM_FRAME};
 use crate::codec::tensor::encode_tensor_parts;
 use crate::error::{QuillError, Result};
@@ -40,35 +42,45 @@ impl ErrorSlot {
 }
 
 enum FrameState {
-    Next(mpsc::Receiver<Bytes>),
-    Payload(mpsc::Receiver<Bytes>, Bytes),
+    Next(mpsc::Receiver<Outgoing>),
+    Payload(mpsc::Receiver<Outgoing>, Bytes),
     Done,
 }
 
-/// A chunked body of DATA frames, one per message received from `requests`, then
-/// END_STREAM once every sender is dropped. A message over the frame limit fails the
-/// body (recorded in `slot`) instead of being split or truncated.
-pub(crate) fn framed_requests(requests: mpsc::Receiver<Bytes>, slot: ErrorSlot) -> reqwest::Body {
+/// A chunked body of DATA frames, one per message of `requests`, then END_STREAM once
+/// the sender finishes. A message over the frame limit, an abort, or a sender gone
+/// without finishing fails the body (recorded in `slot`), so the server sees the
+/// request stream broken off rather than complete.
+pub(crate) fn framed_requests(requests: RequestStream, slot: ErrorSlot) -> reqwest::Body {
     reqwest::Body::wrap_stream(frame_stream(requests, slot))
 }
 
 fn frame_stream(
-    requests: mpsc::Receiver<Bytes>,
+    requests: RequestStream,
     slot: ErrorSlot,
 ) -> impl futures_util::Stream<Item = Result<Bytes>> + Send + 'static {
-    futures_util::stream::unfold(FrameState::Next(requests), move |state| {
+    futures_util::stream::unfold(FrameState::Next(requests.rx), move |state| {
         let slot = slot.clone();
         async move {
+            let fail = |e: QuillError| {
+                slot.set(e.clone());
+                Some((Err(e), FrameState::Done))
+            };
             match state {
                 FrameState::Done => None,
                 FrameState::Payload(rx, payload) => Some((Ok(payload), FrameState::Next(rx))),
                 FrameState::Next(mut rx) => match rx.recv().await {
-                    None => Some((Ok(Bytes::from_static(&END_STREAM_FRAME)), FrameState::Done)),
-                    Some(msg) => match frame_header(flags::DATA, msg.len()) {
-                        Err(e) => {
-                            slot.set(e.clone());
-                            Some((Err(e), FrameState::Done))
-                        }
+                    Some(Outgoing::Finish) => {
+                        Some((Ok(Bytes::from_static(&END_STREAM_FRAME)), FrameState::Done))
+                    }
+                    Some(Outgoing::Abort(reason)) => fail(QuillError::Cancelled {
+                        reason: format!("the request stream was aborted: {reason}"),
+                    }),
+                    None => fail(QuillError::Cancelled {
+                        reason: "the request stream ended without finish()".into(),
+                    }),
+                    Some(Outgoing::Message(msg)) => match frame_header(flags::DATA, msg.len()) {
+                        Err(e) => fail(e),
                         Ok(mut header) if msg.len() <= COALESCE_LIMIT => {
                             header.extend_from_slice(&msg);
                             Some((Ok(Bytes::from(header)), FrameState::Next(rx)))
@@ -92,10 +104,11 @@ pub(crate) fn tensor_body(tensor: &Tensor) -> Result<reqwest::Body> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::request::request_stream;
     use super::*;
     use crate::codec::stream::decode_messages;
 
-    async fn collect(rx: mpsc::Receiver<Bytes>, slot: ErrorSlot) -> Result<Vec<u8>> {
+    async fn collect(rx: RequestStream, slot: ErrorSlot) -> Result<Vec<u8>> {
         use futures_util::StreamExt;
         let mut s = std::pin::pin!(frame_stream(rx, slot));
         let mut out = Vec::new();
@@ -107,13 +120,13 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn frames_messages_then_end() {
-        let (tx, rx) = mpsc::channel(8);
+        let (tx, rx) = request_stream(8);
         tx.send(Bytes::from_static(b"hi")).await.unwrap();
         tx.send(Bytes::new()).await.unwrap();
         tx.send(Bytes::from(vec![7u8; COALESCE_LIMIT + 1]))
             .await
             .unwrap();
-        drop(tx);
+        tx.finish().await.unwrap();
         let slot = ErrorSlot::default();
         let body = collect(rx, slot.clone()).await.unwrap();
         let msgs = decode_messages(&body).unwrap();
@@ -126,8 +139,30 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
+    async fn a_stream_that_does_not_finish_never_sends_end_stream() {
+        for how in ["abort", "drop"] {
+            let (tx, rx) = request_stream(8);
+            tx.send(Bytes::from_static(b"partial")).await.unwrap();
+            match how {
+                "abort" => tx.abort("the generator raised"),
+                _ => drop(tx),
+            }
+            let slot = ErrorSlot::default();
+            let e = collect(rx, slot.clone()).await.unwrap_err();
+            assert!(matches!(e, QuillError::Cancelled { .. }), "{e}");
+            let recorded = slot.take().unwrap().to_string();
+            let want = if how == "abort" {
+                "generator raised"
+            } else {
+                "without finish"
+            };
+            assert!(recorded.contains(want), "{how}: {recorded}");
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
     async fn oversized_message_fails_the_body() {
-        let (tx, rx) = mpsc::channel(1);
+        let (tx, rx) = request_stream(1);
         tx.send(Bytes::from(vec![
             0u8;
             crate::protocol::MAX_FRAME_PAYLOAD + 1

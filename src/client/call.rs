@@ -24,14 +24,6 @@ pub(crate) enum ContentKind {
 }
 
 impl ContentKind {
-    pub fn from_json_flag(json: bool) -> ContentKind {
-        if json {
-            ContentKind::Json
-        } else {
-            ContentKind::Proto
-        }
-    }
-
     fn mime(self) -> &'static str {
         match self {
             ContentKind::Proto => CONTENT_TYPE_PROTO,
@@ -53,6 +45,8 @@ pub(crate) struct CallContext {
     pub idle_timeout: Option<Duration>,
     pub max_decoded_size: u64,
     pub compression: bool,
+    /// The client's runtime: a stream's reader task keeps it alive.
+    pub runtime: std::sync::Arc<super::runtime::ClientRuntime>,
 }
 
 /// The per-call headers: content negotiation, the transport profile, then the user's

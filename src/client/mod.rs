@@ -1,4 +1,7 @@
-//! The Quill RPC client: [`QuillClient`], [`ClientConfig`], [`MessageStream`] and
+//! The Quill RPC client: [`QuillClient`] and [`ClientConfig`]; a call is described by
+//! a [`Call`] (service, method, [`Body`], [`CallOptions`]) and run by
+//! [`QuillClient::run`] or [`QuillClient::run_blocking`], which return the [`Answer`]
+//! asked for: a [`Reply`], a [`Tensor`](crate::Tensor), a [`MessageStream`] or a
 //! [`TokenStream`].
 //!
 //! One client owns one reqwest connection pool (HTTP/1.1 only, keep-alive, rustls with
@@ -10,49 +13,46 @@
 //! becomes a [`QuillError::Cancelled`] and never unwinds into the caller (or across FFI).
 //!
 //! ```no_run
+//! use quill::client::{Call, Reply};
 //! use quill::{ClientConfig, QuillClient};
 //! let client = QuillClient::with_config(ClientConfig::new("http://127.0.0.1:8080")).unwrap();
 //! client.set_bearer_token("secret").unwrap();
-//! let reply = client
-//!     .call_bytes_blocking("echo.v1.EchoService", "Echo", b"hi".to_vec().into(), true)
-//!     .unwrap();
-//! assert_eq!(&reply[..], b"hi");
+//! let call = Call::proto("echo.v1.EchoService", "Echo", "hi").idempotent(true);
+//! let reply: Reply = client.run_blocking(call).unwrap();
+//! assert_eq!(&reply.body[..], b"hi");
 //! ```
 
+mod answer;
 mod blocking;
 mod body;
 mod call;
 mod compression;
 mod config;
 mod errors;
+mod request;
 mod retry;
 mod runtime;
 mod stream;
 mod tensor;
-mod unary;
 
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+pub use answer::{Answer, Reply};
 pub use config::{ClientConfig, DEFAULT_API_KEY_HEADER, DEFAULT_TIMEOUT_MS, REDACTED};
+pub use request::{request_stream, Body, Call, CallOptions, RequestSender, RequestStream};
 pub use stream::{MessageStream, TokenStream};
-pub(crate) use unary::Reply;
 
-use body::{framed_requests, ErrorSlot};
-pub(crate) use call::ContentKind;
 use call::{call_headers, CallContext};
 use config::{default_user_agent, normalize_base_url, validate_path_part, HeaderStore};
 use errors::CallLabel;
 use runtime::{run_on, ClientRuntime, HttpSettings, LaneGuard};
 
 use crate::error::{QuillError, Result};
-use crate::tensor::Tensor;
 
 /// A client of one Quill server. `Send + Sync`: share it (e.g. in an `Arc`) across
 /// threads and tasks; calls run concurrently over the shared connection pool.
@@ -149,28 +149,64 @@ impl QuillClient {
         self.headers.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Everything a call on the shared workers needs; see [`context`](Self::context).
-    fn prepare(
-        &self,
-        service: &str,
-        method: &str,
-        kind: ContentKind,
-    ) -> Result<(tokio::runtime::Handle, CallContext)> {
+    /// Runs `call` and reads its answer as `A`: a [`Reply`] (one message), a
+    /// [`Tensor`], a [`MessageStream`] or a [`TokenStream`]. The call runs on the
+    /// client's own runtime, so the future can be awaited from any executor. A non-2xx
+    /// answer is [`QuillError::Status`] with the server's Problem Details; calls marked
+    /// idempotent whose body can be sent again are retried per `max_retries`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &quill::QuillClient) -> quill::Result<()> {
+    /// use quill::client::{Call, Reply};
+    /// let reply: Reply = client.run(Call::proto("echo.v1.EchoService", "Echo", "hi")).await?;
+    /// assert_eq!(&reply.body[..], b"hi");
+    /// # Ok(()) }
+    /// ```
+    pub async fn run<A: Answer>(&self, call: Call) -> Result<A> {
         let (handle, http) = self.runtime.current()?;
-        Ok((handle, self.context(service, method, kind, http)?))
+        let (ctx, body, retries) = self.context(call, http)?;
+        run_on(&handle, A::read(ctx, body, retries)).await
     }
 
-    /// [`prepare`](Self::prepare) for a blocking call: also the lane, when free, whose
-    /// own pool the call then uses.
-    fn prepare_blocking(
+    /// [`run`](Self::run) for a thread that blocks: a reply or tensor call is driven on
+    /// the calling thread itself (no hop to the client's workers, about twice as fast
+    /// for a small call); a stream is opened on the workers, where it is read later.
+    /// Safe from many threads at once. Inside an async runtime it returns
+    /// [`QuillError::InvalidArgument`]: await `run` there.
+    ///
+    /// ```no_run
+    /// # let client = quill::QuillClient::new("http://127.0.0.1:8080", 5000, false).unwrap();
+    /// use quill::client::{Call, Reply};
+    /// let reply: Reply = client.run_blocking(Call::proto("echo.v1.EchoService", "Echo", "hi"))?;
+    /// assert_eq!(&reply.body[..], b"hi");
+    /// # Ok::<(), quill::QuillError>(())
+    /// ```
+    pub fn run_blocking<A: Answer>(&self, call: Call) -> Result<A> {
+        self.run_blocking_with(call, blocking::no_tick)
+    }
+
+    /// [`run_blocking`](Self::run_blocking) calling `tick` every 50 ms while it waits
+    /// (the Python face checks signals there); an error from `tick` cancels the call.
+    pub(crate) fn run_blocking_with<A: Answer, E: From<QuillError>>(
         &self,
-        service: &str,
-        method: &str,
-        kind: ContentKind,
-    ) -> Result<(tokio::runtime::Handle, Option<LaneGuard>, CallContext)> {
-        let (handle, shared, lane) = self.runtime.for_blocking()?;
+        call: Call,
+        tick: impl FnMut() -> std::result::Result<(), E>,
+    ) -> std::result::Result<A, E> {
+        let (handle, shared, lane) = if A::ON_CALLER {
+            self.runtime.for_blocking()?
+        } else {
+            let (handle, http) = self.runtime.current()?;
+            (handle, http, None)
+        };
         let http = lane.as_ref().map_or(shared, LaneGuard::http);
-        Ok((handle, lane, self.context(service, method, kind, http)?))
+        let (ctx, body, retries) = self.context(call, http)?;
+        blocking::drive(
+            handle,
+            lane,
+            ctx,
+            move |ctx| A::read(ctx, body, retries),
+            tick,
+        )
     }
 
     /// `POST {base_url}/{service}/{method}`, built from the parsed base URL.
@@ -186,19 +222,22 @@ impl QuillClient {
         Ok(url)
     }
 
-    /// Everything a call needs, captured now: later header changes do not affect it.
-    fn context(
-        &self,
-        service: &str,
-        method: &str,
-        kind: ContentKind,
-        http: reqwest::Client,
-    ) -> Result<CallContext> {
-        let url = self.call_url(service, method)?;
-        let timeout_ms = self.config.timeout_ms;
+    /// Everything `call` needs, captured now (later header changes do not affect it),
+    /// its body and how often it may be retried.
+    fn context(&self, call: Call, http: reqwest::Client) -> Result<(CallContext, Body, u32)> {
+        let Call {
+            service,
+            method,
+            body,
+            options,
+        } = call;
+        options.validate()?;
+        let url = self.call_url(&service, &method)?;
+        let timeout_ms = options.timeout_ms.unwrap_or(self.config.timeout_ms);
         let deadline = (timeout_ms > 0)
             .then(|| Instant::now().checked_add(Duration::from_millis(timeout_ms)))
             .flatten();
+        let kind = body.content_kind();
         let ctx = CallContext {
             http,
             url,
@@ -215,308 +254,14 @@ impl QuillClient {
                 .map(Duration::from_millis),
             max_decoded_size: self.config.max_decoded_size,
             compression: self.config.enable_compression,
+            runtime: self.runtime.clone(),
         };
-        Ok(ctx)
-    }
-
-    fn retries(&self, idempotent: bool) -> u32 {
-        if idempotent {
+        let retries = if options.idempotent {
             self.config.max_retries
         } else {
             0
-        }
-    }
-
-    pub(crate) async fn unary(
-        &self,
-        service: &str,
-        method: &str,
-        body: Bytes,
-        idempotent: bool,
-        kind: ContentKind,
-    ) -> Result<Reply> {
-        let (handle, ctx) = self.prepare(service, method, kind)?;
-        run_on(&handle, unary::call(ctx, body, self.retries(idempotent))).await
-    }
-
-    /// A unary call with `Content-Type: application/proto`: `body` is the raw request
-    /// message, the result the raw response message (capped at `max_decoded_size`).
-    /// Retried on transport errors and 408/425/429/5xx only when `idempotent` and
-    /// `max_retries > 0`. A non-2xx answer is [`QuillError::Status`] with the server's
-    /// Problem Details.
-    pub async fn call_bytes(
-        &self,
-        service: &str,
-        method: &str,
-        body: Bytes,
-        idempotent: bool,
-    ) -> Result<Bytes> {
-        self.unary(service, method, body, idempotent, ContentKind::Proto)
-            .await
-            .map(|r| r.body)
-    }
-
-    /// [`call_bytes`](Self::call_bytes) for a thread that blocks: the calling thread
-    /// drives the call itself (no hop to the client's worker threads), which makes a
-    /// small call about twice as fast. Safe to use from many threads at once. Inside
-    /// an async runtime it returns [`QuillError::InvalidArgument`]: await
-    /// `call_bytes` there.
-    ///
-    /// ```no_run
-    /// # let client = quill::QuillClient::new("http://127.0.0.1:8080", 5000, false).unwrap();
-    /// let reply = client.call_bytes_blocking("echo.v1.EchoService", "Echo", "hi".into(), false)?;
-    /// assert_eq!(&reply[..], b"hi");
-    /// # Ok::<(), quill::QuillError>(())
-    /// ```
-    pub fn call_bytes_blocking(
-        &self,
-        service: &str,
-        method: &str,
-        body: Bytes,
-        idempotent: bool,
-    ) -> Result<Bytes> {
-        self.unary_with(service, method, body, idempotent, false, blocking::no_tick)
-            .map(|r| r.body)
-    }
-
-    /// [`call_json_bytes`](Self::call_json_bytes), blocking as
-    /// [`call_bytes_blocking`](Self::call_bytes_blocking).
-    pub fn call_json_bytes_blocking(
-        &self,
-        service: &str,
-        method: &str,
-        json: Bytes,
-        idempotent: bool,
-    ) -> Result<Bytes> {
-        self.unary_with(service, method, json, idempotent, true, blocking::no_tick)
-            .map(|r| r.body)
-    }
-
-    /// [`send_tensor`](Self::send_tensor), blocking as
-    /// [`call_bytes_blocking`](Self::call_bytes_blocking).
-    pub fn send_tensor_blocking(
-        &self,
-        service: &str,
-        method: &str,
-        tensor: &Tensor,
-    ) -> Result<Bytes> {
-        self.send_tensor_with(service, method, tensor, blocking::no_tick)
-    }
-
-    /// [`call_tensor`](Self::call_tensor), blocking as
-    /// [`call_bytes_blocking`](Self::call_bytes_blocking).
-    pub fn call_tensor_blocking(
-        &self,
-        service: &str,
-        method: &str,
-        body: Bytes,
-        content_type_json: bool,
-    ) -> Result<Tensor> {
-        self.call_tensor_with(service, method, body, content_type_json, blocking::no_tick)
-    }
-
-    /// A blocking unary call that calls `tick` every 50 ms while it waits (the Python
-    /// face checks signals there); an error from `tick` cancels the call.
-    pub(crate) fn unary_with<E: From<QuillError>>(
-        &self,
-        service: &str,
-        method: &str,
-        body: Bytes,
-        idempotent: bool,
-        json: bool,
-        tick: impl FnMut() -> std::result::Result<(), E>,
-    ) -> std::result::Result<Reply, E> {
-        let retries = self.retries(idempotent);
-        let kind = ContentKind::from_json_flag(json);
-        self.drive(
-            service,
-            method,
-            kind,
-            |ctx| unary::call(ctx, body, retries),
-            tick,
-        )
-    }
-
-    /// [`send_tensor_blocking`](Self::send_tensor_blocking) with a `tick`, as
-    /// [`unary_with`](Self::unary_with).
-    pub(crate) fn send_tensor_with<E: From<QuillError>>(
-        &self,
-        service: &str,
-        method: &str,
-        tensor: &Tensor,
-        tick: impl FnMut() -> std::result::Result<(), E>,
-    ) -> std::result::Result<Bytes, E> {
-        let tensor = tensor.clone();
-        let job = |ctx| tensor::send_tensor(ctx, tensor);
-        self.drive(service, method, ContentKind::Proto, job, tick)
-    }
-
-    /// [`call_tensor_blocking`](Self::call_tensor_blocking) with a `tick`, as
-    /// [`unary_with`](Self::unary_with).
-    pub(crate) fn call_tensor_with<E: From<QuillError>>(
-        &self,
-        service: &str,
-        method: &str,
-        body: Bytes,
-        content_type_json: bool,
-        tick: impl FnMut() -> std::result::Result<(), E>,
-    ) -> std::result::Result<Tensor, E> {
-        let kind = ContentKind::from_json_flag(content_type_json);
-        self.drive(
-            service,
-            method,
-            kind,
-            |ctx| tensor::call_tensor(ctx, body),
-            tick,
-        )
-    }
-
-    /// Prepares a call for a blocking caller and drives `job` on the calling thread
-    /// (see `blocking.rs`).
-    fn drive<T, F, E>(
-        &self,
-        service: &str,
-        method: &str,
-        kind: ContentKind,
-        job: impl FnOnce(CallContext) -> F,
-        tick: impl FnMut() -> std::result::Result<(), E>,
-    ) -> std::result::Result<T, E>
-    where
-        T: Send + 'static,
-        F: Future<Output = Result<T>> + Send + 'static,
-        E: From<QuillError>,
-    {
-        let (handle, lane, ctx) = self.prepare_blocking(service, method, kind)?;
-        blocking::drive(handle, lane, ctx, job, tick)
-    }
-
-    /// [`call_bytes`](Self::call_bytes) with `application/json` in and out.
-    pub async fn call_json_bytes(
-        &self,
-        service: &str,
-        method: &str,
-        json: Bytes,
-        idempotent: bool,
-    ) -> Result<Bytes> {
-        self.unary(service, method, json, idempotent, ContentKind::Json)
-            .await
-            .map(|r| r.body)
-    }
-
-    async fn server_stream_of(
-        &self,
-        service: &str,
-        method: &str,
-        body: Bytes,
-        kind: ContentKind,
-    ) -> Result<MessageStream> {
-        let (handle, ctx) = self.prepare(service, method, kind)?;
-        let opened = run_on(&handle, async move {
-            let (body, zstd) = compression::encode_request(body, ctx.compression)?;
-            stream::open(ctx, body.into(), zstd, None).await
-        })
-        .await?;
-        Ok(MessageStream::new(opened, self.runtime.clone()))
-    }
-
-    /// Opens a server-streaming call (`application/proto` request): returns once the
-    /// response headers are in; messages are then read with
-    /// [`MessageStream::next_message`]. The call timeout covers the whole stream.
-    pub async fn open_server_stream(
-        &self,
-        service: &str,
-        method: &str,
-        body: Bytes,
-    ) -> Result<MessageStream> {
-        self.server_stream_of(service, method, body, ContentKind::Proto)
-            .await
-    }
-
-    /// [`open_server_stream`](Self::open_server_stream) with an `application/json`
-    /// request (e.g. `inference.v1.LLMService/GenerateStream`).
-    pub async fn open_server_stream_json(
-        &self,
-        service: &str,
-        method: &str,
-        json: Bytes,
-    ) -> Result<MessageStream> {
-        self.server_stream_of(service, method, json, ContentKind::Json)
-            .await
-    }
-
-    /// A server stream whose messages are [`TokenBatch`](crate::TokenBatch)es.
-    pub async fn open_token_stream(
-        &self,
-        service: &str,
-        method: &str,
-        body: Bytes,
-        content_type_json: bool,
-    ) -> Result<TokenStream> {
-        let kind = ContentKind::from_json_flag(content_type_json);
-        Ok(TokenStream::new(
-            self.server_stream_of(service, method, body, kind).await?,
-        ))
-    }
-
-    /// A client-streaming or bidirectional call. Each message received from `requests`
-    /// goes out as a DATA frame as soon as it arrives; END_STREAM follows when every
-    /// sender is dropped. Returns as soon as the response headers are in, while requests
-    /// may still be flowing (full duplex): queue the first messages before awaiting if
-    /// the server waits for them before answering. A message over the 4 MiB frame
-    /// limit fails the call with [`QuillError::InvalidArgument`]. The request stream
-    /// is sent uncompressed; the response is decoded by its `Content-Encoding`. Never
-    /// retried.
-    pub async fn open_bidi_stream(
-        &self,
-        service: &str,
-        method: &str,
-        requests: mpsc::Receiver<Bytes>,
-    ) -> Result<MessageStream> {
-        let (handle, ctx) = self.prepare(service, method, ContentKind::Proto)?;
-        let opened = run_on(&handle, async move {
-            let slot = ErrorSlot::default();
-            let body = framed_requests(requests, slot.clone());
-            stream::open(ctx, body, false, Some(slot)).await
-        })
-        .await?;
-        Ok(MessageStream::new(opened, self.runtime.clone()))
-    }
-
-    /// A client-streaming call: framed request messages as in
-    /// [`open_bidi_stream`](Self::open_bidi_stream), one raw response message. Never
-    /// retried (the request stream cannot be replayed). Request streams are sent
-    /// uncompressed.
-    pub async fn call_client_stream(
-        &self,
-        service: &str,
-        method: &str,
-        requests: mpsc::Receiver<Bytes>,
-    ) -> Result<Bytes> {
-        let (handle, ctx) = self.prepare(service, method, ContentKind::Proto)?;
-        run_on(&handle, unary::client_stream(ctx, requests)).await
-    }
-
-    /// Uploads `tensor` as tensor frames (TENSOR_META, 64 KiB TENSOR_PAYLOADs,
-    /// END_STREAM), streamed from slices of the tensor's own buffer — the element bytes
-    /// are not copied, and not compressed. Returns the raw response body.
-    pub async fn send_tensor(&self, service: &str, method: &str, tensor: &Tensor) -> Result<Bytes> {
-        let (handle, ctx) = self.prepare(service, method, ContentKind::Proto)?;
-        run_on(&handle, tensor::send_tensor(ctx, tensor.clone())).await
-    }
-
-    /// A call whose response body is one tensor in tensor frames, decoded as it arrives
-    /// (size checked against `max_decoded_size` from its metadata). `body` is the raw
-    /// request, JSON when `content_type_json`.
-    pub async fn call_tensor(
-        &self,
-        service: &str,
-        method: &str,
-        body: Bytes,
-        content_type_json: bool,
-    ) -> Result<Tensor> {
-        let kind = ContentKind::from_json_flag(content_type_json);
-        let (handle, ctx) = self.prepare(service, method, kind)?;
-        run_on(&handle, tensor::call_tensor(ctx, body)).await
+        };
+        Ok((ctx, body, retries))
     }
 
     /// The configured headers in insertion order, secret values as [`REDACTED`].
@@ -598,6 +343,7 @@ impl QuillClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     #[test]
     fn call_urls_append_the_path_to_the_base() {
@@ -653,7 +399,11 @@ mod tests {
     fn bad_paths_fail_before_any_io() {
         let c = QuillClient::new("http://127.0.0.1:9", 1000, false).unwrap();
         let e = c
-            .block_on(c.call_bytes("a/b", "M", Bytes::new(), false))
+            .block_on(async {
+                c.run::<Reply>(Call::proto("a/b", "M", Bytes::new()))
+                    .await
+                    .map(Reply::into_body)
+            })
             .unwrap_err();
         assert!(matches!(e, QuillError::InvalidArgument { .. }), "{e}");
     }
@@ -666,7 +416,11 @@ mod tests {
         let c = QuillClient::with_config(cfg).unwrap();
         let start = std::time::Instant::now();
         let e = c
-            .block_on(c.call_bytes("s.v1.S", "M", Bytes::new(), true))
+            .block_on(async {
+                c.run::<Reply>(Call::proto("s.v1.S", "M", Bytes::new()).idempotent(true))
+                    .await
+                    .map(Reply::into_body)
+            })
             .unwrap_err();
         assert!(matches!(e, QuillError::Connection { .. }), "{e}");
         assert!(start.elapsed() < Duration::from_secs(3));
@@ -682,7 +436,11 @@ mod tests {
             .unwrap();
         let c = QuillClient::new("http://127.0.0.1:9", 1000, false).unwrap();
         let e = foreign
-            .block_on(c.call_bytes("s.v1.S", "M", Bytes::new(), false))
+            .block_on(async {
+                c.run::<Reply>(Call::proto("s.v1.S", "M", Bytes::new()))
+                    .await
+                    .map(Reply::into_body)
+            })
             .unwrap_err();
         assert!(matches!(e, QuillError::Connection { .. }), "{e}");
     }
@@ -734,7 +492,11 @@ mod tests {
         let c = QuillClient::new(format!("http://{addr}"), 5_000, false).unwrap();
         c.set_api_key("k-1", Some("X-Custom-Key")).unwrap();
         let reply = c
-            .block_on(c.call_bytes("s.v1.S", "M", Bytes::from_static(b"x"), false))
+            .block_on(async {
+                c.run::<Reply>(Call::proto("s.v1.S", "M", Bytes::from_static(b"x")))
+                    .await
+                    .map(Reply::into_body)
+            })
             .unwrap();
         assert_eq!(&reply[..], b"ok");
         let heads = server.join().unwrap();
@@ -752,7 +514,11 @@ mod tests {
         let c = QuillClient::new(format!("http://{addr}"), 5_000, false).unwrap();
         c.set_api_key("k-2", None).unwrap();
         let e = c
-            .block_on(c.call_bytes("s.v1.S", "M", Bytes::new(), false))
+            .block_on(async {
+                c.run::<Reply>(Call::proto("s.v1.S", "M", Bytes::new()))
+                    .await
+                    .map(Reply::into_body)
+            })
             .unwrap_err();
         assert!(
             matches!(&e, QuillError::Status { problem } if problem.status == 307),

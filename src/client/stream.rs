@@ -57,9 +57,9 @@ enum State {
 ///
 /// ```no_run
 /// # async fn demo(client: &quill::QuillClient) -> quill::Result<()> {
-/// let stream = client
-///     .open_server_stream("inference.v1.LLMService", "GenerateStream", b"{}".to_vec().into())
-///     .await?;
+/// use quill::client::{Call, MessageStream};
+/// let call = Call::json("inference.v1.LLMService", "GenerateStream", "{}");
+/// let stream: MessageStream = client.run(call).await?;
 /// while let Some(message) = stream.next_message().await? {
 ///     println!("{} bytes", message.len());
 /// }
@@ -376,6 +376,7 @@ pub(crate) mod tests {
     use std::net::{SocketAddr, TcpListener};
 
     use super::*;
+    use crate::client::Call;
     use crate::{ClientConfig, QuillClient};
 
     /// Answers one request with `head` and `body`, then holds the connection until the
@@ -436,7 +437,9 @@ pub(crate) mod tests {
             let c = QuillClient::with_config(cfg).unwrap();
             let start = std::time::Instant::now();
             let r = c.block_on(async {
-                let s = c.open_server_stream("s.v1.S", "M", Bytes::new()).await?;
+                let s = c
+                    .run::<MessageStream>(Call::proto("s.v1.S", "M", Bytes::new()))
+                    .await?;
                 s.next_message().await
             });
             assert!(matches!(r, Err(QuillError::Timeout { .. })), "{r:?}");

@@ -1,41 +1,16 @@
-//! Tensor calls: uploads streamed from the tensor's own buffer, and downloads decoded
-//! frame by frame as the body arrives.
+//! Tensor answers: a response body of tensor frames decoded as it arrives. (Tensor
+//! uploads are a request [`Body`](super::Body), framed in `body.rs`.)
 
-use bytes::Bytes;
-
-use super::body::tensor_body;
 use super::call::CallContext;
-use super::compression::{decoder_for, encode_request};
+use super::compression::decoder_for;
 use super::errors::{decode_as_protocol, map_body_error, BodyKind};
 use crate::codec::tensor::TensorReader;
 use crate::error::{QuillError, Result};
 use crate::tensor::Tensor;
 
-/// Uploads a tensor as tensor frames; the response is returned raw.
-pub(crate) async fn send_tensor(ctx: CallContext, tensor: Tensor) -> Result<Bytes> {
-    let body = tensor_body(&tensor)?;
-    // The body holds slices of the tensor's buffer; the tensor itself is not needed.
-    drop(tensor);
-    ctx.within_deadline(async {
-        let resp = ctx.send(ctx.request(body, false)).await?;
-        ctx.read_body(resp, BodyKind::Unary).await
-    })
-    .await
-}
-
-/// A call whose response body is one tensor in tensor frames.
-pub(crate) async fn call_tensor(ctx: CallContext, body: Bytes) -> Result<Tensor> {
-    let (body, zstd) = encode_request(body, ctx.compression)?;
-    ctx.within_deadline(async {
-        let resp = ctx.send(ctx.request(body.into(), zstd)).await?;
-        read_tensor(&ctx, resp).await
-    })
-    .await
-}
-
 /// Decodes the frames as chunks arrive. Memory stays bounded by the tensor size (checked
 /// against `max_decoded_size` as soon as TENSOR_META arrives) plus one frame.
-async fn read_tensor(ctx: &CallContext, mut resp: reqwest::Response) -> Result<Tensor> {
+pub(crate) async fn read_tensor(ctx: &CallContext, mut resp: reqwest::Response) -> Result<Tensor> {
     let mut decoder = decoder_for(resp.headers(), None)?;
     let mut reader = TensorReader::with_limit(ctx.max_decoded_size, "max_decoded_size");
     loop {
@@ -69,9 +44,11 @@ mod tests {
 
     use super::super::stream::tests::{serve_once, zstd_head, zstd_repeat};
     use super::*;
+    use crate::client::Call;
     use crate::codec::tensor::{encode_frame, encode_meta};
     use crate::protocol::tensor_frame;
     use crate::{ClientConfig, DType, QuillClient, TensorMeta};
+    use bytes::Bytes;
 
     #[test]
     fn a_bomb_of_empty_payload_frames_cannot_outlast_the_deadline() {
@@ -87,7 +64,7 @@ mod tests {
         cfg.timeout_ms = 300;
         let c = QuillClient::with_config(cfg).unwrap();
         let start = std::time::Instant::now();
-        let r = c.block_on(c.call_tensor("s.v1.S", "M", Bytes::new(), false));
+        let r = c.block_on(c.run::<Tensor>(Call::proto("s.v1.S", "M", Bytes::new())));
         assert!(matches!(r, Err(QuillError::Timeout { .. })), "{r:?}");
         let elapsed = start.elapsed();
         assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::types::HeaderEntry;
-use crate::client::{ClientConfig, MessageStream, QuillClient, TokenStream};
+use crate::client::{Body, Call, ClientConfig, MessageStream, QuillClient, Reply, TokenStream};
 use crate::error::{QuillError, Result};
 use crate::tensor::Tensor;
 use crate::token::TokenBatch;
@@ -110,10 +110,9 @@ impl QuillClient {
         body: Vec<u8>,
         idempotent: bool,
     ) -> Result<Vec<u8>> {
-        let reply = self
-            .call_bytes(&service, &method, body.into(), idempotent)
-            .await?;
-        Ok(Vec::from(reply))
+        let call = Call::proto(service, method, body).idempotent(idempotent);
+        let reply: Reply = self.run(call).await?;
+        Ok(Vec::from(reply.body))
     }
 
     /// A unary JSON call; the response must be UTF-8.
@@ -125,14 +124,11 @@ impl QuillClient {
         json: String,
         idempotent: bool,
     ) -> Result<String> {
-        let reply = self
-            .call_json_bytes(&service, &method, json.into(), idempotent)
-            .await?;
-        String::from_utf8(Vec::from(reply)).map_err(|e| {
-            QuillError::protocol(format!(
-                "JSON response of {service}/{method} is not UTF-8: {e}"
-            ))
-        })
+        let call = Call::json(service, method, json).idempotent(idempotent);
+        let path = call.path();
+        let reply: Reply = self.run(call).await?;
+        String::from_utf8(Vec::from(reply.body))
+            .map_err(|e| QuillError::protocol(format!("JSON response of {path} is not UTF-8: {e}")))
     }
 
     /// Opens a server stream (JSON request when `content_type_json`).
@@ -144,14 +140,8 @@ impl QuillClient {
         body: Vec<u8>,
         content_type_json: bool,
     ) -> Result<Arc<MessageStream>> {
-        let stream = if content_type_json {
-            self.open_server_stream_json(&service, &method, body.into())
-                .await
-        } else {
-            self.open_server_stream(&service, &method, body.into())
-                .await
-        };
-        stream.map(Arc::new)
+        let call = Call::new(service, method, bytes_body(body, content_type_json));
+        self.run(call).await.map(Arc::new)
     }
 
     /// Opens a server stream of token batches.
@@ -163,9 +153,8 @@ impl QuillClient {
         body: Vec<u8>,
         content_type_json: bool,
     ) -> Result<Arc<TokenStream>> {
-        self.open_token_stream(&service, &method, body.into(), content_type_json)
-            .await
-            .map(Arc::new)
+        let call = Call::new(service, method, bytes_body(body, content_type_json));
+        self.run(call).await.map(Arc::new)
     }
 
     /// Uploads a tensor as tensor frames (its bytes are not copied); the raw reply.
@@ -176,8 +165,9 @@ impl QuillClient {
         method: String,
         tensor: Arc<Tensor>,
     ) -> Result<Vec<u8>> {
-        let reply = self.send_tensor(&service, &method, &tensor).await?;
-        Ok(Vec::from(reply))
+        let call = Call::tensor(service, method, Tensor::clone(&tensor));
+        let reply: Reply = self.run(call).await?;
+        Ok(Vec::from(reply.body))
     }
 
     /// A call answered with one tensor in tensor frames.
@@ -189,9 +179,17 @@ impl QuillClient {
         body: Vec<u8>,
         content_type_json: bool,
     ) -> Result<Arc<Tensor>> {
-        self.call_tensor(&service, &method, body.into(), content_type_json)
-            .await
-            .map(Arc::new)
+        let call = Call::new(service, method, bytes_body(body, content_type_json));
+        self.run(call).await.map(Arc::new)
+    }
+}
+
+/// The foreign API's `(bytes, content_type_json)` pair as a call body.
+fn bytes_body(body: Vec<u8>, json: bool) -> Body {
+    if json {
+        Body::Json(body.into())
+    } else {
+        Body::Proto(body.into())
     }
 }
 

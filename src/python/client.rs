@@ -15,12 +15,13 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString};
 
 use super::args;
 use super::errors::{to_py_err, IntoPyResult};
-use super::stream::{PyStream, StreamKind};
+use super::stream::{pump_requests, PyStream, StreamKind};
 use super::tensor::{bytes_like, PyTensor};
 use super::{exit, wait};
-use crate::client::{ClientConfig, ContentKind, QuillClient, Reply};
+use crate::client::{Answer, Body, Call, ClientConfig, QuillClient, Reply};
 use crate::error::QuillError;
 use crate::protocol::DEFAULT_MAX_DECODED_SIZE;
+use crate::tensor::Tensor;
 
 // The signature below spells the default out so Python introspection shows it.
 const _: () = assert!(DEFAULT_MAX_DECODED_SIZE == 67108864);
@@ -53,10 +54,7 @@ pub(crate) fn json_bytes(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Byt
         })?;
         return Ok(Bytes::copy_from_slice(text.as_bytes()));
     }
-    if obj.cast::<PyBytes>().is_ok()
-        || obj.cast::<PyByteArray>().is_ok()
-        || obj.cast::<PyMemoryView>().is_ok()
-    {
+    if is_bytes_like(obj) {
         return request_bytes(py, obj);
     }
     let text: String = JSON_DUMPS
@@ -86,6 +84,58 @@ impl PyQuillClient {
     fn handle(&self) -> PyResult<tokio::runtime::Handle> {
         self.inner.try_runtime_handle().py()
     }
+
+    /// Runs `call` on this thread with the GIL released (signals checked meanwhile).
+    fn run_blocking<A: Answer>(&self, py: Python<'_>, call: Call) -> PyResult<A> {
+        wait::blocking(py, |tick| self.inner.run_blocking_with(call, tick))
+    }
+
+    /// Runs `call` on the client's runtime and returns an asyncio future of its answer,
+    /// converted by `convert` with the GIL held.
+    fn run_async<'py, A: Answer>(
+        &self,
+        py: Python<'py>,
+        call: Call,
+        convert: impl for<'a> FnOnce(Python<'a>, A) -> PyResult<Bound<'a, PyAny>> + Send + 'static,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.inner.clone();
+        wait::to_asyncio(
+            py,
+            &self.handle()?,
+            async move { client.run(call).await },
+            convert,
+        )
+    }
+}
+
+/// The body of a raw call: bytes-like, or empty.
+fn raw_body(py: Python<'_>, request: Option<&Bound<'_, PyAny>>) -> PyResult<Body> {
+    let bytes = request.map(|r| request_bytes(py, r)).transpose()?;
+    Ok(Body::Proto(bytes.unwrap_or_default()))
+}
+
+/// The body of a JSON call: the request as JSON, or `{}`.
+fn json_body(py: Python<'_>, request: Option<&Bound<'_, PyAny>>) -> PyResult<Body> {
+    Ok(Body::Json(match request {
+        Some(r) => json_bytes(py, r)?,
+        None => Bytes::from_static(b"{}"),
+    }))
+}
+
+/// The body of a stream or tensor call: bytes-like as they are, anything else as JSON,
+/// nothing as an empty message.
+pub(crate) fn request_body(py: Python<'_>, request: Option<&Bound<'_, PyAny>>) -> PyResult<Body> {
+    match request {
+        None => Ok(Body::Proto(Bytes::new())),
+        Some(r) if is_bytes_like(r) => Ok(Body::Proto(request_bytes(py, r)?)),
+        Some(r) => Ok(Body::Json(json_bytes(py, r)?)),
+    }
+}
+
+fn is_bytes_like(obj: &Bound<'_, PyAny>) -> bool {
+    obj.cast::<PyBytes>().is_ok()
+        || obj.cast::<PyByteArray>().is_ok()
+        || obj.cast::<PyMemoryView>().is_ok()
 }
 
 #[pymethods]
@@ -142,15 +192,10 @@ impl PyQuillClient {
         idempotent: bool,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let _inside = exit::enter(py);
-        let body = request
-            .map(|r| request_bytes(py, r))
-            .transpose()?
-            .unwrap_or_default();
-        let out = wait::blocking(py, |tick| {
-            self.inner
-                .unary_with(service, method, body, idempotent, false, tick)
-        })?;
-        Ok(PyBytes::new(py, &out.body))
+        let body = raw_body(py, request)?;
+        let call = Call::new(service, method, body).idempotent(idempotent);
+        let reply: Reply = self.run_blocking(py, call)?;
+        Ok(PyBytes::new(py, &reply.body))
     }
 
     /// A JSON call: `request` (dict, list, str, …) is sent as JSON, the JSON answer
@@ -165,15 +210,10 @@ impl PyQuillClient {
         idempotent: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let _inside = exit::enter(py);
-        let body = match request {
-            Some(r) => json_bytes(py, r)?,
-            None => Bytes::from_static(b"{}"),
-        };
-        let out = wait::blocking(py, |tick| {
-            self.inner
-                .unary_with(service, method, body, idempotent, true, tick)
-        })?;
-        json_value(py, out, format!("{service}/{method}"))
+        let call = Call::new(service, method, json_body(py, request)?).idempotent(idempotent);
+        let path = call.path();
+        let reply: Reply = self.run_blocking(py, call)?;
+        json_value(py, reply, path)
     }
 
     /// `await client.call_async(...)`: `call` for asyncio.
@@ -181,20 +221,16 @@ impl PyQuillClient {
     fn call_async<'py>(
         &self,
         py: Python<'py>,
-        service: String,
-        method: String,
+        service: &str,
+        method: &str,
         request: Option<&Bound<'py, PyAny>>,
         idempotent: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let _inside = exit::enter(py);
-        let body = request
-            .map(|r| request_bytes(py, r))
-            .transpose()?
-            .unwrap_or_default();
-        let client = self.inner.clone();
-        let fut = async move { client.call_bytes(&service, &method, body, idempotent).await };
-        wait::to_asyncio(py, &self.handle()?, fut, |py, out: Bytes| {
-            Ok(PyBytes::new(py, &out).into_any())
+        let body = raw_body(py, request)?;
+        let call = Call::new(service, method, body).idempotent(idempotent);
+        self.run_async(py, call, |py, reply: Reply| {
+            Ok(PyBytes::new(py, &reply.body).into_any())
         })
     }
 
@@ -203,26 +239,16 @@ impl PyQuillClient {
     fn call_json_async<'py>(
         &self,
         py: Python<'py>,
-        service: String,
-        method: String,
+        service: &str,
+        method: &str,
         request: Option<&Bound<'py, PyAny>>,
         idempotent: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let _inside = exit::enter(py);
-        let body = match request {
-            Some(r) => json_bytes(py, r)?,
-            None => Bytes::from_static(b"{}"),
-        };
-        let client = self.inner.clone();
-        let path = format!("{service}/{method}");
-        let fut = async move {
-            let kind = ContentKind::Json;
-            client
-                .unary(&service, &method, body, idempotent, kind)
-                .await
-        };
-        wait::to_asyncio(py, &self.handle()?, fut, |py, out: Reply| {
-            json_value(py, out, path)
+        let call = Call::new(service, method, json_body(py, request)?).idempotent(idempotent);
+        let path = call.path();
+        self.run_async(py, call, move |py, reply: Reply| {
+            json_value(py, reply, path)
         })
     }
 
@@ -233,20 +259,13 @@ impl PyQuillClient {
     fn stream(
         &self,
         py: Python<'_>,
-        service: String,
-        method: String,
+        service: &str,
+        method: &str,
         request: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyStream> {
         let _inside = exit::enter(py);
-        PyStream::open_server(
-            py,
-            self,
-            service,
-            method,
-            request,
-            StreamKind::Messages,
-            true,
-        )
+        let call = Call::new(service, method, request_body(py, request)?);
+        PyStream::open(py, self, call, StreamKind::Messages, true)
     }
 
     /// Server streaming of `TokenBatch` messages (protocol §8).
@@ -254,12 +273,13 @@ impl PyQuillClient {
     fn stream_tokens(
         &self,
         py: Python<'_>,
-        service: String,
-        method: String,
+        service: &str,
+        method: &str,
         request: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyStream> {
         let _inside = exit::enter(py);
-        PyStream::open_server(py, self, service, method, request, StreamKind::Tokens, true)
+        let call = Call::new(service, method, request_body(py, request)?);
+        PyStream::open(py, self, call, StreamKind::Tokens, true)
     }
 
     /// `async for m in client.stream_async(...)`: opens on the first iteration.
@@ -267,20 +287,13 @@ impl PyQuillClient {
     fn stream_async(
         &self,
         py: Python<'_>,
-        service: String,
-        method: String,
+        service: &str,
+        method: &str,
         request: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyStream> {
         let _inside = exit::enter(py);
-        PyStream::open_server(
-            py,
-            self,
-            service,
-            method,
-            request,
-            StreamKind::Messages,
-            false,
-        )
+        let call = Call::new(service, method, request_body(py, request)?);
+        PyStream::open(py, self, call, StreamKind::Messages, false)
     }
 
     /// `async for batch in client.stream_tokens_async(...)`.
@@ -288,20 +301,13 @@ impl PyQuillClient {
     fn stream_tokens_async(
         &self,
         py: Python<'_>,
-        service: String,
-        method: String,
+        service: &str,
+        method: &str,
         request: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyStream> {
         let _inside = exit::enter(py);
-        PyStream::open_server(
-            py,
-            self,
-            service,
-            method,
-            request,
-            StreamKind::Tokens,
-            false,
-        )
+        let call = Call::new(service, method, request_body(py, request)?);
+        PyStream::open(py, self, call, StreamKind::Tokens, false)
     }
 
     /// Bidirectional streaming: each item of `requests` (an iterable of bytes) goes
@@ -310,12 +316,13 @@ impl PyQuillClient {
     fn bidi_stream(
         &self,
         py: Python<'_>,
-        service: String,
-        method: String,
+        service: &str,
+        method: &str,
         requests: &Bound<'_, PyAny>,
     ) -> PyResult<PyStream> {
         let _inside = exit::enter(py);
-        PyStream::open_bidi(py, self, service, method, requests)
+        let call = Call::messages(service, method, pump_requests(py, requests)?);
+        PyStream::open(py, self, call, StreamKind::Messages, true)
     }
 
     /// Client streaming: sends every item of `requests` as a frame, returns the reply.
@@ -327,14 +334,9 @@ impl PyQuillClient {
         requests: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let _inside = exit::enter(py);
-        let rx = super::stream::pump_requests(py, requests)?;
-        let handle = self.handle()?;
-        let out = wait::block_on(
-            py,
-            &handle,
-            self.inner.call_client_stream(service, method, rx),
-        )?;
-        Ok(PyBytes::new(py, &out))
+        let call = Call::messages(service, method, pump_requests(py, requests)?);
+        let reply: Reply = self.run_blocking(py, call)?;
+        Ok(PyBytes::new(py, &reply.body))
     }
 
     /// Sends `tensor` as the request body in tensor frames (its bytes are not copied);
@@ -347,11 +349,9 @@ impl PyQuillClient {
         tensor: &Bound<'py, PyTensor>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let _inside = exit::enter(py);
-        let t = &tensor.get().inner;
-        let out = wait::blocking(py, |tick| {
-            self.inner.send_tensor_with(service, method, t, tick)
-        })?;
-        Ok(PyBytes::new(py, &out))
+        let call = Call::tensor(service, method, tensor.get().inner.clone());
+        let reply: Reply = self.run_blocking(py, call)?;
+        Ok(PyBytes::new(py, &reply.body))
     }
 
     /// A call whose response is one tensor in tensor frames. A dict/list/str request
@@ -365,12 +365,9 @@ impl PyQuillClient {
         request: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyTensor> {
         let _inside = exit::enter(py);
-        let (body, json) = super::stream::request_body(py, request)?;
-        let t = wait::blocking(py, |tick| {
-            self.inner
-                .call_tensor_with(service, method, body, json, tick)
-        })?;
-        Ok(PyTensor::wrap(t))
+        let call = Call::new(service, method, request_body(py, request)?);
+        let tensor: Tensor = self.run_blocking(py, call)?;
+        Ok(PyTensor::wrap(tensor))
     }
 
     /// `Authorization: Bearer <token>` on every call (never shown in repr or errors).

@@ -10,12 +10,13 @@ use pyo3::exceptions::{PyStopAsyncIteration, PyStopIteration};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyBytes;
-use tokio::sync::mpsc;
 
-use super::client::{json_bytes, request_bytes, PyQuillClient};
+use super::client::{request_bytes, PyQuillClient};
 use super::token::PyTokenBatch;
 use super::{exit, wait};
-use crate::client::{MessageStream, QuillClient};
+use crate::client::{
+    request_stream, Call, MessageStream, QuillClient, RequestSender, RequestStream,
+};
 use crate::error::QuillError;
 use crate::token::TokenBatch;
 
@@ -26,41 +27,24 @@ pub(crate) enum StreamKind {
     Tokens,
 }
 
-/// `(body, is_json)` of an optional request: bytes-like as is, anything else as JSON.
-pub(crate) fn request_body(
-    py: Python<'_>,
-    request: Option<&Bound<'_, PyAny>>,
-) -> PyResult<(Bytes, bool)> {
-    match request {
-        None => Ok((Bytes::new(), false)),
-        Some(r)
-            if r.cast::<PyBytes>().is_ok()
-                || r.cast::<pyo3::types::PyByteArray>().is_ok()
-                || r.cast::<pyo3::types::PyMemoryView>().is_ok() =>
-        {
-            Ok((request_bytes(py, r)?, false))
-        }
-        Some(r) => Ok((json_bytes(py, r)?, true)),
-    }
-}
-
 /// Queue depth between the Python thread producing requests and the HTTP body.
 const REQUEST_QUEUE: usize = 16;
 
 static PUMP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-/// Feeds the items of a Python iterable into a channel. The iteration runs in a daemon
-/// Python thread (`quill._pump.start`) that calls into Rust only to hand over each item:
-/// a user's generator (which may sleep between requests) then never runs beneath Rust
-/// frames, which interpreter exit could not unwind (see `exit.rs`). Exhausting the
-/// iterable ends the request stream (END_STREAM); a bad item or an exception from the
-/// iterable ends it too, and is reported by `threading.excepthook`.
+/// Feeds the items of a Python iterable into a request stream. The iteration runs in a
+/// daemon Python thread (`quill._pump.start`) that calls into Rust only to hand over
+/// each item: a user's generator (which may sleep between requests) then never runs
+/// beneath Rust frames, which interpreter exit could not unwind (see `exit.rs`).
+/// Exhausting the iterable finishes the request stream (END_STREAM); a bad item or an
+/// exception from the iterable aborts it, so the server never takes the partial stream
+/// for a whole one and the call fails with the reason.
 pub(crate) fn pump_requests(
     py: Python<'_>,
     requests: &Bound<'_, PyAny>,
-) -> PyResult<mpsc::Receiver<Bytes>> {
+) -> PyResult<RequestStream> {
     let iter = requests.try_iter()?;
-    let (tx, rx) = mpsc::channel::<Bytes>(REQUEST_QUEUE);
+    let (tx, rx) = request_stream(REQUEST_QUEUE);
     let sink = Bound::new(
         py,
         PyRequestSink {
@@ -75,7 +59,13 @@ pub(crate) fn pump_requests(
 /// The sending end of a request stream, fed by `quill._pump`.
 #[pyclass(name = "_RequestSink", module = "quill._quill", frozen)]
 pub(crate) struct PyRequestSink {
-    tx: Mutex<Option<mpsc::Sender<Bytes>>>,
+    tx: Mutex<Option<RequestSender>>,
+}
+
+impl PyRequestSink {
+    fn take(&self) -> Option<RequestSender> {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
 
 #[pymethods]
@@ -85,15 +75,26 @@ impl PyRequestSink {
     fn send(&self, py: Python<'_>, item: &Bound<'_, PyAny>) -> PyResult<bool> {
         let _inside = exit::enter(py);
         let body = request_bytes(py, item)?;
-        let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
+        let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(tx) = guard.as_ref() else {
             return Ok(false);
         };
-        Ok(exit::detach(py, move || tx.blocking_send(body).is_ok()))
+        // The pump thread is the only sender; the lock only guards against close().
+        Ok(exit::detach(py, || tx.blocking_send(body).is_ok()))
     }
 
-    /// Ends the request stream (the server sees END_STREAM once the queue drains).
-    fn close(&self) {
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+    /// Ends the request stream with END_STREAM once the queue drains.
+    fn close(&self, py: Python<'_>) {
+        if let Some(tx) = self.take() {
+            let _ = exit::detach(py, move || tx.blocking_finish());
+        }
+    }
+
+    /// Breaks the request stream off: the call fails with `reason`.
+    fn abort(&self, reason: String) {
+        if let Some(tx) = self.take() {
+            tx.abort(reason);
+        }
     }
 }
 
@@ -193,46 +194,22 @@ impl PyStream {
         self.client.try_runtime_handle().py()
     }
 
-    pub(crate) fn open_server(
+    /// A stream of `call`, opened now (`eager`, so a status error is raised at once) or
+    /// on the first asynchronous iteration.
+    pub(crate) fn open(
         py: Python<'_>,
         client: &PyQuillClient,
-        service: String,
-        method: String,
-        request: Option<&Bound<'_, PyAny>>,
+        call: Call,
         kind: StreamKind,
         eager: bool,
     ) -> PyResult<PyStream> {
-        let (body, json) = request_body(py, request)?;
         let c = client.inner.clone();
-        let path = format!("{service}/{method}");
-        let opener: Opener = Box::pin(async move {
-            if json {
-                c.open_server_stream_json(&service, &method, body).await
-            } else {
-                c.open_server_stream(&service, &method, body).await
-            }
-        });
+        let path = call.path();
+        let opener: Opener = Box::pin(async move { c.run::<MessageStream>(call).await });
         let s = PyStream::new(client, path, kind, opener);
         if eager {
             s.open_now(py)?;
         }
-        Ok(s)
-    }
-
-    pub(crate) fn open_bidi(
-        py: Python<'_>,
-        client: &PyQuillClient,
-        service: String,
-        method: String,
-        requests: &Bound<'_, PyAny>,
-    ) -> PyResult<PyStream> {
-        let rx = pump_requests(py, requests)?;
-        let c = client.inner.clone();
-        let path = format!("{service}/{method}");
-        let opener: Opener =
-            Box::pin(async move { c.open_bidi_stream(&service, &method, rx).await });
-        let s = PyStream::new(client, path, StreamKind::Messages, opener);
-        s.open_now(py)?;
         Ok(s)
     }
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -158,6 +159,28 @@ def test_bidi_echo_interleaves(client: quill.QuillClient) -> None:
 def test_client_stream(client: quill.QuillClient) -> None:
     out = client.client_stream("echo.v1.EchoService", "ClientStream", [b"a", b"bc", b""])
     assert quill.__name__ and out and __import__("json").loads(out) == {"count": 3, "bytes": 3}
+
+
+def _failing_requests() -> Iterator[object]:
+    yield b"first"
+    yield b"second"
+    raise ValueError("the model input went away")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_failing_request_iterable_breaks_the_call_off(client: quill.QuillClient) -> None:
+    """A request stream whose producer fails is never taken for a complete one: the
+    server sees it cut (no END_STREAM) and the call fails with the producer's error."""
+    with pytest.raises(quill.CallCancelledError, match="ValueError: the model input went away"):
+        client.client_stream("echo.v1.EchoService", "ClientStream", _failing_requests())
+    # The failure ends the call when it opens or while replies are read, whichever the
+    # producer reaches first; it never ends cleanly.
+    with pytest.raises(quill.CallCancelledError, match="the model input went away"):
+        for _ in client.bidi_stream("echo.v1.EchoService", "BidiEcho", _failing_requests()):
+            pass
+    # A bad item (not bytes-like) aborts the same way.
+    with pytest.raises(quill.CallCancelledError, match="TypeError"):
+        client.client_stream("echo.v1.EchoService", "ClientStream", [b"ok", 42])
 
 
 def test_tensor_upload_and_download_64_mib(client: quill.QuillClient) -> None:
