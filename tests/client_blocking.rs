@@ -5,14 +5,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::io::{BufReader, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::Server;
+use common::{raw, Server};
 use quill::client::{Call, Reply};
 use quill::{DType, QuillClient, QuillError, Tensor};
 use serde_json::{json, Value};
@@ -132,10 +131,7 @@ fn blocking_errors_are_the_same_typed_errors() {
         .unwrap_err();
     assert!(matches!(e, QuillError::InvalidArgument { .. }), "{e}");
 
-    let refused = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let refused = raw::refused_addr();
     let c = QuillClient::new(format!("http://{refused}"), 2_000, false).unwrap();
     let e = c
         .run_blocking::<Reply>(Call::proto(ECHO.0, ECHO.1, Bytes::new()))
@@ -200,40 +196,26 @@ fn inside_an_async_runtime_it_is_an_error_not_a_panic() {
 /// call. That call must still succeed, even when not idempotent.
 #[test]
 fn a_connection_the_server_closed_while_idle_is_replaced() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
     let count = accepted.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
+    let (addr, _) = raw::server(move |listener| {
+        for sock in listener.incoming() {
+            let Ok(sock) = sock else { return };
             count.fetch_add(1, Ordering::SeqCst);
             // One request per connection, answered with keep-alive, then closed while
             // the client believes the connection is reusable.
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap();
-                }
-                if line == "\r\n" {
-                    break;
-                }
-            }
-            let mut body = vec![0u8; length];
-            reader.read_exact(&mut body).unwrap();
+            let mut reader = BufReader::new(sock.try_clone().unwrap());
+            let Some((_, body)) = raw::read_request_with_body(&mut reader) else {
+                continue;
+            };
             let head = format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: application/proto\r\ncontent-length: {}\r\n\r\n",
                 body.len()
             );
-            stream.write_all(head.as_bytes()).unwrap();
-            stream.write_all(&body).unwrap();
+            let mut sock = sock;
+            sock.write_all(head.as_bytes()).unwrap();
+            sock.write_all(&body).unwrap();
             std::thread::sleep(Duration::from_millis(50));
-            drop(stream);
         }
     });
     let c = QuillClient::new(format!("http://{addr}"), 5_000, false).unwrap();

@@ -12,7 +12,7 @@ use quill::{DType, QuillClient, QuillError, Tensor};
 use serde_json::{json, Value};
 
 mod common;
-use common::Server;
+use common::{raw, Server};
 
 fn json_call(c: &QuillClient, service: &str, method: &str, body: Value) -> quill::Result<Value> {
     let reply = c.block_on(async {
@@ -240,11 +240,7 @@ fn auth_and_secrets() {
 
 #[test]
 fn unreachable_server_is_a_connection_error() {
-    let addr = {
-        // A port that was free a moment ago: nothing listens there.
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let addr = raw::refused_addr();
     let c = QuillClient::new(format!("http://{addr}"), 5_000, false).unwrap();
     let start = Instant::now();
     let e = c

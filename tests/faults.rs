@@ -5,22 +5,24 @@
 // Helpers return `quill::Result`; its error carries a `Problem` inline (see lib.rs).
 #![allow(clippy::result_large_err)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::io::{BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{mpsc, Mutex};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quill::client::{Call, Reply};
-use quill::{ClientConfig, MessageStream, QuillClient, QuillError, Tensor};
+use quill::codec::tensor::{encode_frame, encode_meta};
+use quill::protocol::tensor_frame;
+use quill::{ClientConfig, DType, MessageStream, QuillClient, QuillError, Tensor, TensorMeta};
+
+mod common;
+use common::raw::*;
 
 const SERVICE: &str = "fault.v1.FaultService";
 /// Whole-call timeout of the timeout tests; they must end within it plus 10 %.
 const TIMEOUT_MS: u64 = 1_500;
-/// How long a test server thread waits on a socket before giving up.
-const SERVER_PATIENCE: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------------------------
 // Client side
@@ -89,140 +91,6 @@ fn assert_timely_timeout<T: std::fmt::Debug>(r: quill::Result<T>, elapsed: Durat
 }
 
 // ---------------------------------------------------------------------------------
-// Server side
-
-/// Reads one request (head and Content-Length body) and returns its head; `None` at EOF.
-fn read_request(r: &mut BufReader<TcpStream>) -> Option<String> {
-    let mut head = String::new();
-    let mut length = 0usize;
-    loop {
-        let mut line = String::new();
-        match r.read_line(&mut line) {
-            Ok(0) | Err(_) => return None,
-            Ok(_) => {}
-        }
-        if line == "\r\n" {
-            break;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().ok()?;
-        }
-        head.push_str(&line);
-    }
-    r.read_exact(&mut vec![0; length]).ok()?;
-    Some(head)
-}
-
-fn patient(sock: &TcpStream) {
-    sock.set_read_timeout(Some(SERVER_PATIENCE)).unwrap();
-    sock.set_write_timeout(Some(SERVER_PATIENCE)).unwrap();
-}
-
-/// A listener on 127.0.0.1:0 served by `serve` on its own thread.
-fn server<T: Send + 'static>(
-    serve: impl FnOnce(TcpListener) -> T + Send + 'static,
-) -> (SocketAddr, JoinHandle<T>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    (addr, thread::spawn(move || serve(listener)))
-}
-
-/// Accepts one connection, reads one request, then hands the socket to `answer`.
-fn one_shot(answer: impl FnOnce(TcpStream) + Send + 'static) -> (SocketAddr, JoinHandle<()>) {
-    server(move |listener| {
-        let (sock, _) = listener.accept().unwrap();
-        patient(&sock);
-        let mut reader = BufReader::new(sock.try_clone().unwrap());
-        read_request(&mut reader).expect("a request");
-        answer(sock);
-    })
-}
-
-/// Blocks until the peer closes the connection (or the patience runs out).
-fn wait_for_close(mut sock: TcpStream) {
-    let mut buf = [0u8; 4096];
-    while matches!(sock.read(&mut buf), Ok(n) if n > 0) {}
-}
-
-/// Writes `prefix`, then `byte` every 50 ms until the peer goes away.
-fn drip(mut sock: TcpStream, prefix: &[u8], byte: &[u8]) {
-    sock.set_nodelay(true).unwrap();
-    if sock.write_all(prefix).is_err() {
-        return;
-    }
-    let until = Instant::now() + SERVER_PATIENCE;
-    while Instant::now() < until {
-        if sock.write_all(byte).is_err() {
-            return;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Every request in arrival order: (connection number, head).
-type Log = Arc<Mutex<Vec<(usize, String)>>>;
-
-/// A keep-alive server answering request number `n` (over all connections, from 0)
-/// with `respond(n)`; an empty answer closes the connection instead (a server that
-/// died after reading the request). Runs until the test process ends.
-fn keep_alive_server(
-    respond: impl Fn(usize) -> Vec<u8> + Send + Sync + 'static,
-) -> (SocketAddr, Log) {
-    let respond = Arc::new(respond);
-    let log: Log = Arc::default();
-    let requests = Arc::new(AtomicUsize::new(0));
-    let (addr, _) = server({
-        let log = log.clone();
-        move |listener| {
-            for (conn, sock) in listener.incoming().enumerate() {
-                let Ok(sock) = sock else { return };
-                let (respond, log, requests) = (respond.clone(), log.clone(), requests.clone());
-                thread::spawn(move || {
-                    patient(&sock);
-                    let mut reader = BufReader::new(sock.try_clone().unwrap());
-                    let mut sock = sock;
-                    while let Some(head) = read_request(&mut reader) {
-                        log.lock().unwrap().push((conn, head));
-                        let answer = respond(requests.fetch_add(1, Ordering::SeqCst));
-                        if answer.is_empty() || sock.write_all(&answer).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        }
-    });
-    (addr, log)
-}
-
-fn ok_response(body: &str) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/proto\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
-const STREAM_HEAD: &[u8] =
-    b"HTTP/1.1 200 OK\r\nContent-Type: application/proto\r\nTransfer-Encoding: chunked\r\n\r\n";
-
-/// One HTTP/1.1 chunk.
-fn chunk(data: &[u8]) -> Vec<u8> {
-    let mut out = format!("{:x}\r\n", data.len()).into_bytes();
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
-    out
-}
-
-/// A DATA frame (protocol.md §3) with a one-byte length.
-fn data_frame(payload: &[u8]) -> Vec<u8> {
-    assert!(payload.len() < 128);
-    let mut out = vec![payload.len() as u8, 0x01];
-    out.extend_from_slice(payload);
-    out
-}
-
-// ---------------------------------------------------------------------------------
 // Peak memory
 
 /// Peak resident set size of this process (VmHWM), in KiB.
@@ -257,11 +125,7 @@ const MAX_GROWTH_KIB: u64 = 64 * 1024;
 
 #[test]
 fn connection_refused_is_a_quick_connection_error() {
-    // A port that was just free: bind, note it, close.
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = refused_addr();
     let c = client(addr, 10_000);
     let (r, elapsed) = timed(|| call(&c, false));
     let e = r.unwrap_err();
@@ -845,8 +709,7 @@ fn restarted_server_is_reached_on_the_next_call() {
         a.join().unwrap();
 
         // Server B on the same port; the client still pools the dead connection.
-        let listener = TcpListener::bind(addr).expect("rebind the same port");
-        let b = thread::spawn(move || {
+        let (_, b) = server_on(addr, move |listener| {
             let (sock, _) = listener.accept().unwrap();
             patient(&sock);
             let mut reader = BufReader::new(sock.try_clone().unwrap());
@@ -916,4 +779,49 @@ fn decompression_bomb_on_a_stream_keeps_the_deadline() {
     assert!(growth < MAX_GROWTH_KIB, "peak RSS grew {growth} KiB");
     drop(c);
     server.join().unwrap();
+}
+
+#[test]
+fn a_bomb_of_ignored_frames_cannot_outlast_the_timeouts() {
+    // 1 GiB of `00 00` (empty frames without a known flag, ignored by §3) in ~200 KiB
+    // of zstd: no message ever arrives, and before the fix the reader spun through
+    // the whole of it, far past the deadline.
+    for (timeout_ms, idle_ms) in [(300, None), (0, Some(300))] {
+        let body = zstd_repeat(&[0x00, 0x00], 1 << 30);
+        let addr = reply_once(zstd_head(body.len()), body);
+        let mut cfg = ClientConfig::new(format!("http://{addr}"));
+        cfg.timeout_ms = timeout_ms;
+        cfg.idle_timeout_ms = idle_ms;
+        let c = QuillClient::with_config(cfg).unwrap();
+        let start = Instant::now();
+        let r = c.block_on(async {
+            let s = c
+                .run::<MessageStream>(Call::proto("s.v1.S", "M", Bytes::new()))
+                .await?;
+            s.next_message().await
+        });
+        assert!(matches!(r, Err(QuillError::Timeout { .. })), "{r:?}");
+        let elapsed = start.elapsed();
+        assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
+    }
+}
+
+#[test]
+fn a_bomb_of_empty_payload_frames_cannot_outlast_the_deadline() {
+    // TENSOR_META of a 1-byte tensor, then ~1 GiB of empty TENSOR_PAYLOAD frames
+    // from a few hundred KiB of zstd.
+    let meta = TensorMeta::new(vec![1], DType::Uint8, None).unwrap();
+    let meta = encode_frame(tensor_frame::TENSOR_META, &encode_meta(&meta).unwrap()).unwrap();
+    let mut body = zstd::bulk::compress(&meta, 1).unwrap();
+    let empty_payload = encode_frame(tensor_frame::TENSOR_PAYLOAD, &[]).unwrap();
+    body.extend(zstd_repeat(&empty_payload, 1 << 30));
+    let addr = reply_once(zstd_head(body.len()), body);
+    let mut cfg = ClientConfig::new(format!("http://{addr}"));
+    cfg.timeout_ms = 300;
+    let c = QuillClient::with_config(cfg).unwrap();
+    let start = Instant::now();
+    let r = c.block_on(c.run::<Tensor>(Call::proto("s.v1.S", "M", Bytes::new())));
+    assert!(matches!(r, Err(QuillError::Timeout { .. })), "{r:?}");
+    let elapsed = start.elapsed();
+    assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
 }

@@ -3,8 +3,8 @@
 // Helpers return `quill::Result`; its error carries a `Problem` inline (see lib.rs).
 #![allow(clippy::result_large_err)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufReader, Read, Write};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use quill::client::{Call, Reply};
 use quill::{ClientConfig, QuillClient, QuillError};
+
+mod common;
+use common::raw;
 use rcgen::{
     date_time_ymd, BasicConstraints, CertificateParams, CertifiedIssuer, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-
-const PATIENCE: Duration = Duration::from_secs(30);
 
 /// A self-signed CA.
 struct Ca {
@@ -62,26 +63,6 @@ impl Ca {
     }
 }
 
-/// Reads one request head and its Content-Length body; `false` at EOF or error.
-fn read_request(r: &mut impl BufRead) -> bool {
-    let mut length = 0usize;
-    loop {
-        let mut line = String::new();
-        match r.read_line(&mut line) {
-            Ok(0) | Err(_) => return false,
-            Ok(_) => {}
-        }
-        if line == "\r\n" {
-            break;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0; length];
-    r.read_exact(&mut body).is_ok()
-}
-
 const REPLY: &[u8] =
     b"HTTP/1.1 200 OK\r\nContent-Type: application/proto\r\nContent-Length: 6\r\n\r\nsecure";
 
@@ -96,33 +77,16 @@ fn https_server(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>
         .with_single_cert(chain, key)
         .unwrap();
     let config = Arc::new(config);
-    serve(move |sock| {
+    raw::serve_each(move |sock| {
         let conn = rustls::ServerConnection::new(config.clone()).unwrap();
         let mut reader = BufReader::new(rustls::StreamOwned::new(conn, sock));
-        while read_request(&mut reader) {
+        while raw::read_request(&mut reader).is_some() {
             if reader.get_mut().write_all(REPLY).is_err() {
                 return;
             }
             let _ = reader.get_mut().flush();
         }
     })
-}
-
-/// A listener on 127.0.0.1:0 handling each connection with `handle` on a thread.
-fn serve(handle: impl Fn(TcpStream) + Send + Sync + 'static) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let handle = Arc::new(handle);
-    thread::spawn(move || {
-        for sock in listener.incoming() {
-            let Ok(sock) = sock else { return };
-            sock.set_read_timeout(Some(PATIENCE)).unwrap();
-            sock.set_write_timeout(Some(PATIENCE)).unwrap();
-            let handle = handle.clone();
-            thread::spawn(move || handle(sock));
-        }
-    });
-    addr
 }
 
 fn client(url: String, ca_pem: Option<Vec<u8>>, timeout_ms: u64) -> QuillClient {
@@ -221,9 +185,9 @@ fn expired_certificate_is_refused() {
 
 #[test]
 fn https_to_a_plain_http_server_is_a_connection_error() {
-    let addr = serve(|sock| {
+    let addr = raw::serve_each(|sock| {
         let mut reader = BufReader::new(sock.try_clone().unwrap());
-        let _ = read_request(&mut reader);
+        let _ = raw::read_request(&mut reader);
         let _ = (&sock).write_all(REPLY);
     });
     let c = client(format!("https://localhost:{}", addr.port()), None, 10_000);
@@ -235,7 +199,7 @@ fn https_to_a_plain_http_server_is_a_connection_error() {
 #[test]
 fn stalled_handshake_times_out_on_time() {
     // Accepts TCP, reads the ClientHello, never answers.
-    let addr = serve(|mut sock| {
+    let addr = raw::serve_each(|mut sock| {
         let mut buf = [0u8; 4096];
         while matches!(sock.read(&mut buf), Ok(n) if n > 0) {}
     });

@@ -37,36 +37,3 @@ pub(crate) async fn read_tensor(ctx: &CallContext, mut resp: reqwest::Response) 
         .finish()
         .map_err(|e| QuillError::stream(format!("tensor response of {}: {e}", ctx.label.path)))
 }
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::super::stream::tests::{serve_once, zstd_head, zstd_repeat};
-    use super::*;
-    use crate::client::Call;
-    use crate::codec::tensor::{encode_frame, encode_meta};
-    use crate::protocol::tensor_frame;
-    use crate::{ClientConfig, DType, QuillClient, TensorMeta};
-    use bytes::Bytes;
-
-    #[test]
-    fn a_bomb_of_empty_payload_frames_cannot_outlast_the_deadline() {
-        // TENSOR_META of a 1-byte tensor, then ~1 GiB of empty TENSOR_PAYLOAD frames
-        // from a few hundred KiB of zstd.
-        let meta = TensorMeta::new(vec![1], DType::Uint8, None).unwrap();
-        let meta = encode_frame(tensor_frame::TENSOR_META, &encode_meta(&meta).unwrap()).unwrap();
-        let mut body = zstd::bulk::compress(&meta, 1).unwrap();
-        let empty_payload = encode_frame(tensor_frame::TENSOR_PAYLOAD, &[]).unwrap();
-        body.extend(zstd_repeat(&empty_payload, 1 << 30));
-        let addr = serve_once(zstd_head(body.len()), body);
-        let mut cfg = ClientConfig::new(format!("http://{addr}"));
-        cfg.timeout_ms = 300;
-        let c = QuillClient::with_config(cfg).unwrap();
-        let start = std::time::Instant::now();
-        let r = c.block_on(c.run::<Tensor>(Call::proto("s.v1.S", "M", Bytes::new())));
-        assert!(matches!(r, Err(QuillError::Timeout { .. })), "{r:?}");
-        let elapsed = start.elapsed();
-        assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
-    }
-}

@@ -1,6 +1,8 @@
 //! Shared by the Rust integration tests: the bundled `quill-server` as a child process.
 #![allow(dead_code)] // each test crate uses a different subset
 
+pub mod raw;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
