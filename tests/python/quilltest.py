@@ -20,7 +20,7 @@ def server_binary() -> Path:
     if env:
         return Path(env)
     subprocess.run(
-        ["cargo", "build", "--quiet", "--features", "server,bindgen", "--bin", "quill-server"],
+        ["cargo", "build", "--quiet", "--features", "server", "--bin", "quill-server"],
         cwd=ROOT,
         check=True,
     )

@@ -43,7 +43,7 @@ class QuillServerExtension : BeforeAllCallback, AfterAllCallback, ParameterResol
                 ?: "../../target/debug/quill-server"
             val f = File(path)
             check(f.canExecute()) {
-                "quill-server not found at ${f.absolutePath}: run `cargo build --features server,bindgen` " +
+                "quill-server not found at ${f.absolutePath}: run `cargo build --features server` " +
                     "(scripts/test-kotlin does) or set -Dquill.server=PATH"
             }
             return f
