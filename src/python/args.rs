@@ -24,6 +24,25 @@ impl Unsigned for u64 {
     const MAX: u64 = u64::MAX;
 }
 
+/// `obj` as an `i128`: any Python int (or `__index__` object) that fits. A bigger one is
+/// `Err(None)`; a non-integer is the `TypeError` made by `not_int(its type name)`.
+fn int(
+    obj: &Bound<'_, PyAny>,
+    not_int: impl FnOnce(String) -> String,
+) -> Result<i128, Option<PyErr>> {
+    obj.extract::<i128>().map_err(|e| {
+        if e.is_instance_of::<PyOverflowError>(obj.py()) {
+            return None;
+        }
+        let got = obj
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        Some(PyTypeError::new_err(not_int(got)))
+    })
+}
+
 /// `obj` as an integer in `0..=max` (at most `T::MAX`); `name` appears in the error.
 pub(crate) fn uint_at_most<T: Unsigned>(
     obj: &Bound<'_, PyAny>,
@@ -32,24 +51,15 @@ pub(crate) fn uint_at_most<T: Unsigned>(
 ) -> PyResult<T> {
     let py = obj.py();
     let range = || format!("{name} must be an integer in 0..={max}");
-    let value: i128 = match obj.extract() {
+    let value = match int(obj, |got| format!("{name} must be an int, got {got}")) {
         Ok(v) => v,
-        Err(e) if e.is_instance_of::<PyOverflowError>(py) => {
+        Err(None) => {
             return Err(out_of_range(
                 py,
                 format!("{}, got {}", range(), short_repr(obj)),
-            ));
+            ))
         }
-        Err(_) => {
-            let got = obj
-                .get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default();
-            return Err(PyTypeError::new_err(format!(
-                "{name} must be an int, got {got}"
-            )));
-        }
+        Err(Some(type_error)) => return Err(type_error),
     };
     match u64::try_from(value) {
         Ok(v) if v <= max.min(T::MAX) => {
@@ -76,21 +86,13 @@ pub(crate) fn opt_uint<T: Unsigned>(
 
 /// An index into a sequence of `len` items, negative counting from the end.
 pub(crate) fn index(obj: &Bound<'_, PyAny>, len: usize, what: &str) -> PyResult<usize> {
-    let py = obj.py();
-    let out = || out_of_range(py, format!("{what} index out of range"));
-    let i: i128 = match obj.extract() {
+    let out = || out_of_range(obj.py(), format!("{what} index out of range"));
+    let i = match int(obj, |got| {
+        format!("{what} indices must be integers, not {got}")
+    }) {
         Ok(v) => v,
-        Err(e) if e.is_instance_of::<PyOverflowError>(py) => return Err(out()),
-        Err(_) => {
-            let got = obj
-                .get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default();
-            return Err(PyTypeError::new_err(format!(
-                "{what} indices must be integers, not {got}"
-            )));
-        }
+        Err(None) => return Err(out()),
+        Err(Some(type_error)) => return Err(type_error),
     };
     let len = len as i128;
     let i = if i < 0 { i + len } else { i };

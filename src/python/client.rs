@@ -85,6 +85,22 @@ impl PyQuillClient {
         self.inner.try_runtime_handle().py()
     }
 
+    /// A server stream of `request` (bytes-like as is, anything else as JSON), opened
+    /// now (`eager`) or on the first asynchronous iteration.
+    fn open_stream(
+        &self,
+        py: Python<'_>,
+        service: &str,
+        method: &str,
+        request: Option<&Bound<'_, PyAny>>,
+        kind: StreamKind,
+        eager: bool,
+    ) -> PyResult<PyStream> {
+        let _inside = exit::enter(py);
+        let call = Call::new(service, method, request_body(py, request)?);
+        PyStream::open(py, self, call, kind, eager)
+    }
+
     /// Runs `call` on this thread with the GIL released (signals checked meanwhile).
     fn run_blocking<A: Answer>(&self, py: Python<'_>, call: Call) -> PyResult<A> {
         wait::blocking(py, |tick| self.inner.run_blocking_with(call, tick))
@@ -263,9 +279,7 @@ impl PyQuillClient {
         method: &str,
         request: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyStream> {
-        let _inside = exit::enter(py);
-        let call = Call::new(service, method, request_body(py, request)?);
-        PyStream::open(py, self, call, StreamKind::Messages, true)
+        self.open_stream(py, service, method, request, StreamKind::Messages, true)
     }
 
     /// Server streaming of `TokenBatch` messages (protocol §8).
@@ -277,9 +291,7 @@ impl PyQuillClient {
         method: &str,
         request: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyStream> {
-        let _inside = exit::enter(py);
-        let call = Call::new(service, method, request_body(py, request)?);
-        PyStream::open(py, self, call, StreamKind::Tokens, true)
+        self.open_stream(py, service, method, request, StreamKind::Tokens, true)
     }
 
     /// `async for m in client.stream_async(...)`: opens on the first iteration.
@@ -291,9 +303,7 @@ impl PyQuillClient {
         method: &str,
         request: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyStream> {
-        let _inside = exit::enter(py);
-        let call = Call::new(service, method, request_body(py, request)?);
-        PyStream::open(py, self, call, StreamKind::Messages, false)
+        self.open_stream(py, service, method, request, StreamKind::Messages, false)
     }
 
     /// `async for batch in client.stream_tokens_async(...)`.
@@ -305,9 +315,7 @@ impl PyQuillClient {
         method: &str,
         request: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyStream> {
-        let _inside = exit::enter(py);
-        let call = Call::new(service, method, request_body(py, request)?);
-        PyStream::open(py, self, call, StreamKind::Tokens, false)
+        self.open_stream(py, service, method, request, StreamKind::Tokens, false)
     }
 
     /// Bidirectional streaming: each item of `requests` (an iterable of bytes) goes
