@@ -238,20 +238,20 @@ print("client still works", flush=True)
 
 
 def test_keyboard_interrupt_during_a_wait(server: Server) -> None:
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", INTERRUPT_SCRIPT, server.url],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    line = proc.stdout.readline()
-    assert line.startswith("interrupted after"), line
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
-    assert proc.stdout.readline().strip() == "interrupted unary"
-    assert proc.stdout.readline().strip() == "client still works"
-    assert proc.wait(timeout=10) == 0
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        line = proc.stdout.readline()
+        assert line.startswith("interrupted after"), line
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        assert proc.stdout.readline().strip() == "interrupted unary"
+        assert proc.stdout.readline().strip() == "client still works"
+        assert proc.wait(timeout=10) == 0
