@@ -18,10 +18,10 @@ def _run(requests: Iterator[Any], sink: Any) -> None:
             if not sink.send(item):
                 return  # the call is over: stop pulling
     except BaseException as exc:
-        # A partial request stream must not look complete: break it off, so the call
-        # fails with this reason, and let threading.excepthook report the exception.
+        # A partial request stream must not look complete: break it off. The call then
+        # fails with this reason (CallCancelledError), which is where the caller sees it.
         sink.abort(f"the request iterable raised {type(exc).__name__}: {exc}")
-        raise
+        return
     sink.close()
 
 

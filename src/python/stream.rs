@@ -38,7 +38,7 @@ static PUMP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 /// beneath Rust frames, which interpreter exit could not unwind (see `exit.rs`).
 /// Exhausting the iterable finishes the request stream (END_STREAM); a bad item or an
 /// exception from the iterable aborts it, so the server never takes the partial stream
-/// for a whole one and the call fails with the reason.
+/// for a whole one and the call fails with `CallCancelledError` naming the exception.
 pub(crate) fn pump_requests(
     py: Python<'_>,
     requests: &Bound<'_, PyAny>,

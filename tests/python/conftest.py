@@ -24,6 +24,8 @@ def server() -> Iterator[Server]:
     yield s
     s.process.terminate()
     s.process.wait(timeout=10)
+    if s.process.stdout is not None:
+        s.process.stdout.close()
 
 
 @pytest.fixture

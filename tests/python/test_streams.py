@@ -167,7 +167,6 @@ def _failing_requests() -> Iterator[object]:
     raise ValueError("the model input went away")
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_failing_request_iterable_breaks_the_call_off(client: quill.QuillClient) -> None:
     """A request stream whose producer fails is never taken for a complete one: the
     server sees it cut (no END_STREAM) and the call fails with the producer's error."""
