@@ -192,7 +192,7 @@ fn inside_an_async_runtime_it_is_an_error_not_a_panic() {
 }
 
 /// Nothing polls the lane between calls, so a keep-alive connection the server closes
-/// while idle (uvicorn closes after 5 s, nginx after 75 s) is only noticed by the next
+/// while idle (servers do after a few seconds to a minute) is only noticed by the next
 /// call. That call must still succeed, even when not idempotent.
 #[test]
 fn a_connection_the_server_closed_while_idle_is_replaced() {

@@ -177,7 +177,8 @@ impl LaneGuard {
     }
 
     /// Nothing polls the lane between calls, so a keep-alive connection the server
-    /// closed meanwhile (an idle timeout: uvicorn's is 5 s) still looks reusable to the
+    /// closed meanwhile (servers drop idle keep-alive connections after a few seconds) still
+    /// looks reusable to the
     /// pool; a request written to it would fail with "connection closed before message
     /// completed". After an idle gap this runs the lane briefly first: the first yield
     /// lets the driver collect pending socket events (the FIN), the second lets the
