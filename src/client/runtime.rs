@@ -177,10 +177,9 @@ impl LaneGuard {
     }
 
     /// Nothing polls the lane between calls, so a keep-alive connection the server
-    /// closed meanwhile (servers drop idle keep-alive connections after a few seconds) still
-    /// looks reusable to the
-    /// pool; a request written to it would fail with "connection closed before message
-    /// completed". After an idle gap this runs the lane briefly first: the first yield
+    /// closed meanwhile (servers drop idle ones after a few seconds) still looks
+    /// reusable to the pool; a request written to it would fail with "connection closed
+    /// before message completed". After an idle gap this runs the lane briefly first: the first yield
     /// lets the driver collect pending socket events (the FIN), the second lets the
     /// woken connection task see the close, so the pool drops it. Back-to-back calls
     /// skip it (a close racing a call is a risk for every HTTP client).
