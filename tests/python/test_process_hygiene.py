@@ -14,8 +14,13 @@ from quilltest import ROOT, Server
 
 import quill
 
+# Forking a process whose client threads run is the point of these tests; CPython 3.12+
+# warns about exactly that.
+FORK_WITH_THREADS = "ignore:This process .* is multi-threaded:DeprecationWarning"
+
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings(FORK_WITH_THREADS)
 def test_client_created_before_fork_works_in_the_child(server: Server) -> None:
     client = quill.QuillClient(server.url, timeout_ms=5000)
     assert client.call("echo.v1.EchoService", "Echo", b"parent") == b"parent"
@@ -39,6 +44,7 @@ def _echo_inherited(_: int) -> bytes:
     return _INHERITED.call("echo.v1.EchoService", "Echo", b"mp")
 
 
+@pytest.mark.filterwarnings(FORK_WITH_THREADS)
 def test_multiprocessing_fork_start_method(server: Server) -> None:
     global _INHERITED
     _INHERITED = quill.QuillClient(server.url, timeout_ms=5000)
