@@ -43,6 +43,12 @@ build_python_ext() {
   local profile="${1:-dev}"
   ensure_venv
   log "building the Python extension ($profile)"
+  # An extension of another ABI tag (from before the abi3 build, or another Python)
+  # would shadow the new one; so would the distribution's name from before the rename.
+  rm -f "$ROOT"/python/quill/_quill.*.so
+  if compgen -G "$VENV/lib/python3*/site-packages/quill-*.dist-info" >/dev/null; then
+    "$PY" -m pip uninstall --quiet --yes quill >&2
+  fi
   local flags=()
   [ "$profile" = release ] && flags+=(--release)
   (cd "$ROOT" && VIRTUAL_ENV="$VENV" "$VENV/bin/maturin" develop --quiet "${flags[@]}" >&2)

@@ -42,6 +42,14 @@ impl Device {
             Device::Cuda => "cuda",
         }
     }
+
+    /// The device of a name (`"cpu"`, `"cuda"`).
+    pub fn from_name(name: &str) -> Result<Device> {
+        [Device::Cpu, Device::Cuda]
+            .into_iter()
+            .find(|d| d.name() == name)
+            .ok_or_else(|| QuillError::invalid(format!("unknown device {name:?} (cpu or cuda)")))
+    }
 }
 
 /// Shape, dtype, name and device of a tensor, without its data.

@@ -90,6 +90,16 @@ impl ClientConfig {
     }
 }
 
+/// One configured header as it was set; `QuillClient::header_settings` lists them so a
+/// face can rebuild an equal client elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderSetting {
+    pub name: String,
+    pub value: String,
+    /// Redacted everywhere (set as a secret, or a credential by its name).
+    pub secret: bool,
+}
+
 /// The `User-Agent` sent when the config sets none.
 pub(crate) fn default_user_agent() -> String {
     format!("quill/{}", env!("CARGO_PKG_VERSION"))
@@ -330,6 +340,20 @@ impl HeaderStore {
 
     pub fn names(&self) -> Vec<String> {
         self.entries.iter().map(|e| e.display.clone()).collect()
+    }
+
+    /// Every header as set, with whether it is secret; secret ones only when
+    /// `include_secrets`. What rebuilding an equal store needs.
+    pub fn settings(&self, include_secrets: bool) -> Vec<HeaderSetting> {
+        self.entries
+            .iter()
+            .filter(|e| include_secrets || !e.secret)
+            .map(|e| HeaderSetting {
+                name: e.display.clone(),
+                value: e.value.to_str().unwrap_or_default().to_owned(),
+                secret: e.secret,
+            })
+            .collect()
     }
 
     /// Adds the configured headers to a request's headers, replacing defaults.

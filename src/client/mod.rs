@@ -43,7 +43,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub use answer::{Answer, Reply};
-pub use config::{ClientConfig, DEFAULT_API_KEY_HEADER, DEFAULT_TIMEOUT_MS, REDACTED};
+pub use config::{
+    ClientConfig, HeaderSetting, DEFAULT_API_KEY_HEADER, DEFAULT_TIMEOUT_MS, REDACTED,
+};
 pub use request::{request_stream, Body, Call, CallOptions, RequestSender, RequestStream};
 pub use stream::{MessageStream, TokenStream};
 
@@ -272,6 +274,20 @@ impl QuillClient {
     /// The configured headers with secret values shown. Keep out of logs.
     pub fn headers_unredacted(&self) -> Vec<(String, String)> {
         self.read_headers().list(true)
+    }
+
+    /// The headers as set, with their secrecy, for rebuilding an equal client
+    /// elsewhere; secret ones only when `include_secrets`.
+    ///
+    /// ```
+    /// let c = quill::QuillClient::new("http://h", 0, false).unwrap();
+    /// c.set_bearer_token("t").unwrap();
+    /// c.set_header("X-Trace", "1").unwrap();
+    /// assert_eq!(c.header_settings(false).len(), 1);
+    /// assert!(c.header_settings(true)[0].secret);
+    /// ```
+    pub fn header_settings(&self, include_secrets: bool) -> Vec<HeaderSetting> {
+        self.read_headers().settings(include_secrets)
     }
 }
 

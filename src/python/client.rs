@@ -11,14 +11,14 @@ use bytes::Bytes;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyString, PyTuple};
 
 use super::args;
 use super::errors::{to_py_err, IntoPyResult};
 use super::stream::{pump_requests, PyStream, StreamKind};
 use super::tensor::{bytes_like, PyTensor};
 use super::{exit, wait};
-use crate::client::{Answer, Body, Call, ClientConfig, QuillClient, Reply};
+use crate::client::{Answer, Body, Call, ClientConfig, HeaderSetting, QuillClient, Reply};
 use crate::error::QuillError;
 use crate::protocol::DEFAULT_MAX_DECODED_SIZE;
 use crate::tensor::Tensor;
@@ -81,6 +81,22 @@ pub struct PyQuillClient {
 }
 
 impl PyQuillClient {
+    /// A client of `config` with `headers` set (secret ones kept secret).
+    fn build(py: Python<'_>, config: ClientConfig, headers: Vec<HeaderSetting>) -> PyResult<Self> {
+        let inner = exit::detach(py, || QuillClient::with_config(config)).py()?;
+        for h in headers {
+            let set = if h.secret {
+                inner.set_secret_header(&h.name, &h.value)
+            } else {
+                inner.set_header(&h.name, &h.value)
+            };
+            set.py()?;
+        }
+        Ok(PyQuillClient {
+            inner: Arc::new(inner),
+        })
+    }
+
     fn handle(&self) -> PyResult<tokio::runtime::Handle> {
         self.inner.try_runtime_handle().py()
     }
@@ -191,10 +207,134 @@ impl PyQuillClient {
             .map(|c| request_bytes(py, c).map(|b| b.to_vec()))
             .transpose()?;
         config.user_agent = user_agent;
-        let inner = exit::detach(py, || QuillClient::with_config(config)).py()?;
-        Ok(PyQuillClient {
-            inner: Arc::new(inner),
-        })
+        PyQuillClient::build(py, config, Vec::new())
+    }
+
+    /// The client's settings as a plain dict: `base_url`, `timeout_ms`,
+    /// `enable_compression`, `max_decoded_size`, `idle_timeout_ms`, `max_retries`,
+    /// `ca_cert`, `user_agent` and `headers` (a list of `{"name", "value", "secret"}`).
+    /// Secret headers (bearer token, API keys, anything set as secret) are left out
+    /// unless `include_secrets=True`; `QuillClient.from_config` rebuilds a client.
+    #[pyo3(signature = (*, include_secrets = false))]
+    fn to_config<'py>(
+        &self,
+        py: Python<'py>,
+        include_secrets: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let c = self.inner.config();
+        let d = PyDict::new(py);
+        d.set_item("base_url", c.base_url)?;
+        d.set_item("timeout_ms", c.timeout_ms)?;
+        d.set_item("enable_compression", c.enable_compression)?;
+        d.set_item("max_decoded_size", c.max_decoded_size)?;
+        d.set_item("idle_timeout_ms", c.idle_timeout_ms)?;
+        d.set_item("max_retries", c.max_retries)?;
+        d.set_item("ca_cert", c.ca_cert_pem.map(|pem| PyBytes::new(py, &pem)))?;
+        d.set_item("user_agent", c.user_agent)?;
+        let headers = PyList::empty(py);
+        for h in self.inner.header_settings(include_secrets) {
+            let entry = PyDict::new(py);
+            entry.set_item("name", h.name)?;
+            entry.set_item("value", h.value)?;
+            entry.set_item("secret", h.secret)?;
+            headers.append(entry)?;
+        }
+        d.set_item("headers", headers)?;
+        Ok(d)
+    }
+
+    /// A client with the settings of `config` (a dict from `to_config`): a fresh
+    /// runtime and connection pool. Unknown keys are an error.
+    #[staticmethod]
+    fn from_config(py: Python<'_>, config: &Bound<'_, PyDict>) -> PyResult<Self> {
+        let _inside = exit::enter(py);
+        let known = [
+            "base_url",
+            "timeout_ms",
+            "enable_compression",
+            "max_decoded_size",
+            "idle_timeout_ms",
+            "max_retries",
+            "ca_cert",
+            "user_agent",
+            "headers",
+        ];
+        for key in config.keys() {
+            let key: String = key.extract()?;
+            if !known.contains(&key.as_str()) {
+                return Err(to_py_err(QuillError::invalid(format!(
+                    "unknown client setting {key:?}"
+                ))));
+            }
+        }
+        let get = |k: &str| -> PyResult<Option<Bound<'_, PyAny>>> {
+            Ok(config.get_item(k)?.filter(|v| !v.is_none()))
+        };
+        let base_url: String = get("base_url")?
+            .ok_or_else(|| to_py_err(QuillError::invalid("client config needs a base_url")))?
+            .extract()?;
+        let mut c = ClientConfig::new(base_url);
+        if let Some(v) = get("timeout_ms")? {
+            c.timeout_ms = args::timeout_ms(&v)?;
+        }
+        if let Some(v) = get("enable_compression")? {
+            c.enable_compression = v.extract()?;
+        }
+        if let Some(v) = get("max_decoded_size")? {
+            c.max_decoded_size = args::max_decoded_size(&v)?;
+        }
+        c.idle_timeout_ms = get("idle_timeout_ms")?
+            .map(|v| args::idle_timeout_ms(&v))
+            .transpose()?
+            .flatten();
+        if let Some(v) = get("max_retries")? {
+            c.max_retries = args::max_retries(&v)?;
+        }
+        c.ca_cert_pem = get("ca_cert")?
+            .map(|v| request_bytes(py, &v).map(|b| b.to_vec()))
+            .transpose()?;
+        c.user_agent = get("user_agent")?.map(|v| v.extract()).transpose()?;
+        let mut headers = Vec::new();
+        for entry in get("headers")?
+            .map(|h| h.try_iter())
+            .transpose()?
+            .into_iter()
+            .flatten()
+        {
+            let entry = entry?;
+            let field = |k: &str| -> PyResult<Bound<'_, PyAny>> {
+                entry.get_item(k).map_err(|_| {
+                    to_py_err(QuillError::invalid(format!("a header entry needs {k:?}")))
+                })
+            };
+            headers.push(HeaderSetting {
+                name: field("name")?.extract()?,
+                value: field("value")?.extract()?,
+                secret: entry
+                    .get_item("secret")
+                    .map_or(Ok(false), |s| s.extract())?,
+            });
+        }
+        PyQuillClient::build(py, c, headers)
+    }
+
+    /// Pickles as its configuration, without secret headers: a bearer token or an API
+    /// key never reaches a pickle by accident. The unpickled client has its own runtime
+    /// and pool; give it credentials there (`set_bearer_token`), or pass
+    /// `to_config(include_secrets=True)` explicitly and rebuild with `from_config`.
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let rebuild = py.get_type::<PyQuillClient>().getattr("from_config")?;
+        (rebuild, (self.to_config(py, false)?,)).into_pyobject(py)
+    }
+
+    /// A new client with the same settings, secrets included (nothing leaves memory),
+    /// and its own runtime and pool.
+    fn __copy__(&self, py: Python<'_>) -> PyResult<Self> {
+        PyQuillClient::from_config(py, &self.to_config(py, true)?)
+    }
+
+    fn __deepcopy__(&self, py: Python<'_>, _memo: &Bound<'_, PyAny>) -> PyResult<Self> {
+        self.__copy__(py)
     }
 
     /// A unary call: raw request bytes in, raw response bytes out.

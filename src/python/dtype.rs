@@ -98,4 +98,19 @@ impl PyDType {
     fn __str__(&self) -> String {
         self.__repr__()
     }
+
+    /// Pickles as its name (`DType.from_name("float32")`).
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, (&'static str,))> {
+        let from_name = py.get_type::<PyDType>().getattr("from_name")?;
+        Ok((from_name, (self.0.name(),)))
+    }
+
+    /// Immutable: a copy is the same object.
+    fn __copy__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __deepcopy__(slf: Py<Self>, _memo: &Bound<'_, PyAny>) -> Py<Self> {
+        slf
+    }
 }

@@ -10,7 +10,8 @@ use bytes::Bytes;
 use pyo3::exceptions::{PyBufferError, PyOverflowError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::pybacked::PyBackedBytes;
+use pyo3::types::{PyBytes, PyTuple};
 
 use super::dtype::PyDType;
 use super::errors::{out_of_range, IntoPyResult};
@@ -18,7 +19,7 @@ use super::exit;
 use super::numpy_conv;
 use crate::dtype::DType;
 use crate::error::QuillError;
-use crate::tensor::{Tensor, TensorMeta};
+use crate::tensor::{Device, Tensor, TensorMeta};
 
 /// Turns a sequence of Python ints into dims; a negative or oversized entry is an
 /// `OutOfRangeError`, not an `OverflowError` from deep inside the conversion.
@@ -72,6 +73,40 @@ impl PyTensorMeta {
         TensorMeta::new(dims_from_py(shape)?, dtype.0, name)
             .map(PyTensorMeta)
             .py()
+    }
+
+    /// Rebuilds a pickled `TensorMeta` (`__reduce__`), device included.
+    #[staticmethod]
+    fn _from_state(
+        shape: Vec<u64>,
+        dtype: PyDType,
+        name: Option<String>,
+        device: &str,
+    ) -> PyResult<Self> {
+        let mut meta = TensorMeta::new(shape, dtype.0, name).py()?;
+        meta.device = Device::from_name(device).py()?;
+        Ok(PyTensorMeta(meta))
+    }
+
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let m = &self.0;
+        let restore = py.get_type::<PyTensorMeta>().getattr("_from_state")?;
+        let args = (
+            m.shape.clone(),
+            PyDType(m.dtype),
+            m.name.clone(),
+            m.device.name(),
+        );
+        (restore, args).into_pyobject(py)
+    }
+
+    /// Immutable: a copy is the same object.
+    fn __copy__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __deepcopy__(slf: Py<Self>, _memo: &Bound<'_, PyAny>) -> Py<Self> {
+        slf
     }
 
     #[getter]
@@ -297,6 +332,58 @@ impl PyTensor {
         self.inner.with_name(name).map(PyTensor::wrap).py()
     }
 
+    /// Pickling. With protocol 5 the element bytes travel out of band as a
+    /// `pickle.PickleBuffer` over this tensor's own buffer (with a `buffer_callback`
+    /// they are never copied into the stream); older protocols carry them as `bytes`.
+    fn __reduce_ex__<'py>(slf: &Bound<'py, Self>, protocol: i64) -> PyResult<Bound<'py, PyTuple>> {
+        let py = slf.py();
+        let this = slf.get();
+        let data = if protocol >= 5 {
+            py.import("pickle")?
+                .getattr("PickleBuffer")?
+                .call1((slf,))?
+        } else {
+            this.tobytes(py)?.into_any()
+        };
+        let m = this.inner.meta();
+        let restore = py.get_type::<PyTensor>().getattr("_from_buffer")?;
+        let args = (
+            data,
+            m.shape.clone(),
+            PyDType(m.dtype),
+            m.name.clone(),
+            m.device.name(),
+        );
+        (restore, args).into_pyobject(py)
+    }
+
+    /// Rebuilds a pickled tensor. `bytes` and read-only buffers (an out-of-band
+    /// `PickleBuffer`, shared memory) are adopted without a copy, the tensor keeping
+    /// their owner alive; a writable buffer is copied, since its owner may change it.
+    #[staticmethod]
+    fn _from_buffer(
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        shape: Vec<u64>,
+        dtype: PyDType,
+        name: Option<String>,
+        device: &str,
+    ) -> PyResult<Self> {
+        let mut meta = TensorMeta::new(shape, dtype.0, name).py()?;
+        meta.device = Device::from_name(device).py()?;
+        let bytes = adopt_buffer(py, data)?;
+        Tensor::new(meta, bytes).map(PyTensor::wrap).py()
+    }
+
+    /// Immutable: a copy is the same object (its bytes are shared anyway).
+    fn __copy__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __deepcopy__(slf: Py<Self>, _memo: &Bound<'_, PyAny>) -> Py<Self> {
+        slf
+    }
+
     fn __len__(&self) -> PyResult<usize> {
         match self.inner.meta().shape.first() {
             Some(&d) => Ok(d as usize),
@@ -368,6 +455,56 @@ impl PyTensor {
     }
 
     unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}
+}
+
+/// A read-only buffer's memory, kept alive by a private memoryview of it. Dropping it
+/// needs no GIL: the reference is released by PyO3 when the GIL is next held.
+struct SharedView {
+    _view: Py<PyAny>,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the memory is read-only and stays valid while `_view` (a memoryview nobody
+// else can reach, so nobody releases it) is alive; `Py<PyAny>` is Send + Sync.
+unsafe impl Send for SharedView {}
+unsafe impl Sync for SharedView {}
+
+impl AsRef<[u8]> for SharedView {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: see the Send/Sync impls; `len` bytes at `ptr` belong to the buffer.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// The bytes of `obj` without a copy where that is safe (`bytes`, contiguous buffers
+/// whose owner is read-only), else a copy.
+fn adopt_buffer(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Bytes> {
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(Bytes::from_owner(PyBackedBytes::from(b.clone())));
+    }
+    let memoryview = py.import("builtins")?.getattr("memoryview")?;
+    let view = memoryview.call1((obj,))?;
+    // A read-only view can sit over a writable exporter (pickle hands back read-only
+    // views of the caller's bytearrays): share only memory its owner cannot change.
+    let owner_readonly = memoryview
+        .call1((view.getattr("obj")?,))?
+        .getattr("readonly")?
+        .is_truthy()?;
+    let shareable = owner_readonly && view.getattr("c_contiguous")?.is_truthy()?;
+    if !shareable {
+        return bytes_like(py, obj, |raw| Ok(Bytes::copy_from_slice(raw)));
+    }
+    let flat = view.call_method1("cast", ("B",))?;
+    let (ptr, len) = {
+        let buf = pyo3::buffer::PyBuffer::<u8>::get(&flat)?;
+        (buf.buf_ptr() as *const u8, buf.item_count())
+    };
+    Ok(Bytes::from_owner(SharedView {
+        _view: flat.unbind(),
+        ptr,
+        len,
+    }))
 }
 
 /// Runs `f` over the bytes of a bytes-like object (bytes, bytearray, memoryview, numpy

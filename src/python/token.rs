@@ -2,7 +2,7 @@
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use super::args;
 use super::errors::IntoPyResult;
@@ -15,7 +15,7 @@ fn f32_to_py(v: f32) -> f64 {
 }
 
 /// One generated token.
-#[pyclass(name = "Token", module = "quill", frozen)]
+#[pyclass(name = "Token", module = "quill", frozen, from_py_object)]
 #[derive(Clone)]
 pub struct PyToken(pub Token);
 
@@ -58,6 +58,46 @@ impl PyToken {
     #[staticmethod]
     fn decode(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Self> {
         bytes_like(py, data, Token::decode).map(PyToken)
+    }
+
+    /// Rebuilds a pickled token; the logprob travels as its bits, so it is exact.
+    #[staticmethod]
+    fn _from_state(
+        id: u32,
+        position: u32,
+        text: Option<String>,
+        logprob_bits: Option<u32>,
+        is_special: bool,
+    ) -> Self {
+        PyToken(Token {
+            id,
+            position,
+            text,
+            logprob: logprob_bits.map(f32::from_bits),
+            is_special,
+        })
+    }
+
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let t = &self.0;
+        let restore = py.get_type::<PyToken>().getattr("_from_state")?;
+        let args = (
+            t.id,
+            t.position,
+            t.text.clone(),
+            t.logprob.map(f32::to_bits),
+            t.is_special,
+        );
+        (restore, args).into_pyobject(py)
+    }
+
+    /// Immutable: a copy is the same object.
+    fn __copy__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __deepcopy__(slf: Py<Self>, _memo: &Bound<'_, PyAny>) -> Py<Self> {
+        slf
     }
 
     #[getter]
@@ -205,6 +245,39 @@ impl PyTokenBatch {
     #[staticmethod]
     fn decode(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Self> {
         bytes_like(py, data, TokenBatch::decode).map(PyTokenBatch)
+    }
+
+    /// Rebuilds a pickled batch, metadata included.
+    #[staticmethod]
+    fn _from_state(
+        tokens: Vec<PyToken>,
+        sequence_id: Option<u32>,
+        is_final: bool,
+        metadata: std::collections::HashMap<String, String>,
+    ) -> Self {
+        PyTokenBatch(TokenBatch {
+            tokens: tokens.into_iter().map(|t| t.0).collect(),
+            sequence_id,
+            is_final,
+            metadata,
+        })
+    }
+
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let b = &self.0;
+        let restore = py.get_type::<PyTokenBatch>().getattr("_from_state")?;
+        let tokens: Vec<PyToken> = b.tokens.iter().cloned().map(PyToken).collect();
+        let args = (tokens, b.sequence_id, b.is_final, b.metadata.clone());
+        (restore, args).into_pyobject(py)
+    }
+
+    /// A new, independent batch (its tokens are immutable, so shallow and deep agree).
+    fn __copy__(&self) -> Self {
+        self.clone()
+    }
+
+    fn __deepcopy__(&self, _memo: &Bound<'_, PyAny>) -> Self {
+        self.clone()
     }
 
     /// Appends a token.
