@@ -36,6 +36,9 @@ pub struct Problem {
     pub retry_after_ms: Option<u64>,
     /// The raw body as text (lossy UTF-8, capped), for plain-text and HTML errors.
     pub body: String,
+    /// The `x-request-id` of the failed call: the one the server answered with, else
+    /// the one the request carried; what the server's operators can look a call up by.
+    pub request_id: Option<String>,
 }
 
 impl fmt::Debug for Problem {
@@ -48,6 +51,7 @@ impl fmt::Debug for Problem {
             .field("detail", &self.detail)
             .field("instance", &self.instance)
             .field("proto_type", &self.proto_type)
+            .field("request_id", &self.request_id)
             .finish_non_exhaustive()
     }
 }

@@ -51,6 +51,11 @@ pub const CONTENT_TYPE_PROBLEM: &str = "application/problem+json";
 /// The transport profiles this client really speaks: HTTP/1.1 only.
 pub const PREFER_HEADER_VALUE: &str = "prism=classic";
 
+/// The header naming a request for the server's operators. Not part of the protocol:
+/// a header many servers and proxies set or echo, which a failed call reports
+/// ([`Problem::request_id`](crate::Problem::request_id)).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
 /// Client retry policy (§4): exponential backoff from this base, doubled per attempt…
 pub const RETRY_BACKOFF_BASE_MS: u64 = 50;
 /// …capped at this, with full jitter (a uniform wait between zero and the backoff).

@@ -1,7 +1,7 @@
 """Type stubs of the native module quill._quill (kept in sync by mypy.stubtest)."""
 
 import sys
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Mapping
 from typing import Any, TypedDict, final
 
 if sys.version_info >= (3, 11):
@@ -29,6 +29,8 @@ __all__ = [
 __version__: str
 
 _BytesLike = bytes | bytearray | memoryview
+# Headers of one call: a mapping, or (name, value) pairs.
+_Headers = Mapping[str, str] | Iterable[tuple[str, str]]
 
 @final
 class DType:
@@ -254,9 +256,18 @@ class QuillClient:
         request: _BytesLike | None = None,
         *,
         idempotent: bool = False,
+        timeout_ms: int | None = None,
+        headers: _Headers | None = None,
     ) -> bytes: ...
     def call_json(
-        self, service: str, method: str, request: Any = None, *, idempotent: bool = False
+        self,
+        service: str,
+        method: str,
+        request: Any = None,
+        *,
+        idempotent: bool = False,
+        timeout_ms: int | None = None,
+        headers: _Headers | None = None,
     ) -> Any: ...
     def call_async(
         self,
@@ -265,20 +276,98 @@ class QuillClient:
         request: _BytesLike | None = None,
         *,
         idempotent: bool = False,
+        timeout_ms: int | None = None,
+        headers: _Headers | None = None,
     ) -> Awaitable[bytes]: ...
     def call_json_async(
-        self, service: str, method: str, request: Any = None, *, idempotent: bool = False
+        self,
+        service: str,
+        method: str,
+        request: Any = None,
+        *,
+        idempotent: bool = False,
+        timeout_ms: int | None = None,
+        headers: _Headers | None = None,
     ) -> Awaitable[Any]: ...
-    def stream(self, service: str, method: str, request: _Request = None) -> Stream: ...
-    def stream_tokens(self, service: str, method: str, request: _Request = None) -> Stream: ...
-    def stream_async(self, service: str, method: str, request: _Request = None) -> Stream: ...
-    def stream_tokens_async(
-        self, service: str, method: str, request: _Request = None
+    def stream(
+        self,
+        service: str,
+        method: str,
+        request: _Request = None,
+        *,
+        timeout_ms: int | None = None,
+        headers: _Headers | None = None,
     ) -> Stream: ...
-    def bidi_stream(self, service: str, method: str, requests: Iterable[_BytesLike]) -> Stream: ...
-    def client_stream(self, service: str, method: str, requests: Iterable[_BytesLike]) -> bytes: ...
-    def send_tensor(self, service: str, method: str, tensor: Tensor) -> bytes: ...
-    def call_tensor(self, service: str, method: str, request: _Request = None) -> Tensor: ...
+    def stream_tokens(
+        self,
+        service: str,
+        method: str,
+        request: _Request = None,
+        *,
+        timeout_ms: int | None = None,
+        headers: _Headers | None = None,
+    ) -> Stream: ...
+    def stream_async(
+        self,
+        service: str,
+        method: str,
+        request: _Request = None,
+        *,
+        timeout_ms: int | None = None,
+        headers: _Headers | None = None,
+    ) -> Stream: ...
+    def stream_tokens_async(
+        self,
+        service: str,
+        method: str,
+        request: _Request = None,
+        *,
+        timeout_ms: int | None = None,
+        headers: _Headers | None = None,
+    ) -> Stream: ...
+    def bidi_stream(
+        self,
+        service: str,
+        method: str,
+        requests: Iterable[_BytesLike],
+        *,
+        timeout_ms: int | None = None,
+        headers: _Headers | None = None,
+    ) -> Stream: ...
+    def client_stream(
+        self,
+        service: str,
+        method: str,
+        requests: Iterable[_BytesLike],
+        *,
+        timeout_ms: int | None = None,
+        headers: _Headers | None = None,
+    ) -> bytes: ...
+    def send_tensor(
+        self,
+        service: str,
+        method: str,
+        tensor: Tensor,
+        *,
+        timeout_ms: int | None = None,
+        headers: _Headers | None = None,
+    ) -> bytes: ...
+    def call_tensor(
+        self,
+        service: str,
+        method: str,
+        request: _Request = None,
+        *,
+        timeout_ms: int | None = None,
+        headers: _Headers | None = None,
+    ) -> Tensor: ...
+    def close(self) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    def __enter__(self) -> QuillClient: ...
+    def __exit__(self, t: object, v: object, tb: object, /) -> None: ...
+    def __aenter__(self) -> Awaitable[QuillClient]: ...
+    def __aexit__(self, t: object, v: object, tb: object, /) -> Awaitable[None]: ...
     def set_bearer_token(self, token: str) -> None: ...
     def set_api_key(self, key: str, header_name: str | None = None) -> None: ...
     def set_header(self, name: str, value: str) -> None: ...

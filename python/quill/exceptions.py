@@ -28,7 +28,14 @@ __all__ = [
 
 
 class QuillError(Exception):
-    """Base class of every quill error."""
+    """Base class of every quill error.
+
+    ``request_id`` is the ``x-request-id`` of a call the server answered with an error
+    (the server's, else the one the call sent): quote it to the server's operators. It
+    is None for every other error.
+    """
+
+    request_id: str | None = None
 
 
 class InvalidArgumentError(QuillError, ValueError):
@@ -98,4 +105,5 @@ class ProtocolError(QuillError, RuntimeError):
 
 
 class CallCancelledError(QuillError, RuntimeError):
-    """The call was cancelled locally."""
+    """The call was cancelled locally: its client was closed (before or during the
+    call), its request iterable failed, or its stream was closed."""

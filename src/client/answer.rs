@@ -116,7 +116,7 @@ where
     let mut outgoing = Outgoing::new(body, ctx.compression)?;
     let retries = if outgoing.replayable() { retries } else { 0 };
     let slot = ErrorSlot::default();
-    let attempts = retry::run(retries, ctx.deadline, |_| {
+    let attempts = retry::run(retries, ctx.deadline, &ctx.label.path, |_| {
         let next = outgoing.attempt(&slot);
         let read = &read;
         async move {

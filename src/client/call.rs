@@ -9,12 +9,16 @@ use reqwest::header::{
 };
 use tokio::time::Instant;
 
+use super::closer::{closed_error, Closed};
 use super::compression::{decoder_for, Collector, ZSTD};
 use super::errors::{map_body_error, map_send_error, BodyKind, CallLabel};
+use super::events::{self, EventKind, Level};
 use crate::codec::zstd::{BodyDecoder, Coding};
 use crate::error::{QuillError, Result};
 use crate::problem::Problem;
-use crate::protocol::{CONTENT_TYPE_JSON, CONTENT_TYPE_PROTO, MAX_ERROR_BODY, PREFER_HEADER_VALUE};
+use crate::protocol::{
+    CONTENT_TYPE_JSON, CONTENT_TYPE_PROTO, MAX_ERROR_BODY, PREFER_HEADER_VALUE, REQUEST_ID_HEADER,
+};
 
 /// The content type of a call's request (and, by `Accept`, of its response).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,14 +51,20 @@ pub(crate) struct CallContext {
     pub compression: bool,
     /// The client's runtime: a stream's reader task keeps it alive.
     pub runtime: std::sync::Arc<super::runtime::ClientRuntime>,
+    /// Fires when the client is closed: the call ends at once.
+    pub closed: Closed,
+    /// When the call began, for the elapsed times of its events.
+    pub started: Instant,
 }
 
-/// The per-call headers: content negotiation, the transport profile, then the user's
-/// headers (which may replace `User-Agent` but not the reserved ones).
+/// The per-call headers: content negotiation, the transport profile, then the client's
+/// headers and last this call's own (either may replace `User-Agent` but not the
+/// reserved ones).
 pub(crate) fn call_headers(
     kind: ContentKind,
     compression: bool,
-    user: &super::config::HeaderStore,
+    client: &super::config::HeaderStore,
+    call: &super::config::HeaderStore,
 ) -> HeaderMap {
     let mut map = HeaderMap::new();
     map.insert(CONTENT_TYPE, HeaderValue::from_static(kind.mime()));
@@ -63,21 +73,30 @@ pub(crate) fn call_headers(
     if compression {
         map.insert(ACCEPT_ENCODING, HeaderValue::from_static(ZSTD));
     }
-    user.apply(&mut map);
+    client.apply(&mut map);
+    call.apply(&mut map);
     map
 }
 
 impl CallContext {
-    /// Runs `fut` under the call's deadline: the whole call, body included.
+    /// Runs `fut` under the call's deadline (the whole call, body included) and until
+    /// the client is closed.
     pub async fn within_deadline<T>(
         &self,
         fut: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
-        match self.deadline {
-            Some(d) => tokio::time::timeout_at(d, fut)
-                .await
-                .unwrap_or_else(|_| Err(self.label.timeout())),
-            None => fut.await,
+        let bounded = async {
+            match self.deadline {
+                Some(d) => tokio::time::timeout_at(d, fut)
+                    .await
+                    .unwrap_or_else(|_| Err(self.label.timeout())),
+                None => fut.await,
+            }
+        };
+        tokio::select! {
+            biased;
+            result = bounded => result,
+            () = self.closed.fired() => Err(closed_error(&self.label.path)),
         }
     }
 
@@ -99,15 +118,69 @@ impl CallContext {
     /// Sends and returns a 2xx response; anything else becomes `Status` with the
     /// server's Problem Details.
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| map_send_error(e, &self.label))?;
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            Err(e) => {
+                let err = map_send_error(e, &self.label);
+                self.failed(&err);
+                return Err(err);
+            }
+        };
         if resp.status().is_success() {
+            self.answered(&resp);
             Ok(resp)
         } else {
-            Err(self.status_error(resp).await)
+            let err = self.status_error(resp).await;
+            self.failed(&err);
+            Err(err)
         }
+    }
+
+    /// Events of a 2xx answer: the connection it came on, the call's status and time.
+    fn answered(&self, resp: &reqwest::Response) {
+        if events::enabled(Level::Debug) {
+            let local = resp
+                .extensions()
+                .get::<hyper_util::client::legacy::connect::HttpInfo>()
+                .map(|info| info.local_addr());
+            if local.is_some_and(|addr| self.runtime.seen_before(addr)) {
+                events::emit(Level::Debug, EventKind::ConnectionReused, |e| {
+                    e.target = self.label.path.clone();
+                    e.message = format!("{}: reusing a pooled connection", self.label.path);
+                });
+            }
+            let status = resp.status().as_u16();
+            events::emit(Level::Debug, EventKind::CallFinished, |e| {
+                e.target = self.label.path.clone();
+                e.status = Some(status);
+                e.elapsed = self.started.elapsed();
+                e.message = format!(
+                    "POST {} -> {status} in {}",
+                    self.label.path,
+                    events::millis(e.elapsed)
+                );
+            });
+        }
+    }
+
+    /// The event of a failed attempt (timeouts report themselves, as warnings).
+    fn failed(&self, err: &QuillError) {
+        if matches!(err, QuillError::Timeout { .. }) {
+            return;
+        }
+        events::emit(Level::Info, EventKind::CallFailed, |e| {
+            e.target = self.label.path.clone();
+            e.status = match err {
+                QuillError::Status { problem } => Some(problem.status),
+                _ => None,
+            };
+            e.elapsed = self.started.elapsed();
+            e.message = format!(
+                "POST {} failed after {}: {err}",
+                self.label.path,
+                events::millis(e.elapsed)
+            );
+        });
     }
 
     async fn status_error(&self, mut resp: reqwest::Response) -> QuillError {
@@ -120,6 +193,9 @@ impl CallContext {
         };
         let content_type = header(CONTENT_TYPE);
         let retry_after = header(RETRY_AFTER);
+        let request_id = [resp.headers(), &self.headers]
+            .iter()
+            .find_map(|h| h.get(REQUEST_ID_HEADER)?.to_str().ok().map(str::to_owned));
         // The error body only informs the message: read a bounded prefix, decoded when
         // possible, and keep whatever arrived if reading fails part way.
         let mut decoder = decoder_for(resp.headers(), None)
@@ -156,8 +232,9 @@ impl CallContext {
             }
             None => read.await,
         }
-        let problem = Problem::from_response(status, content_type.as_deref(), &body)
+        let mut problem = Problem::from_response(status, content_type.as_deref(), &body)
             .with_retry_after(retry_after.as_deref());
+        problem.request_id = request_id;
         QuillError::Status { problem }
     }
 
@@ -169,10 +246,12 @@ impl CallContext {
         let identity = resp.headers().get(CONTENT_ENCODING).is_none();
         let length = resp.content_length();
         if identity && length.is_some_and(|n| n > limit) {
-            return Err(QuillError::protocol(format!(
+            let err = QuillError::protocol(format!(
                 "response body of {} bytes exceeds the {limit}-byte limit (max_decoded_size)",
                 length.unwrap_or_default()
-            )));
+            ));
+            self.limit_hit(&err);
+            return Err(err);
         }
         let hint = if identity {
             length.unwrap_or(0) as usize
@@ -186,11 +265,29 @@ impl CallContext {
             .map_err(|e| map_body_error(e, &self.label, kind))?
         {
             decoder.push(chunk);
-            while let Some(piece) = decoder.next_output()? {
-                out.push(piece);
+            loop {
+                match decoder.next_output() {
+                    Ok(Some(piece)) => out.push(piece),
+                    Ok(None) => break,
+                    Err(err) => {
+                        if decoder.over_limit() {
+                            self.limit_hit(&err);
+                        }
+                        return Err(err);
+                    }
+                }
             }
         }
         decoder.finish()?;
         Ok(out.finish())
+    }
+
+    /// The event of a response refused for its decoded size.
+    pub fn limit_hit(&self, err: &QuillError) {
+        events::emit(Level::Warning, EventKind::DecodeLimit, |e| {
+            e.target = self.label.path.clone();
+            e.elapsed = self.started.elapsed();
+            e.message = err.to_string();
+        });
     }
 }

@@ -6,6 +6,7 @@
 use std::error::Error as StdError;
 use std::time::Duration;
 
+use super::events::{self, EventKind, Level};
 use crate::error::QuillError;
 
 /// What a call is, for error messages: `service/method` and its timeout.
@@ -16,20 +17,36 @@ pub(crate) struct CallLabel {
 }
 
 impl CallLabel {
+    /// The error of a call past its deadline (reported as a warning event).
     pub fn timeout(&self) -> QuillError {
-        QuillError::Timeout {
-            reason: format!("call to {} exceeded {} ms", self.path, self.timeout_ms),
-        }
+        self.timed_out(
+            QuillError::Timeout {
+                reason: format!("call to {} exceeded {} ms", self.path, self.timeout_ms),
+            },
+            Duration::from_millis(self.timeout_ms),
+        )
     }
 
     pub fn idle_timeout(&self, idle: Duration) -> QuillError {
-        QuillError::Timeout {
-            reason: format!(
-                "stream {} received no message for {} ms (idle timeout)",
-                self.path,
-                idle.as_millis()
-            ),
-        }
+        self.timed_out(
+            QuillError::Timeout {
+                reason: format!(
+                    "stream {} received no message for {} ms (idle timeout)",
+                    self.path,
+                    idle.as_millis()
+                ),
+            },
+            idle,
+        )
+    }
+
+    fn timed_out(&self, err: QuillError, after: Duration) -> QuillError {
+        events::emit(Level::Warning, EventKind::Timeout, |e| {
+            e.target = self.path.clone();
+            e.elapsed = after;
+            e.message = err.to_string();
+        });
+        err
     }
 }
 

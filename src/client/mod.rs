@@ -26,9 +26,12 @@ mod answer;
 mod blocking;
 mod body;
 mod call;
+mod closer;
 mod compression;
 mod config;
+mod connections;
 mod errors;
+pub mod events;
 mod request;
 mod retry;
 mod runtime;
@@ -106,7 +109,12 @@ impl QuillClient {
         let base = reqwest::Url::parse(&config.base_url)
             .map_err(|e| QuillError::invalid(format!("base_url is not a valid URL: {e}")))?;
         let user_agent = config.user_agent.clone().unwrap_or_else(default_user_agent);
-        let settings = HttpSettings::new(user_agent, config.ca_cert_pem.as_deref())?;
+        let peer = format!(
+            "{}:{}",
+            base.host_str().unwrap_or_default(),
+            base.port_or_known_default().unwrap_or_default()
+        );
+        let settings = HttpSettings::new(user_agent, config.ca_cert_pem.as_deref(), peer)?;
         Ok(QuillClient {
             config,
             base,
@@ -131,8 +139,8 @@ impl QuillClient {
     /// # Panics
     /// If the runtime has to be rebuilt after a fork and the OS refuses to start threads.
     pub fn runtime_handle(&self) -> tokio::runtime::Handle {
-        match self.runtime.current() {
-            Ok((handle, _)) => handle,
+        match self.runtime.handle() {
+            Ok(handle) => handle,
             Err(e) => panic!("quill client runtime unavailable: {e}"),
         }
     }
@@ -140,7 +148,7 @@ impl QuillClient {
     /// The handle of this client's runtime, or an error where
     /// [`runtime_handle`](Self::runtime_handle) would panic (the faces use this one).
     pub fn try_runtime_handle(&self) -> Result<tokio::runtime::Handle> {
-        self.runtime.current().map(|(handle, _)| handle)
+        self.runtime.handle()
     }
 
     fn read_headers(&self) -> std::sync::RwLockReadGuard<'_, HeaderStore> {
@@ -165,7 +173,7 @@ impl QuillClient {
     /// # Ok(()) }
     /// ```
     pub async fn run<A: Answer>(&self, call: Call) -> Result<A> {
-        let (handle, http) = self.runtime.current()?;
+        let (handle, http) = self.runtime.current().map_err(|e| call.unless_closed(e))?;
         let (ctx, body, retries) = self.context(call, http)?;
         run_on(&handle, A::read(ctx, body, retries)).await
     }
@@ -194,12 +202,13 @@ impl QuillClient {
         call: Call,
         tick: impl FnMut() -> std::result::Result<(), E>,
     ) -> std::result::Result<A, E> {
-        let (handle, shared, lane) = if A::ON_CALLER {
-            self.runtime.for_blocking()?
+        let parts = if A::ON_CALLER {
+            self.runtime.for_blocking()
         } else {
-            let (handle, http) = self.runtime.current()?;
-            (handle, http, None)
+            let current = self.runtime.current();
+            current.map(|(handle, http)| (handle, http, None))
         };
+        let (handle, shared, lane) = parts.map_err(|e| call.unless_closed(e))?;
         let http = lane.as_ref().map_or(shared, LaneGuard::http);
         let (ctx, body, retries) = self.context(call, http)?;
         blocking::drive(
@@ -235,6 +244,10 @@ impl QuillClient {
         } = call;
         options.validate()?;
         let url = self.call_url(&service, &method)?;
+        let mut own_headers = HeaderStore::default();
+        for (name, value) in &options.headers {
+            own_headers.set(name, value, false)?;
+        }
         let timeout_ms = options.timeout_ms.unwrap_or(self.config.timeout_ms);
         let deadline = (timeout_ms > 0)
             .then(|| Instant::now().checked_add(Duration::from_millis(timeout_ms)))
@@ -243,7 +256,12 @@ impl QuillClient {
         let ctx = CallContext {
             http,
             url,
-            headers: call_headers(kind, self.config.enable_compression, &self.read_headers()),
+            headers: call_headers(
+                kind,
+                self.config.enable_compression,
+                &self.read_headers(),
+                &own_headers,
+            ),
             label: CallLabel {
                 path: format!("{service}/{method}"),
                 timeout_ms,
@@ -257,6 +275,8 @@ impl QuillClient {
             max_decoded_size: self.config.max_decoded_size,
             compression: self.config.enable_compression,
             runtime: self.runtime.clone(),
+            closed: self.runtime.closed(),
+            started: Instant::now(),
         };
         let retries = if options.idempotent {
             self.config.max_retries
@@ -274,6 +294,28 @@ impl QuillClient {
     /// The configured headers with secret values shown. Keep out of logs.
     pub fn headers_unredacted(&self) -> Vec<(String, String)> {
         self.read_headers().list(true)
+    }
+
+    /// Closes the client: every call and stream in flight ends with
+    /// [`QuillError::Cancelled`], the connections close, and later calls fail the same
+    /// way. Idempotent, never blocks, and safe while other threads are inside calls.
+    /// The worker threads end when the client is dropped.
+    ///
+    /// ```
+    /// use quill::client::{Call, Reply};
+    /// let client = quill::QuillClient::new("http://127.0.0.1:9", 1000, false).unwrap();
+    /// client.close();
+    /// assert!(client.is_closed());
+    /// let err = client.run_blocking::<Reply>(Call::proto("s.v1.S", "M", "")).unwrap_err();
+    /// assert!(matches!(err, quill::QuillError::Cancelled { .. }));
+    /// ```
+    pub fn close(&self) {
+        self.runtime.close();
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.runtime.is_closed()
     }
 
     /// The headers as set, with their secrecy, for rebuilding an equal client

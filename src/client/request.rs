@@ -48,6 +48,9 @@ pub struct CallOptions {
     /// Deadline of this call in milliseconds instead of the client's `timeout_ms`
     /// (0 = none); at most [`MAX_TIMEOUT_MS`].
     pub timeout_ms: Option<u64>,
+    /// Headers of this call only, validated like the client's own (`set_header`) and
+    /// sent after them, so a name set on both takes this value.
+    pub headers: Vec<(String, String)>,
 }
 
 impl CallOptions {
@@ -133,6 +136,24 @@ impl Call {
     pub fn timeout_ms(mut self, ms: u64) -> Call {
         self.options.timeout_ms = Some(ms);
         self
+    }
+
+    /// Adds a header to this call only; see [`CallOptions::headers`]. An invalid name
+    /// or value fails the call with [`QuillError::InvalidArgument`] before it is sent.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Call {
+        self.options.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// `err` from the client's runtime, naming this call when it says the client is
+    /// closed (the only `Cancelled` the runtime returns).
+    pub(crate) fn unless_closed(&self, err: QuillError) -> QuillError {
+        match err {
+            QuillError::Cancelled { .. } => {
+                super::closer::closed_error(&format!("{}/{}", self.service, self.method))
+            }
+            other => other,
+        }
     }
 
     /// Replaces all options at once.

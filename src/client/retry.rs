@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::events::{self, EventKind, Level};
 use crate::error::{QuillError, Result};
 use crate::protocol::{MAX_RETRY_AFTER_MS, RETRY_BACKOFF_BASE_MS, RETRY_BACKOFF_CAP_MS};
 
@@ -51,10 +52,12 @@ fn retry_after_ms(err: &QuillError) -> Option<u64> {
 
 /// Runs `attempt` up to `1 + max_retries` times. A retry happens only when the error is
 /// retryable, the server's `Retry-After` is at most [`MAX_RETRY_AFTER_MS`], and the wait
-/// ends before `deadline`; otherwise the last error is returned as it is.
+/// ends before `deadline`; otherwise the last error is returned as it is. Each retry is
+/// reported as an event of the call `path`.
 pub(crate) async fn run<T, F, Fut>(
     max_retries: u32,
     deadline: Option<Instant>,
+    path: &str,
     mut attempt: F,
 ) -> Result<T>
 where
@@ -79,6 +82,15 @@ where
             // The retry could not finish in time; the real error says more than a timeout.
             return Err(err);
         }
+        events::emit(Level::Info, EventKind::RetryScheduled, |e| {
+            e.target = path.to_owned();
+            e.elapsed = delay;
+            e.message = format!(
+                "{path}: retry {} of {max_retries} in {} after: {err}",
+                retry + 1,
+                events::millis(delay)
+            );
+        });
         tokio::time::sleep(delay).await;
         retry += 1;
     }
@@ -146,7 +158,7 @@ mod tests {
         err: QuillError,
     ) -> (u32, Result<()>) {
         let n = AtomicU32::new(0);
-        let r = run(max, deadline, |_| {
+        let r = run(max, deadline, "s.v1.S/M", |_| {
             n.fetch_add(1, Ordering::SeqCst);
             let e = err.clone();
             async move { Err::<(), _>(e) }
@@ -177,7 +189,7 @@ mod tests {
         assert!(start.elapsed() >= Duration::from_millis(200));
         // Success after a failure.
         let n = AtomicU32::new(0);
-        let r = run(2, None, |retry| {
+        let r = run(2, None, "s.v1.S/M", |retry| {
             n.fetch_add(1, Ordering::SeqCst);
             async move {
                 if retry == 0 {

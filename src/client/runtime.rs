@@ -29,6 +29,8 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
+use super::closer::{Closed, Closer};
+use super::connections::{ConnectEvents, SeenConnections};
 use super::errors::map_join_error;
 use crate::error::{QuillError, Result};
 
@@ -43,10 +45,16 @@ const MAX_REDIRECTS: usize = 5;
 pub(crate) struct HttpSettings {
     pub user_agent: String,
     pub extra_roots: Vec<reqwest::Certificate>,
+    /// `host:port` of the server, for connection events.
+    pub peer: String,
 }
 
 impl HttpSettings {
-    pub fn new(user_agent: String, ca_cert_pem: Option<&[u8]>) -> Result<HttpSettings> {
+    pub fn new(
+        user_agent: String,
+        ca_cert_pem: Option<&[u8]>,
+        peer: String,
+    ) -> Result<HttpSettings> {
         let extra_roots = match ca_cert_pem {
             None => Vec::new(),
             Some(pem) => {
@@ -67,6 +75,7 @@ impl HttpSettings {
         Ok(HttpSettings {
             user_agent,
             extra_roots,
+            peer,
         })
     }
 
@@ -76,7 +85,10 @@ impl HttpSettings {
             .use_rustls_tls()
             .user_agent(self.user_agent.clone())
             .referer(false)
-            .redirect(same_origin_redirects());
+            .redirect(same_origin_redirects())
+            .connector_layer(ConnectEvents {
+                peer: self.peer.clone(),
+            });
         for cert in &self.extra_roots {
             builder = builder.add_root_certificate(cert.clone());
         }
@@ -220,7 +232,8 @@ impl Drop for LaneGuard {
 struct Parts {
     pid: u32,
     runtime: Option<tokio::runtime::Runtime>,
-    http: reqwest::Client,
+    /// Dropped by `close`, which closes the pool's idle connections.
+    http: Option<reqwest::Client>,
     /// Created on demand, up to [`MAX_LANES`]: one per thread blocking at once.
     lanes: Vec<Arc<Lane>>,
 }
@@ -236,7 +249,7 @@ impl Parts {
         Ok(Parts {
             pid: std::process::id(),
             runtime: Some(runtime),
-            http: settings.build_client()?,
+            http: Some(settings.build_client()?),
             lanes: Vec::new(),
         })
     }
@@ -248,12 +261,25 @@ impl Parts {
             .handle()
             .clone()
     }
+
+    fn http(&self) -> reqwest::Client {
+        self.http
+            .clone()
+            .expect("the pool is only dropped on close, checked before")
+    }
 }
 
 /// The runtime and HTTP client of one `QuillClient`, rebuilt after a fork.
+///
+/// Closing ([`close`](Self::close)) cancels every call in flight and drops the pools,
+/// which closes their connections; the worker threads stay until the client is
+/// dropped, because a caller still unwinding from a cancelled call may be waiting on
+/// their timers.
 pub(crate) struct ClientRuntime {
     parts: Mutex<Parts>,
     settings: HttpSettings,
+    closer: Closer,
+    seen: SeenConnections,
 }
 
 impl ClientRuntime {
@@ -261,12 +287,51 @@ impl ClientRuntime {
         Ok(ClientRuntime {
             parts: Mutex::new(Parts::build(&settings)?),
             settings,
+            closer: Closer::new(),
+            seen: SeenConnections::default(),
         })
     }
 
-    /// The parts for this process, rebuilt first after a fork.
-    fn parts(&self) -> Result<std::sync::MutexGuard<'_, Parts>> {
+    /// Cancels every call in flight and drops the connection pools; later calls fail
+    /// with [`QuillError::Cancelled`]. Whether this call closed it (false when it
+    /// already was). Never blocks.
+    pub fn close(&self) -> bool {
+        if !self.closer.close() {
+            return false;
+        }
         let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+        // A lane a caller is driving right now stays with its guard until the caller
+        // returns (with the cancellation), and is dropped then.
+        parts.lanes.clear();
+        parts.http = None;
+        true
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closer.is_closed()
+    }
+
+    /// Whether a call on local address `local` found a connection used before.
+    pub fn seen_before(&self, local: std::net::SocketAddr) -> bool {
+        self.seen.seen_before(local)
+    }
+
+    /// The signal a call watches to end when the client closes.
+    pub fn closed(&self) -> Closed {
+        self.closer.watch()
+    }
+
+    /// The parts for this process, rebuilt first after a fork; with `open`, an error
+    /// once the client is closed (its pools are gone).
+    fn parts(&self, open: bool) -> Result<std::sync::MutexGuard<'_, Parts>> {
+        let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+        // Checked under the lock: `close` fires before it takes the lock to drop the
+        // pools, so a caller that finds them gone has seen the signal.
+        if open && self.closer.is_closed() {
+            return Err(QuillError::Cancelled {
+                reason: "the client is closed".to_owned(),
+            });
+        }
         if parts.pid != std::process::id() {
             let fresh = Parts::build(&self.settings)?;
             let inherited = std::mem::replace(&mut *parts, fresh);
@@ -275,17 +340,23 @@ impl ClientRuntime {
         Ok(parts)
     }
 
+    /// The runtime handle for this process, also on a closed client (the runtime runs
+    /// until the client is dropped).
+    pub fn handle(&self) -> Result<Handle> {
+        Ok(self.parts(false)?.handle())
+    }
+
     /// The runtime handle and reqwest client for this process.
     pub fn current(&self) -> Result<(Handle, reqwest::Client)> {
-        let parts = self.parts()?;
-        Ok((parts.handle(), parts.http.clone()))
+        let parts = self.parts(true)?;
+        Ok((parts.handle(), parts.http()))
     }
 
     /// [`current`](Self::current), plus a free lane: an idle one, or a new one while
     /// there are fewer than [`MAX_LANES`]; `None` when all are busy (or a new one
     /// could not be built), and the call then runs on the workers.
     pub fn for_blocking(&self) -> Result<(Handle, reqwest::Client, Option<LaneGuard>)> {
-        let mut parts = self.parts()?;
+        let mut parts = self.parts(true)?;
         let free = parts.lanes.iter().find(|lane| {
             lane.busy
                 .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -301,7 +372,7 @@ impl ClientRuntime {
             }),
             None => None,
         };
-        Ok((parts.handle(), parts.http.clone(), lane))
+        Ok((parts.handle(), parts.http(), lane))
     }
 }
 
@@ -361,7 +432,8 @@ mod tests {
     use super::*;
 
     fn runtime() -> ClientRuntime {
-        ClientRuntime::new(HttpSettings::new("quill/test".into(), None).unwrap()).unwrap()
+        let settings = HttpSettings::new("quill/test".into(), None, "h:1".into()).unwrap();
+        ClientRuntime::new(settings).unwrap()
     }
 
     #[test]
@@ -423,9 +495,9 @@ mod tests {
     #[test]
     fn bad_settings_are_invalid_arguments() {
         assert!(matches!(
-            HttpSettings::new("ua".into(), Some(b"not pem")),
+            HttpSettings::new("ua".into(), Some(b"not pem"), "h:1".into()),
             Err(QuillError::InvalidArgument { .. })
         ));
-        assert!(HttpSettings::new("bad\nua".into(), None).is_err());
+        assert!(HttpSettings::new("bad\nua".into(), None, "h:1".into()).is_err());
     }
 }

@@ -18,8 +18,10 @@ use tokio::time::Instant;
 
 use super::body::ErrorSlot;
 use super::call::CallContext;
+use super::closer::{closed_error, Closed};
 use super::compression::decoder_for;
 use super::errors::{decode_as_protocol, map_body_error, BodyKind, CallLabel};
+use super::events::{self, EventKind, Level};
 use super::runtime::ClientRuntime;
 use crate::codec::stream::{Event, MessageReader};
 use crate::error::{QuillError, Result};
@@ -38,7 +40,8 @@ type Item = Result<Option<Bytes>>;
 enum State {
     Open,
     Ended,
-    Failed(QuillError),
+    // Boxed: an error with Problem Details is far larger than the other states.
+    Failed(Box<QuillError>),
     Cancelled,
 }
 
@@ -115,7 +118,7 @@ impl MessageStream {
         match &*self.state() {
             State::Open => None,
             State::Ended => Some(Ok(None)),
-            State::Failed(e) => Some(Err(e.clone())),
+            State::Failed(e) => Some(Err((**e).clone())),
             State::Cancelled => Some(Err(self.cancelled_error())),
         }
     }
@@ -142,13 +145,13 @@ impl MessageStream {
                 Ok(None)
             }
             Some(Err(e)) => {
-                *state = State::Failed(e.clone());
+                *state = State::Failed(Box::new(e.clone()));
                 Err(e)
             }
             None => {
                 let e =
                     QuillError::stream(format!("stream {} stopped before END_STREAM", self.path));
-                *state = State::Failed(e.clone());
+                *state = State::Failed(Box::new(e.clone()));
                 Err(e)
             }
         }
@@ -166,13 +169,18 @@ impl MessageStream {
     /// [`QuillError::Cancelled`] (messages already buffered are discarded), except on a
     /// stream that had already ended or failed, which keeps its outcome. Idempotent.
     pub fn cancel(&self) {
-        {
+        let was_open = {
             let mut state = self.state();
-            if matches!(*state, State::Open) {
+            let open = matches!(*state, State::Open);
+            if open {
                 *state = State::Cancelled;
             }
-        }
+            open
+        };
         self.reader.abort();
+        if was_open {
+            cancelled_event(&self.path, "cancelled by its consumer");
+        }
     }
 }
 
@@ -225,6 +233,14 @@ struct ReaderSpec {
     idle: Option<Duration>,
     max_message: u64,
     request_error: Option<ErrorSlot>,
+    closed: Closed,
+}
+
+fn cancelled_event(path: &str, how: &str) {
+    events::emit(Level::Info, EventKind::StreamCancelled, |e| {
+        e.target = path.to_owned();
+        e.message = format!("stream {path} {how}");
+    });
 }
 
 enum Outcome {
@@ -252,6 +268,7 @@ pub(crate) async fn open(
         idle: ctx.idle_timeout,
         max_message: ctx.max_decoded_size,
         request_error,
+        closed: ctx.closed.clone(),
     };
     let task = tokio::spawn(pump(resp, spec, tx));
     Ok(Opened {
@@ -262,12 +279,19 @@ pub(crate) async fn open(
 }
 
 async fn pump(mut resp: reqwest::Response, spec: ReaderSpec, tx: mpsc::Sender<Item>) {
-    let work = read_messages(&mut resp, &spec, &tx);
-    let outcome = match spec.deadline {
-        Some(d) => tokio::time::timeout_at(d, work)
-            .await
-            .unwrap_or_else(|_| Err(spec.label.timeout())),
-        None => work.await,
+    let work = async {
+        let work = read_messages(&mut resp, &spec, &tx);
+        match spec.deadline {
+            Some(d) => tokio::time::timeout_at(d, work)
+                .await
+                .unwrap_or_else(|_| Err(spec.label.timeout())),
+            None => work.await,
+        }
+    };
+    let outcome = tokio::select! {
+        biased;
+        outcome = work => outcome,
+        () = spec.closed.fired() => Err(closed_error(&spec.label.path)),
     };
     match outcome {
         Ok(Outcome::End) => {
@@ -275,7 +299,9 @@ async fn pump(mut resp: reqwest::Response, spec: ReaderSpec, tx: mpsc::Sender<It
                 drain(&mut resp).await;
             }
         }
-        Ok(Outcome::ConsumerGone) => {}
+        Ok(Outcome::ConsumerGone) => {
+            cancelled_event(&spec.label.path, "dropped by its consumer before the end");
+        }
         Err(e) => {
             // Close the connection before reporting, so the server is released first.
             drop(resp);
@@ -318,11 +344,16 @@ async fn read_messages(
             match event {
                 Event::Message(message) => {
                     if message.len() as u64 > spec.max_message {
-                        return Err(QuillError::protocol(format!(
+                        let err = QuillError::protocol(format!(
                             "stream message of {} bytes exceeds the {}-byte limit (max_decoded_size)",
                             message.len(),
                             spec.max_message
-                        )));
+                        ));
+                        events::emit(Level::Warning, EventKind::DecodeLimit, |e| {
+                            e.target = spec.label.path.clone();
+                            e.message = err.to_string();
+                        });
+                        return Err(err);
                     }
                     if tx.send(Ok(Some(message))).await.is_err() {
                         return Ok(Outcome::ConsumerGone);

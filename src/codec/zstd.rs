@@ -217,6 +217,11 @@ impl BodyDecoder {
         Ok(out)
     }
 
+    /// Whether the output passed the limit (what the last error of `next_output` was).
+    pub fn over_limit(&self) -> bool {
+        self.limit.as_ref().is_some_and(|l| self.total > l.bytes)
+    }
+
     /// Call at the end of the body: a zstd body that stops inside a frame is an error.
     pub fn finish(&mut self) -> Result<()> {
         match &mut self.kind {

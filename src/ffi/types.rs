@@ -79,6 +79,7 @@ pub struct Problem {
     pub proto_detail: Option<Vec<u8>>,
     pub retry_after_ms: Option<u64>,
     pub body: String,
+    pub request_id: Option<String>,
 }
 
 /// The error of every fallible call: a Kotlin sealed exception class, a Swift `Error`.

@@ -144,3 +144,40 @@ pub(crate) fn idle_timeout_ms(obj: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
     }
     uint_at_most(obj, "idle_timeout_ms", crate::protocol::MAX_TIMEOUT_MS).map(Some)
 }
+
+/// `timeout_ms=` of one call: `None` keeps the client's timeout.
+pub(crate) fn call_timeout_ms(obj: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
+    if obj.is_none() {
+        return Ok(None);
+    }
+    timeout_ms(obj).map(Some)
+}
+
+/// `headers=` of one call: a mapping, or an iterable of `(name, value)` pairs, of
+/// strings. Names and values are checked by the core, as `set_header` checks them.
+pub(crate) fn call_headers(obj: &Bound<'_, PyAny>) -> PyResult<Option<Vec<(String, String)>>> {
+    if obj.is_none() {
+        return Ok(None);
+    }
+    let pairs = if obj.hasattr("items")? {
+        obj.call_method0("items")?
+    } else {
+        obj.clone()
+    };
+    let not_pairs =
+        || PyTypeError::new_err("headers must be a mapping or an iterable of (name, value) pairs");
+    let mut out = Vec::new();
+    for pair in pairs.try_iter().map_err(|_| not_pairs())? {
+        let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) =
+            pair?.extract().map_err(|_| not_pairs())?;
+        let name: String = name
+            .extract()
+            .map_err(|_| PyTypeError::new_err("header names must be str"))?;
+        // The value is never shown: it may be a secret.
+        let value: String = value
+            .extract()
+            .map_err(|_| PyTypeError::new_err(format!("the value of header {name} must be str")))?;
+        out.push((name, value));
+    }
+    Ok(Some(out))
+}

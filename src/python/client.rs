@@ -17,7 +17,7 @@ use super::args;
 use super::errors::{to_py_err, IntoPyResult};
 use super::stream::{pump_requests, PyStream, StreamKind};
 use super::tensor::{bytes_like, PyTensor};
-use super::{exit, wait};
+use super::{exit, logging, wait};
 use crate::client::{Answer, Body, Call, ClientConfig, HeaderSetting, QuillClient, Reply};
 use crate::error::QuillError;
 use crate::protocol::DEFAULT_MAX_DECODED_SIZE;
@@ -84,6 +84,9 @@ impl PyQuillClient {
     /// A client of `config` with `headers` set (secret ones kept secret).
     fn build(py: Python<'_>, config: ClientConfig, headers: Vec<HeaderSetting>) -> PyResult<Self> {
         let inner = exit::detach(py, || QuillClient::with_config(config)).py()?;
+        // Configuring logging and then making a client is the usual order: the client's
+        // first calls already see the levels asked for.
+        logging::refresh_level(py)?;
         for h in headers {
             let set = if h.secret {
                 inner.set_secret_header(&h.name, &h.value)
@@ -101,24 +104,25 @@ impl PyQuillClient {
         self.inner.try_runtime_handle().py()
     }
 
-    /// A server stream of `request` (bytes-like as is, anything else as JSON), opened
-    /// now (`eager`) or on the first asynchronous iteration.
-    fn open_stream(
+    /// A call of `request` (bytes-like as is, anything else as JSON) with its options:
+    /// what streams and tensor calls send.
+    fn stream_call(
         &self,
         py: Python<'_>,
         service: &str,
         method: &str,
         request: Option<&Bound<'_, PyAny>>,
-        kind: StreamKind,
-        eager: bool,
-    ) -> PyResult<PyStream> {
+        timeout_ms: Option<u64>,
+        headers: Option<Vec<(String, String)>>,
+    ) -> PyResult<Call> {
         let _inside = exit::enter(py);
         let call = Call::new(service, method, request_body(py, request)?);
-        PyStream::open(py, self, call, kind, eager)
+        Ok(options(call, timeout_ms, headers))
     }
 
     /// Runs `call` on this thread with the GIL released (signals checked meanwhile).
     fn run_blocking<A: Answer>(&self, py: Python<'_>, call: Call) -> PyResult<A> {
+        logging::tick(py);
         wait::blocking(py, |tick| self.inner.run_blocking_with(call, tick))
     }
 
@@ -138,6 +142,22 @@ impl PyQuillClient {
             convert,
         )
     }
+}
+
+/// `call` with the per-call options of the Python signature (`timeout_ms=None` keeps
+/// the client's timeout).
+fn options(
+    mut call: Call,
+    timeout_ms: Option<u64>,
+    headers: Option<Vec<(String, String)>>,
+) -> Call {
+    if let Some(ms) = timeout_ms {
+        call = call.timeout_ms(ms);
+    }
+    for (name, value) in headers.into_iter().flatten() {
+        call = call.header(name, value);
+    }
+    call
 }
 
 /// The body of a raw call: bytes-like, or empty.
@@ -337,8 +357,10 @@ impl PyQuillClient {
         self.__copy__(py)
     }
 
-    /// A unary call: raw request bytes in, raw response bytes out.
-    #[pyo3(signature = (service, method, request = None, *, idempotent = false))]
+    /// A unary call: raw request bytes in, raw response bytes out. `timeout_ms` and
+    /// `headers` apply to this call only (every call and stream method takes them).
+    #[pyo3(signature = (service, method, request = None, *, idempotent = false, timeout_ms = None, headers = None))]
+    #[allow(clippy::too_many_arguments)]
     fn call<'py>(
         &self,
         py: Python<'py>,
@@ -346,17 +368,19 @@ impl PyQuillClient {
         method: &str,
         request: Option<&Bound<'py, PyAny>>,
         idempotent: bool,
+        #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
+        #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let _inside = exit::enter(py);
-        let body = raw_body(py, request)?;
-        let call = Call::new(service, method, body).idempotent(idempotent);
-        let reply: Reply = self.run_blocking(py, call)?;
+        let call = Call::new(service, method, raw_body(py, request)?).idempotent(idempotent);
+        let reply: Reply = self.run_blocking(py, options(call, timeout_ms, headers))?;
         Ok(PyBytes::new(py, &reply.body))
     }
 
     /// A JSON call: `request` (dict, list, str, …) is sent as JSON, the JSON answer
     /// returned as Python objects.
-    #[pyo3(signature = (service, method, request = None, *, idempotent = false))]
+    #[pyo3(signature = (service, method, request = None, *, idempotent = false, timeout_ms = None, headers = None))]
+    #[allow(clippy::too_many_arguments)]
     fn call_json<'py>(
         &self,
         py: Python<'py>,
@@ -364,16 +388,19 @@ impl PyQuillClient {
         method: &str,
         request: Option<&Bound<'py, PyAny>>,
         idempotent: bool,
+        #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
+        #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let _inside = exit::enter(py);
         let call = Call::new(service, method, json_body(py, request)?).idempotent(idempotent);
         let path = call.path();
-        let reply: Reply = self.run_blocking(py, call)?;
+        let reply: Reply = self.run_blocking(py, options(call, timeout_ms, headers))?;
         json_value(py, reply, path)
     }
 
     /// `await client.call_async(...)`: `call` for asyncio.
-    #[pyo3(signature = (service, method, request = None, *, idempotent = false))]
+    #[pyo3(signature = (service, method, request = None, *, idempotent = false, timeout_ms = None, headers = None))]
+    #[allow(clippy::too_many_arguments)]
     fn call_async<'py>(
         &self,
         py: Python<'py>,
@@ -381,17 +408,21 @@ impl PyQuillClient {
         method: &str,
         request: Option<&Bound<'py, PyAny>>,
         idempotent: bool,
+        #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
+        #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let _inside = exit::enter(py);
-        let body = raw_body(py, request)?;
-        let call = Call::new(service, method, body).idempotent(idempotent);
-        self.run_async(py, call, |py, reply: Reply| {
-            Ok(PyBytes::new(py, &reply.body).into_any())
-        })
+        let call = Call::new(service, method, raw_body(py, request)?).idempotent(idempotent);
+        self.run_async(
+            py,
+            options(call, timeout_ms, headers),
+            |py, reply: Reply| Ok(PyBytes::new(py, &reply.body).into_any()),
+        )
     }
 
     /// `await client.call_json_async(...)`: `call_json` for asyncio.
-    #[pyo3(signature = (service, method, request = None, *, idempotent = false))]
+    #[pyo3(signature = (service, method, request = None, *, idempotent = false, timeout_ms = None, headers = None))]
+    #[allow(clippy::too_many_arguments)]
     fn call_json_async<'py>(
         &self,
         py: Python<'py>,
@@ -399,123 +430,200 @@ impl PyQuillClient {
         method: &str,
         request: Option<&Bound<'py, PyAny>>,
         idempotent: bool,
+        #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
+        #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let _inside = exit::enter(py);
         let call = Call::new(service, method, json_body(py, request)?).idempotent(idempotent);
         let path = call.path();
-        self.run_async(py, call, move |py, reply: Reply| {
-            json_value(py, reply, path)
-        })
+        self.run_async(
+            py,
+            options(call, timeout_ms, headers),
+            move |py, reply: Reply| json_value(py, reply, path),
+        )
     }
 
     /// Server streaming: an iterator (and async iterator) over the raw response
     /// messages. A dict/list/str request is sent as JSON, bytes as they are. Opens the
     /// call now, so a status error is raised here, as for a unary call.
-    #[pyo3(signature = (service, method, request = None))]
+    #[pyo3(signature = (service, method, request = None, *, timeout_ms = None, headers = None))]
     fn stream(
         &self,
         py: Python<'_>,
         service: &str,
         method: &str,
         request: Option<&Bound<'_, PyAny>>,
+        #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
+        #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
     ) -> PyResult<PyStream> {
-        self.open_stream(py, service, method, request, StreamKind::Messages, true)
+        let call = self.stream_call(py, service, method, request, timeout_ms, headers)?;
+        PyStream::open(py, self, call, StreamKind::Messages, true)
     }
 
     /// Server streaming of `TokenBatch` messages (protocol §8).
-    #[pyo3(signature = (service, method, request = None))]
+    #[pyo3(signature = (service, method, request = None, *, timeout_ms = None, headers = None))]
     fn stream_tokens(
         &self,
         py: Python<'_>,
         service: &str,
         method: &str,
         request: Option<&Bound<'_, PyAny>>,
+        #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
+        #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
     ) -> PyResult<PyStream> {
-        self.open_stream(py, service, method, request, StreamKind::Tokens, true)
+        let call = self.stream_call(py, service, method, request, timeout_ms, headers)?;
+        PyStream::open(py, self, call, StreamKind::Tokens, true)
     }
 
     /// `async for m in client.stream_async(...)`: opens on the first iteration.
-    #[pyo3(signature = (service, method, request = None))]
+    #[pyo3(signature = (service, method, request = None, *, timeout_ms = None, headers = None))]
     fn stream_async(
         &self,
         py: Python<'_>,
         service: &str,
         method: &str,
         request: Option<&Bound<'_, PyAny>>,
+        #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
+        #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
     ) -> PyResult<PyStream> {
-        self.open_stream(py, service, method, request, StreamKind::Messages, false)
+        let call = self.stream_call(py, service, method, request, timeout_ms, headers)?;
+        PyStream::open(py, self, call, StreamKind::Messages, false)
     }
 
     /// `async for batch in client.stream_tokens_async(...)`.
-    #[pyo3(signature = (service, method, request = None))]
+    #[pyo3(signature = (service, method, request = None, *, timeout_ms = None, headers = None))]
     fn stream_tokens_async(
         &self,
         py: Python<'_>,
         service: &str,
         method: &str,
         request: Option<&Bound<'_, PyAny>>,
+        #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
+        #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
     ) -> PyResult<PyStream> {
-        self.open_stream(py, service, method, request, StreamKind::Tokens, false)
+        let call = self.stream_call(py, service, method, request, timeout_ms, headers)?;
+        PyStream::open(py, self, call, StreamKind::Tokens, false)
     }
 
     /// Bidirectional streaming: each item of `requests` (an iterable of bytes) goes
     /// out as a frame as soon as it is produced; replies can arrive before the request
     /// stream ends (full duplex).
+    #[pyo3(signature = (service, method, requests, *, timeout_ms = None, headers = None))]
     fn bidi_stream(
         &self,
         py: Python<'_>,
         service: &str,
         method: &str,
         requests: &Bound<'_, PyAny>,
+        #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
+        #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
     ) -> PyResult<PyStream> {
         let _inside = exit::enter(py);
         let call = Call::messages(service, method, pump_requests(py, requests)?);
-        PyStream::open(py, self, call, StreamKind::Messages, true)
+        PyStream::open(
+            py,
+            self,
+            options(call, timeout_ms, headers),
+            StreamKind::Messages,
+            true,
+        )
     }
 
     /// Client streaming: sends every item of `requests` as a frame, returns the reply.
+    #[pyo3(signature = (service, method, requests, *, timeout_ms = None, headers = None))]
     fn client_stream<'py>(
         &self,
         py: Python<'py>,
         service: &str,
         method: &str,
         requests: &Bound<'py, PyAny>,
+        #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
+        #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let _inside = exit::enter(py);
         let call = Call::messages(service, method, pump_requests(py, requests)?);
-        let reply: Reply = self.run_blocking(py, call)?;
+        let reply: Reply = self.run_blocking(py, options(call, timeout_ms, headers))?;
         Ok(PyBytes::new(py, &reply.body))
     }
 
     /// Sends `tensor` as the request body in tensor frames (its bytes are not copied);
     /// returns the raw response.
+    #[pyo3(signature = (service, method, tensor, *, timeout_ms = None, headers = None))]
     fn send_tensor<'py>(
         &self,
         py: Python<'py>,
         service: &str,
         method: &str,
         tensor: &Bound<'py, PyTensor>,
+        #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
+        #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let _inside = exit::enter(py);
         let call = Call::tensor(service, method, tensor.get().inner.clone());
-        let reply: Reply = self.run_blocking(py, call)?;
+        let reply: Reply = self.run_blocking(py, options(call, timeout_ms, headers))?;
         Ok(PyBytes::new(py, &reply.body))
     }
 
     /// A call whose response is one tensor in tensor frames. A dict/list/str request
     /// is sent as JSON, bytes as they are.
-    #[pyo3(signature = (service, method, request = None))]
+    #[pyo3(signature = (service, method, request = None, *, timeout_ms = None, headers = None))]
     fn call_tensor(
         &self,
         py: Python<'_>,
         service: &str,
         method: &str,
         request: Option<&Bound<'_, PyAny>>,
+        #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
+        #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
     ) -> PyResult<PyTensor> {
-        let _inside = exit::enter(py);
-        let call = Call::new(service, method, request_body(py, request)?);
+        let call = self.stream_call(py, service, method, request, timeout_ms, headers)?;
         let tensor: Tensor = self.run_blocking(py, call)?;
         Ok(PyTensor::wrap(tensor))
+    }
+
+    /// Closes the client: calls and streams in flight on any thread end with
+    /// `CallCancelledError`, the connections close, and later calls raise
+    /// `CallCancelledError` ("the client is closed"). Idempotent; `with` and
+    /// `async with` call it on exit.
+    fn close(&self, py: Python<'_>) {
+        self.inner.close();
+        logging::tick(py);
+    }
+
+    /// Whether `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _t: &Bound<'_, PyAny>,
+        _v: &Bound<'_, PyAny>,
+        _tb: &Bound<'_, PyAny>,
+    ) {
+        self.close(py);
+    }
+
+    fn __aenter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, PyAny>> {
+        let py = slf.py();
+        wait::ready(py, slf.into_any())
+    }
+
+    fn __aexit__<'py>(
+        &self,
+        py: Python<'py>,
+        _t: &Bound<'py, PyAny>,
+        _v: &Bound<'py, PyAny>,
+        _tb: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.close(py);
+        wait::ready(py, py.None().into_bound(py))
     }
 
     /// `Authorization: Bearer <token>` on every call (never shown in repr or errors).

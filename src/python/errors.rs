@@ -48,6 +48,7 @@ fn build(py: Python<'_>, e: &QuillError) -> PyResult<PyErr> {
         )?;
         exc.setattr("retry_after", p.retry_after_ms.map(|ms| ms as f64 / 1000.0))?;
         exc.setattr("body", p.body.as_str())?;
+        exc.setattr("request_id", p.request_id.as_deref())?;
         let problem = PyDict::new(py);
         // Re-parse the body so unknown Problem Details fields reach the user as well.
         if let Ok(json) = py.import("json") {

@@ -10,6 +10,7 @@ mod client;
 mod dtype;
 mod errors;
 mod exit;
+mod logging;
 mod numpy_conv;
 mod stream;
 mod tensor;
@@ -38,5 +39,6 @@ fn _quill(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stream::PyRequestSink>()?;
     m.add_function(wrap_pyfunction!(exit::_mark_shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(exit::_after_fork_in_child, m)?)?;
+    logging::install();
     Ok(())
 }

@@ -11,6 +11,7 @@ use tokio::runtime::Handle;
 
 use super::errors::IntoPyResult;
 use super::exit::{self, from_foreign_thread};
+use super::logging;
 use crate::error::QuillError;
 
 /// How often a blocking wait wakes up to let Python run signal handlers.
@@ -31,11 +32,20 @@ where
         loop {
             match handle.block_on(tokio::time::timeout(SIGNAL_CHECK_INTERVAL, &mut fut)) {
                 Ok(result) => return result.map_err(Stopped::Core),
-                Err(_elapsed) => exit::attach(|py| py.check_signals()).map_err(Stopped::Python)?,
+                Err(_elapsed) => exit::attach(check).map_err(Stopped::Python)?,
             }
         }
     });
+    logging::tick(py);
     unstop(out)
+}
+
+/// What a blocking wait does with the GIL every tick: run signal handlers (an
+/// exception stops the wait) and log the client's events so far.
+fn check(py: Python<'_>) -> PyResult<()> {
+    py.check_signals()?;
+    logging::tick(py);
+    Ok(())
 }
 
 /// Why a blocking core call stopped: the core's error, or one raised by Python while
@@ -59,9 +69,11 @@ where
     T: Send,
     C: FnOnce(&mut (dyn FnMut() -> Result<(), Stopped> + Send)) -> Result<T, Stopped> + Send,
 {
-    unstop(exit::detach(py, || {
-        call(&mut || exit::attach(|py| py.check_signals()).map_err(Stopped::Python))
-    }))
+    let out = exit::detach(py, || {
+        call(&mut || exit::attach(check).map_err(Stopped::Python))
+    });
+    logging::tick(py);
+    unstop(out)
 }
 
 /// Raises what stopped a wait, once the GIL is held again.
@@ -103,6 +115,7 @@ where
     let task = handle.spawn(async move {
         let result = fut.await;
         let _ = from_foreign_thread(|py| -> PyResult<()> {
+            logging::tick(py);
             let (value, error) = match result.py().and_then(|v| convert(py, v)) {
                 Ok(v) => (v, py.None().into_bound(py)),
                 Err(e) => (

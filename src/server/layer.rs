@@ -1,6 +1,8 @@
-//! The one middleware of every route: counts requests, logs them with `--log`, and
+//! The one middleware of every route: counts requests, logs them with `--log`, names
+//! each with an `x-request-id` (the client's own, else `quill-<n>`), and
 //! zstd-compresses successful responses when the client sent `Accept-Encoding: zstd`.
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes, HttpBody};
@@ -12,15 +14,21 @@ use futures_util::{FutureExt, StreamExt};
 
 use super::body::Abort;
 use super::problem::problem;
-use super::{bump, SharedState};
+use super::SharedState;
 use crate::codec::zstd::{accepts_zstd, compress, StreamEncoder};
-use crate::protocol::COMPRESSION_THRESHOLD;
+use crate::protocol::{COMPRESSION_THRESHOLD, REQUEST_ID_HEADER};
 
 /// Most bytes gathered into one compressed, flushed piece of a streamed response.
 const COALESCE_LIMIT: usize = 256 * 1024;
 
 pub async fn common(State(state): State<SharedState>, req: Request, next: Next) -> Response {
-    bump(&state.stats.requests);
+    let n = state.stats.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    // The client's id when it is a valid header value (it was one on the way in).
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .cloned()
+        .or_else(|| HeaderValue::from_str(&format!("quill-{n}")).ok());
     let accept_zstd = req
         .headers()
         .get_all(header::ACCEPT_ENCODING)
@@ -35,6 +43,9 @@ pub async fn common(State(state): State<SharedState>, req: Request, next: Next) 
         )
     });
     let mut resp = next.run(req).await;
+    if let Some(id) = request_id {
+        resp.headers_mut().insert(REQUEST_ID_HEADER, id);
+    }
     if accept_zstd {
         resp = compress_response(resp).await;
     }

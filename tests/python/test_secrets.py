@@ -1,5 +1,5 @@
 """Secrets never leak: every printed thing of a session that uses a token and an API key
-in successful and failing calls is grepped for them."""
+in successful and failing calls, with quill's debug logging on, is grepped for them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,13 @@ import sys
 from quilltest import ROOT, TOKEN, Server
 
 SCRIPT = r"""
-import asyncio, json, sys, quill
+import asyncio, json, logging, sys, quill
+log = logging.StreamHandler(sys.stdout)
+log.setFormatter(logging.Formatter(
+    "%(levelname)s %(name)s %(message)s %(method)s %(status)s %(quill_event)s"
+))
+logging.getLogger("quill").addHandler(log)
+logging.getLogger("quill").setLevel(logging.DEBUG)
 url, token, key = sys.argv[1], sys.argv[2], sys.argv[3]
 def show(x):
     print(repr(x)); print(str(x))
@@ -24,6 +30,8 @@ wrong = quill.QuillClient(url); wrong.set_bearer_token("x" + token)
 for fn in (
     lambda: wrong.call("test.v1.FaultService", "Auth", b""),
     lambda: c.call_json("test.v1.FaultService", "Slow", {"ms": 2000}),
+    lambda: c.call("echo.v1.EchoService", "Echo", b"", headers={"X-Api-Token": token}),
+    lambda: c.call("echo.v1.EchoService", "Echo", b"", headers={"X-Bad": token + "\n"}),
     lambda: c.call_json("test.v1.FaultService", "Error", {"status": 500, "detail": "boom"}),
     lambda: list(c.stream("test.v1.FaultService", "StreamCut", {"messages": 1})),
     lambda: c.set_header("Authorization", token + "\r\nX: y"),
@@ -61,3 +69,6 @@ def test_token_and_api_key_never_appear_in_any_output(server: Server) -> None:
     assert TOKEN not in out
     assert key not in out
     assert "<redacted>" in out
+    # Logging was on, so the calls above were logged (and nothing of them leaked).
+    assert "DEBUG quill POST echo.v1.EchoService/Echo -> 200" in out, out
+    assert "WARNING quill timed out" in out, out

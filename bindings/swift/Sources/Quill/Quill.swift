@@ -1928,10 +1928,11 @@ public struct Problem: Equatable, Hashable {
     public var protoDetail: Data?
     public var retryAfterMs: UInt64?
     public var body: String
+    public var requestId: String?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(status: UInt16, problemType: String?, title: String?, detail: String?, instance: String?, protoType: String?, protoDetail: Data?, retryAfterMs: UInt64?, body: String) {
+    public init(status: UInt16, problemType: String?, title: String?, detail: String?, instance: String?, protoType: String?, protoDetail: Data?, retryAfterMs: UInt64?, body: String, requestId: String?) {
         self.status = status
         self.problemType = problemType
         self.title = title
@@ -1941,6 +1942,7 @@ public struct Problem: Equatable, Hashable {
         self.protoDetail = protoDetail
         self.retryAfterMs = retryAfterMs
         self.body = body
+        self.requestId = requestId
     }
 
     
@@ -1967,7 +1969,8 @@ public struct FfiConverterTypeProblem: FfiConverterRustBuffer {
                 protoType: FfiConverterOptionString.read(from: &buf), 
                 protoDetail: FfiConverterOptionData.read(from: &buf), 
                 retryAfterMs: FfiConverterOptionUInt64.read(from: &buf), 
-                body: FfiConverterString.read(from: &buf)
+                body: FfiConverterString.read(from: &buf), 
+                requestId: FfiConverterOptionString.read(from: &buf)
         )
     }
 
@@ -1981,6 +1984,7 @@ public struct FfiConverterTypeProblem: FfiConverterRustBuffer {
         FfiConverterOptionData.write(value.protoDetail, into: &buf)
         FfiConverterOptionUInt64.write(value.retryAfterMs, into: &buf)
         FfiConverterString.write(value.body, into: &buf)
+        FfiConverterOptionString.write(value.requestId, into: &buf)
     }
 }
 

@@ -3506,6 +3506,8 @@ data class Problem (
     var `retryAfterMs`: kotlin.ULong?
     , 
     var `body`: kotlin.String
+    , 
+    var `requestId`: kotlin.String?
     
 ){
     
@@ -3531,6 +3533,7 @@ public object FfiConverterTypeProblem: FfiConverterRustBuffer<Problem> {
             FfiConverterOptionalByteArray.read(buf),
             FfiConverterOptionalULong.read(buf),
             FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
         )
     }
 
@@ -3543,7 +3546,8 @@ public object FfiConverterTypeProblem: FfiConverterRustBuffer<Problem> {
             FfiConverterOptionalString.allocationSize(value.`protoType`) +
             FfiConverterOptionalByteArray.allocationSize(value.`protoDetail`) +
             FfiConverterOptionalULong.allocationSize(value.`retryAfterMs`) +
-            FfiConverterString.allocationSize(value.`body`)
+            FfiConverterString.allocationSize(value.`body`) +
+            FfiConverterOptionalString.allocationSize(value.`requestId`)
     )
 
     override fun write(value: Problem, buf: ByteBuffer) {
@@ -3556,6 +3560,7 @@ public object FfiConverterTypeProblem: FfiConverterRustBuffer<Problem> {
             FfiConverterOptionalByteArray.write(value.`protoDetail`, buf)
             FfiConverterOptionalULong.write(value.`retryAfterMs`, buf)
             FfiConverterString.write(value.`body`, buf)
+            FfiConverterOptionalString.write(value.`requestId`, buf)
     }
 }
 
