@@ -1,20 +1,27 @@
 """Unary-call benchmarks against the bundled server (release build), side by side with
-what a Python user would pick instead, and with the native Rust floor. scripts/bench
-starts the server and passes its URL and the path of the native bench binary."""
+what a Python user would pick instead, and with the native Rust floor; asyncio
+concurrency against the async clients a user would pick (pyreqwest, aiohttp, httpx).
+scripts/bench starts the server and passes its URL and the path of the native bench
+binary."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
+import logging
 import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlparse
 
+import aiohttp
 import httpx
 import requests
+from pyreqwest.client import ClientBuilder
 
 import quill
 
@@ -131,9 +138,15 @@ def main() -> None:
 
         hx = httpx.Client()
         rs = requests.Session()
+        logged = quill.QuillClient(url)
         python: dict[str, Callable[[], object]] = {
             "Python `quill.QuillClient.call`": lambda client=client, body=body: client.call(
                 "echo.v1.EchoService", "Echo", body
+            ),
+            "Python `quill.QuillClient.call`, `quill` logger at DEBUG (events on)": (
+                lambda logged=logged, body=body: logging_on(
+                    lambda: logged.call("echo.v1.EchoService", "Echo", body)
+                )
             ),
             "Python `http.client`": hc,
             "Python `httpx.Client`": lambda hx=hx, body=body: (
@@ -184,7 +197,92 @@ def main() -> None:
         print(f"| {n} | {rate:,.0f} | {rate / one:.2f}× |")
 
     print()
+    async_rows(url)
+    print()
     stream_rows(url, results[FLOOR][1 << 20][0])
+
+
+def logging_on(call: Callable[[], object]) -> object:
+    """`call` with the `quill` logger at DEBUG (its records go to a NullHandler): what
+    the client's events cost when someone listens. The other rows run with logging
+    unconfigured, the events off."""
+    logger = logging.getLogger("quill")
+    logger.setLevel(logging.DEBUG)
+    try:
+        return call()
+    finally:
+        logger.setLevel(logging.NOTSET)
+
+
+TASKS = 64
+
+
+async def async_rate(call: Callable[[], Any], seconds: float) -> float:
+    """Calls per second of `TASKS` tasks calling `call` in a loop for `seconds`."""
+    loop = asyncio.get_running_loop()
+    stop = loop.time() + seconds
+    done = 0
+
+    async def task() -> None:
+        nonlocal done
+        while loop.time() < stop:
+            await call()
+            done += 1
+
+    t0 = loop.time()
+    await asyncio.gather(*(task() for _ in range(TASKS)))
+    return done / (loop.time() - t0)
+
+
+def async_rows(url: str) -> None:
+    """64 concurrent tasks, 1 KiB echo, one client each, interleaved rounds."""
+    body = bytes(1024)
+
+    async def measure() -> dict[str, list[float]]:
+        client = quill.QuillClient(url)
+        pyreqwest = ClientBuilder().build()
+        session = aiohttp.ClientSession()
+        hx = httpx.AsyncClient(limits=httpx.Limits(max_connections=TASKS))
+
+        async def quill_call() -> bytes:
+            return await client.call_async("echo.v1.EchoService", "Echo", body)
+
+        async def pyreqwest_call() -> bytes:
+            resp = await pyreqwest.post(url + ECHO).body_bytes(body).build().send()
+            return bytes(await resp.bytes())
+
+        async def aiohttp_call() -> bytes:
+            async with session.post(url + ECHO, data=body) as resp:
+                return await resp.read()
+
+        async def httpx_call() -> bytes:
+            return (await hx.post(url + ECHO, content=body)).content
+
+        contenders: dict[str, Callable[[], Any]] = {
+            "Python `quill.QuillClient.call_async`": quill_call,
+            "Python `pyreqwest` (`Client`)": pyreqwest_call,
+            "Python `aiohttp.ClientSession`": aiohttp_call,
+            "Python `httpx.AsyncClient`": httpx_call,
+        }
+        for call in contenders.values():  # warm-up: connections, imports
+            await async_rate(call, 0.3)
+        rates: dict[str, list[float]] = {name: [] for name in contenders}
+        for _ in range(6):
+            for name, call in contenders.items():
+                rates[name].append(await async_rate(call, 0.5))
+        await session.close()
+        await hx.aclose()
+        await pyreqwest.close()
+        client.close()
+        return rates
+
+    rates = asyncio.run(measure())
+    base = statistics.median(rates["Python `quill.QuillClient.call_async`"])
+    print(f"| asyncio, {TASKS} tasks, one client, 1 KiB echo | calls/s | vs quill |")
+    print("|---|---|---|")
+    for name, windows in rates.items():
+        rate = statistics.median(windows)
+        print(f"| {name} | {rate:,.0f} | {rate / base:.2f}× |")
 
 
 def stream_rows(url: str, native_1mib_s: float) -> None:

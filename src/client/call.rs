@@ -13,6 +13,7 @@ use super::closer::{closed_error, Closed};
 use super::compression::{decoder_for, Collector, ZSTD};
 use super::errors::{map_body_error, map_send_error, BodyKind, CallLabel};
 use super::events::{self, EventKind, Level};
+use super::reply_memory::{Memory, Provider};
 use crate::codec::zstd::{BodyDecoder, Coding};
 use crate::error::{QuillError, Result};
 use crate::problem::Problem;
@@ -55,6 +56,8 @@ pub(crate) struct CallContext {
     pub closed: Closed,
     /// When the call began, for the elapsed times of its events.
     pub started: Instant,
+    /// Where a unary body of known length goes, when the face provides memory.
+    pub reply_memory: Option<Provider>,
 }
 
 /// The per-call headers: content negotiation, the transport profile, then the client's
@@ -253,6 +256,12 @@ impl CallContext {
             self.limit_hit(&err);
             return Err(err);
         }
+        if let (true, Some(len), Some(provide)) = (identity, length, &self.reply_memory) {
+            let memory = usize::try_from(len).ok().and_then(|len| provide(len));
+            if let Some(memory) = memory {
+                return self.read_into(resp, memory, kind).await;
+            }
+        }
         let hint = if identity {
             length.unwrap_or(0) as usize
         } else {
@@ -280,6 +289,44 @@ impl CallContext {
         }
         decoder.finish()?;
         Ok(out.finish())
+    }
+
+    /// Reads an unencoded body of `memory.len()` bytes (its `Content-Length`) into
+    /// `memory`.
+    async fn read_into(
+        &self,
+        mut resp: reqwest::Response,
+        mut memory: Memory,
+        kind: BodyKind,
+    ) -> Result<Bytes> {
+        let len = memory.len();
+        let mut filled = 0;
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| map_body_error(e, &self.label, kind))?
+        {
+            // The HTTP layer enforces Content-Length; checked again since the copy
+            // below must never run past the memory.
+            let end = filled + chunk.len();
+            if end > len {
+                return Err(QuillError::protocol(format!(
+                    "response body of {} is longer than its Content-Length ({len})",
+                    self.label.path
+                )));
+            }
+            memory.as_mut_slice()[filled..end].copy_from_slice(&chunk);
+            filled = end;
+        }
+        if filled != len {
+            return Err(QuillError::Connection {
+                reason: format!(
+                    "response body of {} ended after {filled} of {len} bytes",
+                    self.label.path
+                ),
+            });
+        }
+        Ok(memory.into_bytes())
     }
 
     /// The event of a response refused for its decoded size.

@@ -32,6 +32,7 @@ mod config;
 mod connections;
 mod errors;
 pub mod events;
+mod reply_memory;
 mod request;
 mod retry;
 mod runtime;
@@ -51,6 +52,10 @@ pub use config::{
 };
 pub use request::{request_stream, Body, Call, CallOptions, RequestSender, RequestStream};
 pub use stream::{MessageStream, TokenStream};
+
+#[cfg(feature = "python")]
+pub(crate) use reply_memory::Memory as ReplyMemory;
+pub(crate) use reply_memory::Provider as ReplyMemoryProvider;
 
 use call::{call_headers, CallContext};
 use config::{default_user_agent, normalize_base_url, validate_path_part, HeaderStore};
@@ -192,15 +197,19 @@ impl QuillClient {
     /// # Ok::<(), quill::QuillError>(())
     /// ```
     pub fn run_blocking<A: Answer>(&self, call: Call) -> Result<A> {
-        self.run_blocking_with(call, blocking::no_tick)
+        self.run_blocking_with(call, blocking::no_tick, None)
     }
 
     /// [`run_blocking`](Self::run_blocking) calling `tick` every 50 ms while it waits
     /// (the Python face checks signals there); an error from `tick` cancels the call.
+    /// `memory` provides the memory of a reply body of known length
+    /// (`reply_memory.rs`); it is called on whichever thread reads the body: the
+    /// caller's own on a lane, a worker otherwise.
     pub(crate) fn run_blocking_with<A: Answer, E: From<QuillError>>(
         &self,
         call: Call,
         tick: impl FnMut() -> std::result::Result<(), E>,
+        memory: Option<ReplyMemoryProvider>,
     ) -> std::result::Result<A, E> {
         let parts = if A::ON_CALLER {
             self.runtime.for_blocking()
@@ -210,7 +219,8 @@ impl QuillClient {
         };
         let (handle, shared, lane) = parts.map_err(|e| call.unless_closed(e))?;
         let http = lane.as_ref().map_or(shared, LaneGuard::http);
-        let (ctx, body, retries) = self.context(call, http)?;
+        let (mut ctx, body, retries) = self.context(call, http)?;
+        ctx.reply_memory = memory;
         blocking::drive(
             handle,
             lane,
@@ -277,6 +287,7 @@ impl QuillClient {
             runtime: self.runtime.clone(),
             closed: self.runtime.closed(),
             started: Instant::now(),
+            reply_memory: None,
         };
         let retries = if options.idempotent {
             self.config.max_retries

@@ -5,7 +5,7 @@
 //! streams. One client is shared safely by many threads (the core client is
 //! `Send + Sync`). JSON bodies are serialised with Python's own `json` module.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use pyo3::prelude::*;
@@ -18,7 +18,10 @@ use super::errors::{to_py_err, IntoPyResult};
 use super::stream::{pump_requests, PyStream, StreamKind};
 use super::tensor::{bytes_like, PyTensor};
 use super::{exit, logging, wait};
-use crate::client::{Answer, Body, Call, ClientConfig, HeaderSetting, QuillClient, Reply};
+use crate::client::{
+    Answer, Body, Call, ClientConfig, HeaderSetting, QuillClient, Reply, ReplyMemory,
+    ReplyMemoryProvider,
+};
 use crate::error::QuillError;
 use crate::protocol::DEFAULT_MAX_DECODED_SIZE;
 use crate::tensor::Tensor;
@@ -123,7 +126,25 @@ impl PyQuillClient {
     /// Runs `call` on this thread with the GIL released (signals checked meanwhile).
     fn run_blocking<A: Answer>(&self, py: Python<'_>, call: Call) -> PyResult<A> {
         logging::tick(py);
-        wait::blocking(py, |tick| self.inner.run_blocking_with(call, tick))
+        wait::blocking(py, |tick| self.inner.run_blocking_with(call, tick, None))
+    }
+
+    /// `run_blocking` for a reply returned as `bytes`: a large reply of known length is
+    /// read straight into the `bytes` object (see `ReplyInBytes`).
+    fn run_for_bytes<'py>(&self, py: Python<'py>, call: Call) -> PyResult<Bound<'py, PyBytes>> {
+        logging::tick(py);
+        let target = Arc::new(ReplyInBytes::default());
+        let provider = target.clone().provider();
+        let reply: Reply = wait::blocking(py, |tick| {
+            self.inner.run_blocking_with(call, tick, Some(provider))
+        })?;
+        Ok(match target.take(&reply) {
+            Some(bytes) => {
+                drop(reply);
+                bytes.into_bound(py)
+            }
+            None => PyBytes::new(py, &reply.body),
+        })
     }
 
     /// Runs `call` on the client's runtime and returns an asyncio future of its answer,
@@ -141,6 +162,60 @@ impl PyQuillClient {
             async move { client.run(call).await },
             convert,
         )
+    }
+}
+
+/// Replies of at least this size are read straight into the `bytes` object returned:
+/// below it, taking the GIL mid-call to make the object costs more than the copy saved.
+const DIRECT_REPLY: usize = super::DETACH_THRESHOLD;
+
+/// The `bytes` object a reply is being read into. `bytes` are immutable once shared,
+/// but `PyBytes_FromStringAndSize(NULL, n)` makes one to be filled first, and this one
+/// is not shared until the call hands it back. Only a caller driving its own call (on
+/// a lane) takes the GIL for it; on a client worker it would stall the other calls.
+#[derive(Default)]
+struct ReplyInBytes {
+    /// The object of the latest attempt and the address of its bytes.
+    made: Mutex<Option<(usize, Py<PyBytes>)>>,
+}
+
+impl ReplyInBytes {
+    fn provider(self: Arc<Self>) -> ReplyMemoryProvider {
+        let caller = std::thread::current().id();
+        Arc::new(move |len| {
+            if len < DIRECT_REPLY || std::thread::current().id() != caller {
+                return None;
+            }
+            let size = isize::try_from(len).ok()?;
+            exit::attach(|py| {
+                // SAFETY: a NULL source makes an uninitialised object of `size` bytes.
+                let raw = unsafe { pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size) };
+                if raw.is_null() {
+                    // MemoryError: gather the reply in Rust memory instead.
+                    drop(PyErr::take(py));
+                    return None;
+                }
+                // SAFETY: `raw` is a new reference to a bytes object.
+                let obj: Py<PyBytes> = unsafe {
+                    Bound::from_owned_ptr(py, raw)
+                        .cast_into_unchecked::<PyBytes>()
+                        .unbind()
+                };
+                // SAFETY: the object's buffer of `len` bytes, which lives as long as it.
+                let data = unsafe { pyo3::ffi::PyBytes_AsString(raw) }.cast::<u8>();
+                let kept = obj.clone_ref(py);
+                *self.made.lock().unwrap_or_else(|p| p.into_inner()) = Some((data as usize, kept));
+                // SAFETY: nobody else sees the object until `take` hands it back, and
+                // the Memory owns a reference to it.
+                Some(unsafe { ReplyMemory::new(data, len, Box::new(obj)) })
+            })
+        })
+    }
+
+    /// The object holding `reply`'s body, when the body was read into it.
+    fn take(&self, reply: &Reply) -> Option<Py<PyBytes>> {
+        let (data, obj) = self.made.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        (reply.body.as_ptr() as usize == data).then_some(obj)
     }
 }
 
@@ -373,8 +448,7 @@ impl PyQuillClient {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let _inside = exit::enter(py);
         let call = Call::new(service, method, raw_body(py, request)?).idempotent(idempotent);
-        let reply: Reply = self.run_blocking(py, options(call, timeout_ms, headers))?;
-        Ok(PyBytes::new(py, &reply.body))
+        self.run_for_bytes(py, options(call, timeout_ms, headers))
     }
 
     /// A JSON call: `request` (dict, list, str, …) is sent as JSON, the JSON answer
@@ -542,8 +616,7 @@ impl PyQuillClient {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let _inside = exit::enter(py);
         let call = Call::messages(service, method, pump_requests(py, requests)?);
-        let reply: Reply = self.run_blocking(py, options(call, timeout_ms, headers))?;
-        Ok(PyBytes::new(py, &reply.body))
+        self.run_for_bytes(py, options(call, timeout_ms, headers))
     }
 
     /// Sends `tensor` as the request body in tensor frames (its bytes are not copied);
@@ -560,8 +633,7 @@ impl PyQuillClient {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let _inside = exit::enter(py);
         let call = Call::tensor(service, method, tensor.get().inner.clone());
-        let reply: Reply = self.run_blocking(py, options(call, timeout_ms, headers))?;
-        Ok(PyBytes::new(py, &reply.body))
+        self.run_for_bytes(py, options(call, timeout_ms, headers))
     }
 
     /// A call whose response is one tensor in tensor frames. A dict/list/str request

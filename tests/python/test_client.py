@@ -247,6 +247,32 @@ def test_request_bodies_of_every_kind_arrive_intact(client: quill.QuillClient, s
         assert client.call("echo.v1.EchoService", "Echo", body) == payload
 
 
+@pytest.mark.parametrize("size", [0, 1, (64 << 10) - 1, 64 << 10, (1 << 20) + 7])
+def test_replies_of_every_size_arrive_intact_on_every_path(server: Server, size: int) -> None:
+    """Large replies of known length are read straight into the returned `bytes` by a
+    thread driving its own call, and gathered by the client's workers otherwise (more
+    threads than lanes); compressed replies have no known length. All must agree."""
+    payload = os.urandom(size)
+    plain = quill.QuillClient(server.url, timeout_ms=20_000)
+    zstd = quill.QuillClient(server.url, timeout_ms=20_000, enable_compression=True)
+    for c in (plain, zstd):
+        reply = c.call("echo.v1.EchoService", "Echo", payload)
+        assert type(reply) is bytes and reply == payload
+        assert hash(reply) == hash(payload)
+    results: list[bool] = []
+
+    def worker() -> None:
+        for _ in range(3):
+            results.append(plain.call("echo.v1.EchoService", "Echo", payload) == payload)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [True] * 24
+
+
 def test_decompression_bomb_is_an_error_not_oom(server: Server) -> None:
     client = quill.QuillClient(server.url, enable_compression=True, max_decoded_size=1 << 20)
     with pytest.raises(quill.ProtocolError, match="limit|exceeds|larger"):
