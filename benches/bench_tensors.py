@@ -91,6 +91,22 @@ def pickle_rows() -> list[str]:
     return rows
 
 
+def dlpack_rows() -> list[str]:
+    """Zero-copy exchange of a 64 MiB float32 tensor: DLPack both ways against the buffer
+    protocol (`np.asarray`) and the one-copy `from_numpy`."""
+    arr = np.random.default_rng(0).standard_normal(16 << 20).astype(np.float32)
+    t = quill.Tensor.from_numpy(arr)
+    results = {
+        "`np.asarray(tensor)` (buffer protocol)": best(lambda: np.asarray(t)),
+        "`np.from_dlpack(tensor)`": best(lambda: np.from_dlpack(t)),
+        "`Tensor.from_dlpack(arr)`": best(lambda: quill.Tensor.from_dlpack(arr)),
+        "`Tensor.from_numpy(arr)` (one copy)": best(lambda: quill.Tensor.from_numpy(arr)),
+    }
+    rows = ["| 64 MiB float32 | time |", "|---|---|"]
+    rows += [f"| {name} | {fmt(sec)} |" for name, sec in results.items()]
+    return rows
+
+
 def token_rows() -> list[str]:
     n = 10_000
     words = [f" w{i % 97}" for i in range(n)]
@@ -125,6 +141,8 @@ def main() -> None:
     print("\n".join(tensor_rows()))
     print()
     print("\n".join(pickle_rows()))
+    print()
+    print("\n".join(dlpack_rows()))
     print()
     print("\n".join(token_rows()))
 

@@ -2,12 +2,16 @@
 
 import sys
 from collections.abc import Awaitable, Iterable, Mapping
-from typing import Any, TypedDict, final
+from typing import Any, Protocol, TypedDict, final
 
 if sys.version_info >= (3, 11):
     from typing import NotRequired, Self
 else:
     from typing_extensions import NotRequired, Self
+if sys.version_info >= (3, 13):
+    from types import CapsuleType
+else:
+    from typing_extensions import CapsuleType
 
 import numpy.typing as npt
 
@@ -31,6 +35,11 @@ __version__: str
 _BytesLike = bytes | bytearray | memoryview
 # Headers of one call: a mapping, or (name, value) pairs.
 _Headers = Mapping[str, str] | Iterable[tuple[str, str]]
+
+class _SupportsDLPack(Protocol):
+    """A DLPack producer: numpy arrays, torch and jax tensors, quill Tensors, …"""
+
+    def __dlpack__(self, /) -> Any: ...
 
 @final
 class DType:
@@ -105,6 +114,19 @@ class Tensor:
     ) -> Tensor: ...
     @staticmethod
     def decode(data: _BytesLike) -> Tensor: ...
+    @staticmethod
+    def from_dlpack(
+        x: _SupportsDLPack, /, *, name: str | None = None, copy: bool | None = None
+    ) -> Tensor: ...
+    def __dlpack__(
+        self,
+        *,
+        stream: int | None = None,
+        max_version: tuple[int, int] | None = None,
+        dl_device: tuple[int, int] | None = None,
+        copy: bool | None = None,
+    ) -> CapsuleType: ...
+    def __dlpack_device__(self) -> tuple[int, int]: ...
     def encode(self) -> bytes: ...
     def to_numpy(self, *, bfloat16_as_uint16: bool = False) -> npt.NDArray[Any]: ...
     def tobytes(self) -> bytes: ...

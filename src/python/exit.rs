@@ -12,7 +12,8 @@
 //! - A thread counts itself in [`ACTIVE`] while it may hold or take the GIL inside
 //!   quill's frames: [`enter`] at the top of methods that run Python code or wait,
 //!   [`detach`] to leave the count for a wait and come back, [`attach`] for a brief
-//!   visit from a detached wait, and [`from_foreign_thread`] for runtime threads.
+//!   visit from a detached wait, [`from_foreign_thread`] for runtime threads, and
+//!   [`attach_from_any_thread`] for drops that may happen on either kind of thread.
 //! - quill's `atexit` hook ([`_mark_shutdown`]) raises [`SHUTTING_DOWN`] and waits, with
 //!   the GIL released, until no other thread is counted. CPython runs atexit hooks before
 //!   it marks itself finalizing, so the handshake completes while the GIL still moves
@@ -165,6 +166,18 @@ pub(crate) fn from_foreign_thread<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) 
     }
     let _visit = Inside::counted(true);
     Python::try_attach(f)
+}
+
+/// Runs `f` attached to Python on whatever thread calls it, for work done where a last
+/// reference happens to drop (a runtime worker, a Python thread inside or outside quill):
+/// a thread already counted just attaches, any other arrives as in
+/// [`from_foreign_thread`]. `None` once the exit hook has run or Python is gone.
+pub(crate) fn attach_from_any_thread<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> Option<R> {
+    if COUNTED.get() {
+        // Arriving again would uncount the thread on the way out, under its outer guard.
+        return Python::try_attach(f);
+    }
+    from_foreign_thread(f)
 }
 
 /// Called once at interpreter exit (registered with atexit by `quill/__init__.py`),

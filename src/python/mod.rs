@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 
 mod args;
 mod client;
+mod dlpack;
 mod dtype;
 mod errors;
 mod exit;

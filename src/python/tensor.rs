@@ -2,7 +2,8 @@
 //!
 //! A `Tensor` is immutable and shares its bytes with the core (`bytes::Bytes`), so the
 //! buffer protocol can hand out read-only, zero-copy views (`memoryview(t)`,
-//! `np.asarray(t)`) that keep the tensor alive.
+//! `np.asarray(t)`) that keep the tensor alive, and DLPack capsules (`src/python/dlpack.rs`)
+//! both ways.
 
 use std::ffi::{c_int, CStr};
 
@@ -11,8 +12,9 @@ use pyo3::exceptions::{PyBufferError, PyOverflowError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::{PyBytes, PyCapsule, PyTuple};
 
+use super::dlpack;
 use super::dtype::PyDType;
 use super::errors::{out_of_range, IntoPyResult};
 use super::exit;
@@ -221,6 +223,40 @@ impl PyTensor {
     ) -> PyResult<Self> {
         let (data, shape, dtype) = numpy_conv::from_numpy(py, array, dtype.map(|d| d.0))?;
         PyTensor::from_parts(data, shape, dtype, name)
+    }
+
+    /// A tensor over the memory of any DLPack producer (numpy, torch, jax, another quill
+    /// tensor): shared when it is C-contiguous host memory, copied into C order when it
+    /// is strided or `copy=True`; `copy=False` refuses to copy.
+    #[staticmethod]
+    #[pyo3(signature = (x, /, *, name=None, copy=None))]
+    fn from_dlpack(
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        name: Option<String>,
+        copy: Option<bool>,
+    ) -> PyResult<Self> {
+        let (data, shape, dtype) = dlpack::import(py, x, copy)?;
+        PyTensor::from_parts(data, shape, dtype, name)
+    }
+
+    /// DLPack export: with `max_version >= (1, 0)` a versioned, read-only capsule over
+    /// the tensor's own bytes; a legacy capsule (or `copy=True`) holds a writable copy.
+    #[pyo3(signature = (*, stream=None, max_version=None, dl_device=None, copy=None))]
+    fn __dlpack__<'py>(
+        &self,
+        py: Python<'py>,
+        stream: Option<&Bound<'py, PyAny>>,
+        max_version: Option<&Bound<'py, PyAny>>,
+        dl_device: Option<&Bound<'py, PyAny>>,
+        copy: Option<bool>,
+    ) -> PyResult<Bound<'py, PyCapsule>> {
+        dlpack::export(py, &self.inner, stream, max_version, dl_device, copy)
+    }
+
+    /// `(kDLCPU, 0)`: the bytes are in host memory whatever the `device` label says.
+    fn __dlpack_device__(&self) -> (i32, i32) {
+        dlpack::DEVICE
     }
 
     /// A zero-filled tensor.
