@@ -38,6 +38,13 @@ ensure_dev_venv() {
   pip_install "$ROOT/scripts/requirements-dev.txt"
 }
 
+# Ray on top, for the batch-inference example and its test (examples/ray_batch.py,
+# tests/python/test_ray.py): a large download that nothing else needs.
+ensure_ray_venv() {
+  ensure_dev_venv
+  pip_install "$ROOT/scripts/requirements-ray.txt"
+}
+
 # Builds quill._quill into the venv (editable: python/quill is used in place).
 build_python_ext() {
   local profile="${1:-dev}"

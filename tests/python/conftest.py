@@ -15,6 +15,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "slow: soak and many-subprocess tests (scripts/check-wheel skips them)"
     )
+    config.addinivalue_line(
+        "markers", "ray: batch inference on a local Ray cluster (needs requirements-ray.txt)"
+    )
 
 
 @pytest.fixture(scope="session")
