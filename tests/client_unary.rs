@@ -83,7 +83,8 @@ fn compressed_calls_round_trip() {
         })
         .unwrap();
     assert_eq!(reply, body);
-    // What the server saw: zstd only for bodies of 1024 bytes or more.
+    // What the server saw: zstd only for bodies of 1024 bytes or more, and only after
+    // a response said the server decodes it (the first call above was plain).
     let big = json_call(
         &c,
         "echo.v1.EchoService",
@@ -95,6 +96,77 @@ fn compressed_calls_round_trip() {
     assert_eq!(big["accept-encoding"], "zstd");
     let small = json_call(&c, "echo.v1.EchoService", "Headers", json!({})).unwrap();
     assert!(small.get("content-encoding").is_none(), "{small}");
+    // A fresh client has not heard from the server yet: its first body goes plain.
+    let fresh = s.client_with(|cfg| cfg.enable_compression = true);
+    let pad = json!({ "pad": "x".repeat(2000) });
+    let first = json_call(&fresh, "echo.v1.EchoService", "Headers", pad.clone()).unwrap();
+    assert!(first.get("content-encoding").is_none(), "{first}");
+    assert_eq!(first["accept-encoding"], "zstd");
+    let second = json_call(&fresh, "echo.v1.EchoService", "Headers", pad).unwrap();
+    assert_eq!(second["content-encoding"], "zstd");
+}
+
+/// A server in the manner of existing Quill servers: a zstd request body gets a 500.
+/// With `advertise` it answers `Accept-Encoding: zstd` (and then decodes it).
+fn zstd_refusing_server(
+    advertise: bool,
+) -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<bool>>>) {
+    let seen: Arc<std::sync::Mutex<Vec<bool>>> = Arc::default();
+    let log = seen.clone();
+    let addr = raw::serve_each(move |sock| {
+        let mut reader = std::io::BufReader::new(sock.try_clone().unwrap());
+        let mut sock = sock;
+        while let Some((head, body)) = raw::read_request_with_body(&mut reader) {
+            let zstd = head.to_ascii_lowercase().contains("content-encoding: zstd");
+            log.lock().unwrap().push(zstd);
+            let (status, reply) = if zstd && !advertise {
+                ("500 Internal Server Error", b"invalid wire data".to_vec())
+            } else if zstd {
+                ("200 OK", zstd::bulk::decompress(&body, 1 << 20).unwrap())
+            } else {
+                ("200 OK", body)
+            };
+            let extra = if advertise {
+                "Accept-Encoding: zstd\r\n"
+            } else {
+                ""
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/proto\r\n{extra}Content-Length: {}\r\n\r\n",
+                reply.len()
+            );
+            if std::io::Write::write_all(&mut sock, &[head.as_bytes(), &reply].concat()).is_err() {
+                return;
+            }
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn compression_never_reaches_a_server_that_has_not_asked_for_it() {
+    let body: Vec<u8> = b"tensor ".iter().cycle().take(8192).copied().collect();
+    for advertise in [false, true] {
+        let (addr, seen) = zstd_refusing_server(advertise);
+        let c = QuillClient::with_config(quill::ClientConfig {
+            enable_compression: true,
+            ..quill::ClientConfig::new(format!("http://{addr}"))
+        })
+        .unwrap();
+        for _ in 0..3 {
+            let reply = c
+                .run_blocking::<Reply>(Call::proto("echo.v1.EchoService", "Echo", body.clone()))
+                .unwrap();
+            assert_eq!(reply.body, body, "advertise={advertise}");
+        }
+        // Without the header every body went plain; with it, all but the first.
+        let expected = if advertise {
+            vec![false, true, true]
+        } else {
+            vec![false; 3]
+        };
+        assert_eq!(*seen.lock().unwrap(), expected);
+    }
 }
 
 #[test]

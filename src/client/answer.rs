@@ -113,7 +113,7 @@ where
     F: Fn(&'c CallContext, reqwest::Response) -> Fut,
     Fut: Future<Output = Result<T>> + 'c,
 {
-    let mut outgoing = Outgoing::new(body, ctx.compression)?;
+    let mut outgoing = Outgoing::new(body, ctx.compress_requests())?;
     let retries = if outgoing.replayable() { retries } else { 0 };
     let slot = ErrorSlot::default();
     let attempts = retry::run(retries, ctx.deadline, &ctx.label.path, |_| {
@@ -154,7 +154,7 @@ impl sealed::Read for MessageStream {
 
     async fn read(ctx: CallContext, body: Body, _retries: u32) -> Result<Self> {
         let runtime = ctx.runtime.clone();
-        let mut outgoing = Outgoing::new(body, ctx.compression)?;
+        let mut outgoing = Outgoing::new(body, ctx.compress_requests())?;
         let slot = ErrorSlot::default();
         let (body, zstd) = outgoing.attempt(&slot)?;
         let opened = stream::open(ctx, body, zstd, Some(slot)).await?;

@@ -50,6 +50,8 @@ pub(crate) struct CallContext {
     pub idle_timeout: Option<Duration>,
     pub max_decoded_size: u64,
     pub compression: bool,
+    /// What responses have shown the server understands.
+    pub server: std::sync::Arc<super::negotiation::ServerCodings>,
     /// The client's runtime: a stream's reader task keeps it alive.
     pub runtime: std::sync::Arc<super::runtime::ClientRuntime>,
     /// Fires when the client is closed: the call ends at once.
@@ -103,6 +105,12 @@ impl CallContext {
         }
     }
 
+    /// Whether request bodies may be compressed: compression is on and this server has
+    /// shown it decodes zstd (see `negotiation.rs`).
+    pub fn compress_requests(&self) -> bool {
+        self.compression && self.server.decodes_zstd()
+    }
+
     /// A POST of `body` with the call's headers; `zstd` marks a compressed body.
     pub fn request(&self, body: reqwest::Body, zstd: bool) -> reqwest::RequestBuilder {
         let mut req = self
@@ -122,7 +130,10 @@ impl CallContext {
     /// server's Problem Details.
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
         let resp = match req.send().await {
-            Ok(resp) => resp,
+            Ok(resp) => {
+                self.server.learn(resp.headers());
+                resp
+            }
             Err(e) => {
                 let err = map_send_error(e, &self.label);
                 self.failed(&err);

@@ -37,8 +37,10 @@ pub struct ClientConfig {
     /// Deadline of a whole call, response body (and whole stream) included; 0 = none;
     /// at most [`MAX_TIMEOUT_MS`](crate::protocol::MAX_TIMEOUT_MS).
     pub timeout_ms: u64,
-    /// Send `Accept-Encoding: zstd` and zstd-compress request bodies of at least
-    /// [`COMPRESSION_THRESHOLD`](crate::protocol::COMPRESSION_THRESHOLD) bytes.
+    /// Send `Accept-Encoding: zstd`, and zstd-compress request bodies of at least
+    /// [`COMPRESSION_THRESHOLD`](crate::protocol::COMPRESSION_THRESHOLD) bytes once a
+    /// response of this server has carried `Accept-Encoding: zstd` (so a server that
+    /// cannot decode zstd, as existing Quill servers cannot, never receives it).
     pub enable_compression: bool,
     /// Cap on a buffered (unary, client-stream or tensor) response body after decoding,
     /// and on each message of a stream (a stream's total is not capped: decoding is

@@ -32,6 +32,7 @@ mod config;
 mod connections;
 mod errors;
 pub mod events;
+mod negotiation;
 mod reply_memory;
 mod request;
 mod retry;
@@ -90,6 +91,7 @@ pub struct QuillClient {
     base: reqwest::Url,
     runtime: Arc<ClientRuntime>,
     headers: RwLock<HeaderStore>,
+    server: Arc<negotiation::ServerCodings>,
 }
 
 impl fmt::Debug for QuillClient {
@@ -124,6 +126,7 @@ impl QuillClient {
             config,
             base,
             runtime: Arc::new(ClientRuntime::new(settings)?),
+            server: Arc::default(),
             headers: RwLock::new(HeaderStore::default()),
         })
     }
@@ -284,6 +287,7 @@ impl QuillClient {
                 .map(Duration::from_millis),
             max_decoded_size: self.config.max_decoded_size,
             compression: self.config.enable_compression,
+            server: self.server.clone(),
             runtime: self.runtime.clone(),
             closed: self.runtime.closed(),
             started: Instant::now(),

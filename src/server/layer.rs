@@ -1,6 +1,7 @@
 //! The one middleware of every route: counts requests, logs them with `--log`, names
-//! each with an `x-request-id` (the client's own, else `quill-<n>`), and
-//! zstd-compresses successful responses when the client sent `Accept-Encoding: zstd`.
+//! each with an `x-request-id` (the client's own, else `quill-<n>`), says it decodes
+//! zstd request bodies (`Accept-Encoding: zstd`), and zstd-compresses successful
+//! responses when the client sent `Accept-Encoding: zstd`.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -46,6 +47,10 @@ pub async fn common(State(state): State<SharedState>, req: Request, next: Next) 
     if let Some(id) = request_id {
         resp.headers_mut().insert(REQUEST_ID_HEADER, id);
     }
+    // Every answer says this server decodes zstd request bodies: clients compress
+    // only after seeing it (protocol rule in docs/protocol.md).
+    resp.headers_mut()
+        .insert(header::ACCEPT_ENCODING, HeaderValue::from_static("zstd"));
     if accept_zstd {
         resp = compress_response(resp).await;
     }
