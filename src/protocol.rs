@@ -48,8 +48,13 @@ pub mod tensor_frame {
 pub const CONTENT_TYPE_PROTO: &str = "application/proto";
 pub const CONTENT_TYPE_JSON: &str = "application/json";
 pub const CONTENT_TYPE_PROBLEM: &str = "application/problem+json";
-/// The transport profiles this client really speaks: HTTP/1.1 only.
-pub const PREFER_HEADER_VALUE: &str = "prism=classic";
+/// Transport profiles (§1): `Prefer: prism=<profiles>` lists the ones a client really
+/// speaks, and a server may name the one it chose in `Selected-Prism`.
+pub const PRISM_CLASSIC: &str = "classic";
+/// HTTP/2.
+pub const PRISM_TURBO: &str = "turbo";
+/// The header a server may name its chosen profile in (optional, never required).
+pub const SELECTED_PRISM_HEADER: &str = "selected-prism";
 
 /// The header naming a request for the server's operators. Not part of the protocol:
 /// a header many servers and proxies set or echo, which a failed call reports

@@ -179,7 +179,7 @@ fn request_headers_follow_the_protocol() {
     let h = json_call(&c, "echo.v1.EchoService", "Headers", json!({})).unwrap();
     assert_eq!(h["content-type"], "application/json");
     assert_eq!(h["accept"], "application/json");
-    assert_eq!(h["prefer"], "prism=classic");
+    assert_eq!(h["prefer"], common::expected_prefer());
     assert_eq!(
         h["user-agent"],
         format!("quill/{}", env!("CARGO_PKG_VERSION"))

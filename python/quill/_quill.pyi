@@ -2,7 +2,7 @@
 
 import sys
 from collections.abc import Awaitable, Iterable, Mapping
-from typing import Any, Protocol, TypedDict, final
+from typing import Any, Literal, Protocol, TypedDict, final
 
 if sys.version_info >= (3, 11):
     from typing import NotRequired, Self
@@ -246,6 +246,8 @@ class _HeaderSetting(TypedDict):
     value: str
     secret: NotRequired[bool]
 
+_HttpVersion = Literal["auto", "http1", "http2"]
+
 class _ClientConfig(TypedDict):
     base_url: str
     timeout_ms: NotRequired[int]
@@ -255,6 +257,11 @@ class _ClientConfig(TypedDict):
     max_retries: NotRequired[int]
     ca_cert: NotRequired[bytes | None]
     user_agent: NotRequired[str | None]
+    http_version: NotRequired[_HttpVersion]
+    http2_keep_alive_interval_ms: NotRequired[int | None]
+    http2_keep_alive_timeout_ms: NotRequired[int]
+    http2_stream_window: NotRequired[int | None]
+    http2_connection_window: NotRequired[int | None]
     headers: NotRequired[list[_HeaderSetting]]
 
 @final
@@ -270,6 +277,11 @@ class QuillClient:
         max_retries: int = 0,
         ca_cert: _BytesLike | None = None,
         user_agent: str | None = None,
+        http_version: _HttpVersion = "auto",
+        http2_keep_alive_interval_ms: int | None = 30000,
+        http2_keep_alive_timeout_ms: int = 20000,
+        http2_stream_window: int | None = None,
+        http2_connection_window: int | None = None,
     ) -> QuillClient: ...
     def call(
         self,
@@ -406,6 +418,10 @@ class QuillClient:
     def timeout_ms(self) -> int: ...
     @property
     def compression_enabled(self) -> bool: ...
+    @property
+    def http_version(self) -> _HttpVersion: ...
+    @property
+    def selected_prism(self) -> str | None: ...
 
 @final
 class Stream:

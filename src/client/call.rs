@@ -17,9 +17,7 @@ use super::reply_memory::{Memory, Provider};
 use crate::codec::zstd::{BodyDecoder, Coding};
 use crate::error::{QuillError, Result};
 use crate::problem::Problem;
-use crate::protocol::{
-    CONTENT_TYPE_JSON, CONTENT_TYPE_PROTO, MAX_ERROR_BODY, PREFER_HEADER_VALUE, REQUEST_ID_HEADER,
-};
+use crate::protocol::{CONTENT_TYPE_JSON, CONTENT_TYPE_PROTO, MAX_ERROR_BODY, REQUEST_ID_HEADER};
 
 /// The content type of a call's request (and, by `Accept`, of its response).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +65,7 @@ pub(crate) struct CallContext {
 /// reserved ones).
 pub(crate) fn call_headers(
     kind: ContentKind,
+    prefer: &HeaderValue,
     compression: bool,
     client: &super::config::HeaderStore,
     call: &super::config::HeaderStore,
@@ -74,7 +73,7 @@ pub(crate) fn call_headers(
     let mut map = HeaderMap::new();
     map.insert(CONTENT_TYPE, HeaderValue::from_static(kind.mime()));
     map.insert(ACCEPT, HeaderValue::from_static(kind.mime()));
-    map.insert("prefer", HeaderValue::from_static(PREFER_HEADER_VALUE));
+    map.insert("prefer", prefer.clone());
     if compression {
         map.insert(ACCEPT_ENCODING, HeaderValue::from_static(ZSTD));
     }

@@ -8,7 +8,7 @@
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::error::{QuillError, Result};
-use crate::protocol::{DEFAULT_MAX_DECODED_SIZE, MAX_TIMEOUT_MS};
+use crate::protocol::{DEFAULT_MAX_DECODED_SIZE, MAX_TIMEOUT_MS, PRISM_CLASSIC, PRISM_TURBO};
 
 /// What `headers()` shows instead of a secret value.
 pub const REDACTED: &str = "<redacted>";
@@ -57,6 +57,139 @@ pub struct ClientConfig {
     pub ca_cert_pem: Option<Vec<u8>>,
     /// `User-Agent` to send instead of `quill/<version>`.
     pub user_agent: Option<String>,
+    /// Which HTTP to speak; [`HttpVersion::Auto`] by default.
+    pub http_version: HttpVersion,
+    /// Tuning of HTTP/2 connections (used when HTTP/2 is spoken).
+    pub http2: Http2Settings,
+}
+
+/// Which HTTP a client speaks: the protocol's transport profiles `classic` (HTTP/1.1)
+/// and `turbo` (HTTP/2).
+///
+/// ```
+/// use quill::client::HttpVersion;
+/// assert_eq!(HttpVersion::from_name("http2").unwrap(), HttpVersion::Http2);
+/// assert_eq!(HttpVersion::default().name(), "auto");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum HttpVersion {
+    /// Over TLS, h2 or http/1.1 as ALPN decides; over cleartext, HTTP/1.1 (existing Quill
+    /// servers reset cleartext HTTP/2 connections).
+    #[default]
+    Auto,
+    /// HTTP/1.1 only, over a pool of keep-alive connections.
+    Http1,
+    /// HTTP/2 only: over TLS by ALPN `h2`, over cleartext by prior knowledge (h2c). Calls
+    /// are multiplexed as streams of one connection (per calling lane).
+    Http2,
+}
+
+impl HttpVersion {
+    pub const ALL: [HttpVersion; 3] = [HttpVersion::Auto, HttpVersion::Http1, HttpVersion::Http2];
+
+    /// `"auto"`, `"http1"` or `"http2"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            HttpVersion::Auto => "auto",
+            HttpVersion::Http1 => "http1",
+            HttpVersion::Http2 => "http2",
+        }
+    }
+
+    /// The version of [`name`](Self::name) (ASCII case-insensitive).
+    pub fn from_name(name: &str) -> Result<HttpVersion> {
+        HttpVersion::ALL
+            .into_iter()
+            .find(|v| v.name().eq_ignore_ascii_case(name))
+            .ok_or_else(|| {
+                QuillError::invalid(format!(
+                    "http_version must be \"auto\", \"http1\" or \"http2\", not {name:?}"
+                ))
+            })
+    }
+
+    /// The `Prefer` header value: only the profiles this client will speak to a server
+    /// of this scheme.
+    pub(crate) fn prefer(self, https: bool) -> String {
+        let profiles: &[&str] = match (self, https) {
+            (HttpVersion::Http2, _) => &[PRISM_TURBO],
+            (HttpVersion::Auto, true) => &[PRISM_TURBO, PRISM_CLASSIC],
+            (HttpVersion::Auto, false) | (HttpVersion::Http1, _) => &[PRISM_CLASSIC],
+        };
+        format!("prism={}", profiles.join(", "))
+    }
+}
+
+/// HTTP/2 connection tuning. The defaults suit long token streams and large tensors:
+/// keep-alive pings find a dead connection within 50 s, and the receive windows grow
+/// with the measured bandwidth-delay product.
+///
+/// ```
+/// let mut h2 = quill::client::Http2Settings::default();
+/// h2.keep_alive_interval_ms = Some(10_000);
+/// h2.initial_stream_window = Some(4 << 20); // fixed windows instead of adaptive
+/// assert_eq!(h2.keep_alive_timeout_ms, 20_000);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Http2Settings {
+    /// Interval of PING frames while calls are open; `None` or 0 = no pings.
+    pub keep_alive_interval_ms: Option<u64>,
+    /// How long a PING may go unanswered before the connection (and every call on it)
+    /// fails with a connection error.
+    pub keep_alive_timeout_ms: u64,
+    /// Receive window of each stream in bytes; `None` (with the connection window also
+    /// `None`) = adaptive windows sized from the measured bandwidth-delay product.
+    pub initial_stream_window: Option<u32>,
+    /// Receive window of the whole connection in bytes; `None` = adaptive, see above.
+    pub initial_connection_window: Option<u32>,
+}
+
+/// The largest HTTP/2 flow-control window (RFC 9113 §6.9.1).
+pub const MAX_HTTP2_WINDOW: u32 = (1 << 31) - 1;
+
+impl Default for Http2Settings {
+    fn default() -> Self {
+        Http2Settings {
+            keep_alive_interval_ms: Some(30_000),
+            keep_alive_timeout_ms: 20_000,
+            initial_stream_window: None,
+            initial_connection_window: None,
+        }
+    }
+}
+
+impl Http2Settings {
+    fn validate(&self) -> Result<()> {
+        let timeouts = [
+            ("http2 keep_alive_interval_ms", self.keep_alive_interval_ms),
+            (
+                "http2 keep_alive_timeout_ms",
+                Some(self.keep_alive_timeout_ms),
+            ),
+        ];
+        for (name, value) in timeouts {
+            if let Some(v) = value.filter(|&v| v > MAX_TIMEOUT_MS) {
+                return Err(QuillError::invalid(format!(
+                    "{name} is {v}; at most {MAX_TIMEOUT_MS} (30 days) is accepted"
+                )));
+            }
+        }
+        let windows = [
+            ("http2 initial_stream_window", self.initial_stream_window),
+            (
+                "http2 initial_connection_window",
+                self.initial_connection_window,
+            ),
+        ];
+        for (name, value) in windows {
+            if let Some(v) = value.filter(|&v| v == 0 || v > MAX_HTTP2_WINDOW) {
+                return Err(QuillError::invalid(format!(
+                    "{name} is {v}; it must be 1..={MAX_HTTP2_WINDOW} bytes"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl ClientConfig {
@@ -72,6 +205,8 @@ impl ClientConfig {
             max_retries: 0,
             ca_cert_pem: None,
             user_agent: None,
+            http_version: HttpVersion::Auto,
+            http2: Http2Settings::default(),
         }
     }
 
@@ -88,7 +223,7 @@ impl ClientConfig {
                 )));
             }
         }
-        Ok(())
+        self.http2.validate()
     }
 }
 
@@ -369,6 +504,38 @@ impl HeaderStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefer_lists_only_the_profiles_spoken() {
+        let cases = [
+            (HttpVersion::Auto, false, "prism=classic"),
+            (HttpVersion::Auto, true, "prism=turbo, classic"),
+            (HttpVersion::Http1, true, "prism=classic"),
+            (HttpVersion::Http2, false, "prism=turbo"),
+            (HttpVersion::Http2, true, "prism=turbo"),
+        ];
+        for (version, https, prefer) in cases {
+            assert_eq!(version.prefer(https), prefer, "{version:?} https={https}");
+        }
+        assert_eq!(HttpVersion::from_name("HTTP2").unwrap(), HttpVersion::Http2);
+        let err = HttpVersion::from_name("h3").unwrap_err().to_string();
+        assert!(err.contains("\"auto\", \"http1\" or \"http2\""), "{err}");
+    }
+
+    #[test]
+    fn http2_settings_are_bounded() {
+        let mut cfg = ClientConfig::new("http://h:1");
+        assert!(cfg.validate().is_ok());
+        cfg.http2.initial_stream_window = Some(0);
+        assert!(cfg.validate().is_err());
+        cfg.http2.initial_stream_window = Some(MAX_HTTP2_WINDOW);
+        assert!(cfg.validate().is_ok());
+        cfg.http2.initial_connection_window = Some(MAX_HTTP2_WINDOW + 1);
+        assert!(cfg.validate().is_err());
+        cfg.http2.initial_connection_window = None;
+        cfg.http2.keep_alive_timeout_ms = MAX_TIMEOUT_MS + 1;
+        assert!(cfg.validate().is_err());
+    }
 
     #[test]
     fn base_url_normalisation() {

@@ -49,7 +49,8 @@ use tokio::time::Instant;
 
 pub use answer::{Answer, Reply};
 pub use config::{
-    ClientConfig, HeaderSetting, DEFAULT_API_KEY_HEADER, DEFAULT_TIMEOUT_MS, REDACTED,
+    ClientConfig, HeaderSetting, Http2Settings, HttpVersion, DEFAULT_API_KEY_HEADER,
+    DEFAULT_TIMEOUT_MS, MAX_HTTP2_WINDOW, REDACTED,
 };
 pub use request::{request_stream, Body, Call, CallOptions, RequestSender, RequestStream};
 pub use stream::{MessageStream, TokenStream};
@@ -92,6 +93,8 @@ pub struct QuillClient {
     runtime: Arc<ClientRuntime>,
     headers: RwLock<HeaderStore>,
     server: Arc<negotiation::ServerCodings>,
+    /// `Prefer: prism=...` for this client's HTTP version and scheme.
+    prefer: reqwest::header::HeaderValue,
 }
 
 impl fmt::Debug for QuillClient {
@@ -121,10 +124,15 @@ impl QuillClient {
             base.host_str().unwrap_or_default(),
             base.port_or_known_default().unwrap_or_default()
         );
-        let settings = HttpSettings::new(user_agent, config.ca_cert_pem.as_deref(), peer)?;
+        let settings = HttpSettings::new(&config, user_agent, peer)?;
+        let prefer = reqwest::header::HeaderValue::from_str(
+            &config.http_version.prefer(base.scheme() == "https"),
+        )
+        .expect("profile names are header-safe");
         Ok(QuillClient {
             config,
             base,
+            prefer,
             runtime: Arc::new(ClientRuntime::new(settings)?),
             server: Arc::default(),
             headers: RwLock::new(HeaderStore::default()),
@@ -271,6 +279,7 @@ impl QuillClient {
             url,
             headers: call_headers(
                 kind,
+                &self.prefer,
                 self.config.enable_compression,
                 &self.read_headers(),
                 &own_headers,
@@ -405,6 +414,23 @@ impl QuillClient {
 
     pub fn compression_enabled(&self) -> bool {
         self.config.enable_compression
+    }
+
+    /// The transport profile the server last named in a `Selected-Prism` response
+    /// header (`"classic"` for HTTP/1.1, `"turbo"` for HTTP/2); `None` until a server
+    /// names one (existing Quill servers never do).
+    ///
+    /// ```
+    /// let client = quill::QuillClient::new("http://127.0.0.1:8080", 1000, false).unwrap();
+    /// assert_eq!(client.selected_prism(), None); // no answer yet
+    /// ```
+    pub fn selected_prism(&self) -> Option<String> {
+        self.server.selected_prism()
+    }
+
+    /// The configured HTTP version.
+    pub fn http_version(&self) -> HttpVersion {
+        self.config.http_version
     }
 
     /// A copy of the configuration (with the normalised base URL).

@@ -7,22 +7,35 @@
 //! response of this server carried `Accept-Encoding: zstd` itself (RFC 9110 §12.5.3
 //! lets a server say so; the bundled server always does). A server that never says it
 //! never receives a compressed body.
+//!
+//! A server may also name the transport profile it chose (`Selected-Prism`, optional):
+//! the last one named is kept for the client to show.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
-use reqwest::header::{HeaderMap, ACCEPT_ENCODING};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT_ENCODING};
 
 use crate::codec::zstd::accepts_zstd;
+use crate::protocol::SELECTED_PRISM_HEADER;
 
 /// Shared by a client and every call it runs.
 #[derive(Debug, Default)]
 pub(crate) struct ServerCodings {
     zstd: AtomicBool,
+    prism: Mutex<Option<HeaderValue>>,
 }
 
 impl ServerCodings {
-    /// Notes what the headers of one response (any status) say the server decodes.
+    /// Notes what the headers of one response (any status) say the server decodes and
+    /// which profile it chose.
     pub fn learn(&self, headers: &HeaderMap) {
+        if let Some(named) = headers.get(SELECTED_PRISM_HEADER) {
+            let mut prism = self.prism.lock().unwrap_or_else(|p| p.into_inner());
+            if prism.as_ref() != Some(named) {
+                *prism = Some(named.clone());
+            }
+        }
         if !self.zstd.load(Ordering::Relaxed)
             && headers
                 .get_all(ACCEPT_ENCODING)
@@ -31,6 +44,14 @@ impl ServerCodings {
         {
             self.zstd.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// The profile the server last named in `Selected-Prism` (trimmed, lower case), if
+    /// any response has carried one that is text.
+    pub fn selected_prism(&self) -> Option<String> {
+        let prism = self.prism.lock().unwrap_or_else(|p| p.into_inner());
+        let text = prism.as_ref()?.to_str().ok()?.trim();
+        (!text.is_empty()).then(|| text.to_ascii_lowercase())
     }
 
     /// Whether a response has shown that the server decodes zstd request bodies.
@@ -57,5 +78,23 @@ mod tests {
         assert!(codings.decodes_zstd());
         codings.learn(&HeaderMap::new()); // once learned, kept
         assert!(codings.decodes_zstd());
+    }
+
+    #[test]
+    fn the_last_named_profile_is_kept() {
+        let codings = ServerCodings::default();
+        assert_eq!(codings.selected_prism(), None);
+        let mut h = HeaderMap::new();
+        h.insert(SELECTED_PRISM_HEADER, HeaderValue::from_static(" Turbo "));
+        codings.learn(&h);
+        assert_eq!(codings.selected_prism().as_deref(), Some("turbo"));
+        codings.learn(&HeaderMap::new()); // absent: nothing changes
+        assert_eq!(codings.selected_prism().as_deref(), Some("turbo"));
+        h.insert(
+            SELECTED_PRISM_HEADER,
+            HeaderValue::from_bytes(b"\xff").unwrap(),
+        );
+        codings.learn(&h);
+        assert_eq!(codings.selected_prism(), None); // not text: not shown
     }
 }

@@ -30,6 +30,7 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use super::closer::{Closed, Closer};
+use super::config::{ClientConfig, Http2Settings, HttpVersion};
 use super::connections::{ConnectEvents, SeenConnections};
 use super::errors::map_join_error;
 use crate::error::{QuillError, Result};
@@ -47,14 +48,13 @@ pub(crate) struct HttpSettings {
     pub extra_roots: Vec<reqwest::Certificate>,
     /// `host:port` of the server, for connection events.
     pub peer: String,
+    pub version: HttpVersion,
+    pub http2: Http2Settings,
 }
 
 impl HttpSettings {
-    pub fn new(
-        user_agent: String,
-        ca_cert_pem: Option<&[u8]>,
-        peer: String,
-    ) -> Result<HttpSettings> {
+    pub fn new(config: &ClientConfig, user_agent: String, peer: String) -> Result<HttpSettings> {
+        let ca_cert_pem = config.ca_cert_pem.as_deref();
         let extra_roots = match ca_cert_pem {
             None => Vec::new(),
             Some(pem) => {
@@ -76,19 +76,27 @@ impl HttpSettings {
             user_agent,
             extra_roots,
             peer,
+            version: config.http_version,
+            http2: config.http2.clone(),
         })
     }
 
     fn build_client(&self) -> Result<reqwest::Client> {
-        let mut builder = reqwest::Client::builder()
-            .http1_only()
-            .use_rustls_tls()
-            .user_agent(self.user_agent.clone())
-            .referer(false)
-            .redirect(same_origin_redirects())
-            .connector_layer(ConnectEvents {
-                peer: self.peer.clone(),
-            });
+        let builder = reqwest::Client::builder();
+        let mut builder = match self.version {
+            HttpVersion::Http1 => builder.http1_only(),
+            // reqwest offers ALPN h2 and http/1.1 over TLS and speaks HTTP/1.1 over
+            // cleartext unless told otherwise: exactly `Auto`.
+            HttpVersion::Auto => self.tune_http2(builder),
+            HttpVersion::Http2 => self.tune_http2(builder.http2_prior_knowledge()),
+        }
+        .use_rustls_tls()
+        .user_agent(self.user_agent.clone())
+        .referer(false)
+        .redirect(same_origin_redirects())
+        .connector_layer(ConnectEvents {
+            peer: self.peer.clone(),
+        });
         for cert in &self.extra_roots {
             builder = builder.add_root_certificate(cert.clone());
         }
@@ -98,6 +106,27 @@ impl HttpSettings {
                 super::errors::describe(&e)
             ))
         })
+    }
+}
+
+impl HttpSettings {
+    fn tune_http2(&self, builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+        let h2 = &self.http2;
+        let mut builder = builder
+            .http2_keep_alive_timeout(Duration::from_millis(h2.keep_alive_timeout_ms))
+            .http2_keep_alive_interval(
+                h2.keep_alive_interval_ms
+                    .filter(|&ms| ms > 0)
+                    .map(Duration::from_millis),
+            );
+        if h2.initial_stream_window.is_none() && h2.initial_connection_window.is_none() {
+            builder = builder.http2_adaptive_window(true);
+        } else {
+            builder = builder
+                .http2_initial_stream_window_size(h2.initial_stream_window)
+                .http2_initial_connection_window_size(h2.initial_connection_window);
+        }
+        builder
     }
 }
 
@@ -432,7 +461,8 @@ mod tests {
     use super::*;
 
     fn runtime() -> ClientRuntime {
-        let settings = HttpSettings::new("quill/test".into(), None, "h:1".into()).unwrap();
+        let config = ClientConfig::new("http://h:1");
+        let settings = HttpSettings::new(&config, "quill/test".into(), "h:1".into()).unwrap();
         ClientRuntime::new(settings).unwrap()
     }
 
@@ -494,10 +524,12 @@ mod tests {
 
     #[test]
     fn bad_settings_are_invalid_arguments() {
+        let mut config = ClientConfig::new("http://h:1");
+        assert!(HttpSettings::new(&config, "bad\nua".into(), "h:1".into()).is_err());
+        config.ca_cert_pem = Some(b"not pem".to_vec());
         assert!(matches!(
-            HttpSettings::new("ua".into(), Some(b"not pem"), "h:1".into()),
+            HttpSettings::new(&config, "ua".into(), "h:1".into()),
             Err(QuillError::InvalidArgument { .. })
         ));
-        assert!(HttpSettings::new("bad\nua".into(), None, "h:1".into()).is_err());
     }
 }

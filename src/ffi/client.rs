@@ -95,6 +95,13 @@ impl QuillClient {
         self.compression_enabled()
     }
 
+    /// The transport profile the server last named in `Selected-Prism` (`"classic"`,
+    /// `"turbo"`), or null until one does.
+    #[uniffi::method(name = "selected_prism")]
+    fn ffi_selected_prism(&self) -> Option<String> {
+        self.selected_prism()
+    }
+
     /// A copy of the configuration.
     #[uniffi::method(name = "config")]
     fn ffi_config(&self) -> ClientConfig {

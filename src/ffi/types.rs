@@ -3,7 +3,7 @@
 //! defaults and doc comments the bindings show. Records used only by the bindings live
 //! here too.
 
-use crate::client::ClientConfig;
+use crate::client::{ClientConfig, Http2Settings, HttpVersion};
 use crate::dtype::DType;
 use crate::error::QuillError;
 use crate::problem::Problem;
@@ -114,6 +114,32 @@ pub struct ClientConfig {
     pub ca_cert_pem: Option<Vec<u8>>,
     #[uniffi(default = None)]
     pub user_agent: Option<String>,
+    /// `AUTO`/`.auto` unless you need one version: uniffi gives enum fields no default.
+    pub http_version: HttpVersion,
+    #[uniffi(default)]
+    pub http2: Http2Settings,
+}
+
+/// Which HTTP a client speaks (`AUTO`: h2 or http/1.1 by ALPN over TLS, HTTP/1.1 over
+/// cleartext; `HTTP2` over cleartext is h2c with prior knowledge).
+#[uniffi::remote(Enum)]
+pub enum HttpVersion {
+    Auto,
+    Http1,
+    Http2,
+}
+
+/// HTTP/2 connection tuning; see the Rust `Http2Settings` docs.
+#[uniffi::remote(Record)]
+pub struct Http2Settings {
+    #[uniffi(default = Some(30000))]
+    pub keep_alive_interval_ms: Option<u64>,
+    #[uniffi(default = 20000)]
+    pub keep_alive_timeout_ms: u64,
+    #[uniffi(default = None)]
+    pub initial_stream_window: Option<u32>,
+    #[uniffi(default = None)]
+    pub initial_connection_window: Option<u32>,
 }
 
 /// One configured header as shown by `headers()` (secret values redacted).

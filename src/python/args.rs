@@ -145,6 +145,35 @@ pub(crate) fn idle_timeout_ms(obj: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
     uint_at_most(obj, "idle_timeout_ms", crate::protocol::MAX_TIMEOUT_MS).map(Some)
 }
 
+/// `http2_keep_alive_interval_ms=`: `None` or 0 turns pings off.
+pub(crate) fn http2_keep_alive_interval_ms(obj: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
+    if obj.is_none() {
+        return Ok(None);
+    }
+    let max = crate::protocol::MAX_TIMEOUT_MS;
+    uint_at_most(obj, "http2_keep_alive_interval_ms", max).map(Some)
+}
+
+pub(crate) fn http2_keep_alive_timeout_ms(obj: &Bound<'_, PyAny>) -> PyResult<u64> {
+    let max = crate::protocol::MAX_TIMEOUT_MS;
+    uint_at_most(obj, "http2_keep_alive_timeout_ms", max)
+}
+
+fn http2_window(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<u32>> {
+    if obj.is_none() {
+        return Ok(None);
+    }
+    uint_at_most(obj, name, crate::client::MAX_HTTP2_WINDOW.into()).map(Some)
+}
+
+pub(crate) fn http2_stream_window(obj: &Bound<'_, PyAny>) -> PyResult<Option<u32>> {
+    http2_window(obj, "http2_stream_window")
+}
+
+pub(crate) fn http2_connection_window(obj: &Bound<'_, PyAny>) -> PyResult<Option<u32>> {
+    http2_window(obj, "http2_connection_window")
+}
+
 /// `timeout_ms=` of one call: `None` keeps the client's timeout.
 pub(crate) fn call_timeout_ms(obj: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
     if obj.is_none() {

@@ -19,8 +19,8 @@ use super::stream::{pump_requests, PyStream, StreamKind};
 use super::tensor::{bytes_like, PyTensor};
 use super::{exit, logging, wait};
 use crate::client::{
-    Answer, Body, Call, ClientConfig, HeaderSetting, QuillClient, Reply, ReplyMemory,
-    ReplyMemoryProvider,
+    Answer, Body, Call, ClientConfig, HeaderSetting, Http2Settings, HttpVersion, QuillClient,
+    Reply, ReplyMemory, ReplyMemoryProvider,
 };
 use crate::error::QuillError;
 use crate::protocol::DEFAULT_MAX_DECODED_SIZE;
@@ -278,6 +278,11 @@ impl PyQuillClient {
         max_retries = 0,
         ca_cert = None,
         user_agent = None,
+        http_version = "auto",
+        http2_keep_alive_interval_ms = 30000,
+        http2_keep_alive_timeout_ms = 20000,
+        http2_stream_window = None,
+        http2_connection_window = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -290,9 +295,22 @@ impl PyQuillClient {
         #[pyo3(from_py_with = args::max_retries)] max_retries: u32,
         ca_cert: Option<&Bound<'_, PyAny>>,
         user_agent: Option<String>,
+        http_version: &str,
+        #[pyo3(from_py_with = args::http2_keep_alive_interval_ms)]
+        http2_keep_alive_interval_ms: Option<u64>,
+        #[pyo3(from_py_with = args::http2_keep_alive_timeout_ms)] http2_keep_alive_timeout_ms: u64,
+        #[pyo3(from_py_with = args::http2_stream_window)] http2_stream_window: Option<u32>,
+        #[pyo3(from_py_with = args::http2_connection_window)] http2_connection_window: Option<u32>,
     ) -> PyResult<Self> {
         let _inside = exit::enter(py);
         let mut config = ClientConfig::new(base_url);
+        config.http_version = HttpVersion::from_name(http_version).map_err(to_py_err)?;
+        config.http2 = Http2Settings {
+            keep_alive_interval_ms: http2_keep_alive_interval_ms,
+            keep_alive_timeout_ms: http2_keep_alive_timeout_ms,
+            initial_stream_window: http2_stream_window,
+            initial_connection_window: http2_connection_window,
+        };
         config.timeout_ms = timeout_ms;
         config.enable_compression = enable_compression;
         config.max_decoded_size = max_decoded_size;
@@ -326,6 +344,14 @@ impl PyQuillClient {
         d.set_item("max_retries", c.max_retries)?;
         d.set_item("ca_cert", c.ca_cert_pem.map(|pem| PyBytes::new(py, &pem)))?;
         d.set_item("user_agent", c.user_agent)?;
+        d.set_item("http_version", c.http_version.name())?;
+        d.set_item(
+            "http2_keep_alive_interval_ms",
+            c.http2.keep_alive_interval_ms,
+        )?;
+        d.set_item("http2_keep_alive_timeout_ms", c.http2.keep_alive_timeout_ms)?;
+        d.set_item("http2_stream_window", c.http2.initial_stream_window)?;
+        d.set_item("http2_connection_window", c.http2.initial_connection_window)?;
         let headers = PyList::empty(py);
         for h in self.inner.header_settings(include_secrets) {
             let entry = PyDict::new(py);
@@ -352,6 +378,11 @@ impl PyQuillClient {
             "max_retries",
             "ca_cert",
             "user_agent",
+            "http_version",
+            "http2_keep_alive_interval_ms",
+            "http2_keep_alive_timeout_ms",
+            "http2_stream_window",
+            "http2_connection_window",
             "headers",
         ];
         for key in config.keys() {
@@ -389,6 +420,25 @@ impl PyQuillClient {
             .map(|v| request_bytes(py, &v).map(|b| b.to_vec()))
             .transpose()?;
         c.user_agent = get("user_agent")?.map(|v| v.extract()).transpose()?;
+        if let Some(v) = get("http_version")? {
+            c.http_version = HttpVersion::from_name(&v.extract::<String>()?).map_err(to_py_err)?;
+        }
+        // A missing key keeps the default; an explicit None means "none" (no pings,
+        // adaptive windows), as it does in the constructor.
+        if let Some(v) = config.get_item("http2_keep_alive_interval_ms")? {
+            c.http2.keep_alive_interval_ms = args::http2_keep_alive_interval_ms(&v)?;
+        }
+        if let Some(v) = get("http2_keep_alive_timeout_ms")? {
+            c.http2.keep_alive_timeout_ms = args::http2_keep_alive_timeout_ms(&v)?;
+        }
+        c.http2.initial_stream_window = get("http2_stream_window")?
+            .map(|v| args::http2_stream_window(&v))
+            .transpose()?
+            .flatten();
+        c.http2.initial_connection_window = get("http2_connection_window")?
+            .map(|v| args::http2_connection_window(&v))
+            .transpose()?
+            .flatten();
         let mut headers = Vec::new();
         for entry in get("headers")?
             .map(|h| h.try_iter())
@@ -743,6 +793,19 @@ impl PyQuillClient {
     #[getter]
     fn compression_enabled(&self) -> bool {
         self.inner.compression_enabled()
+    }
+
+    /// `"auto"`, `"http1"` or `"http2"`, as configured.
+    #[getter]
+    fn http_version(&self) -> &'static str {
+        self.inner.http_version().name()
+    }
+
+    /// The transport profile the server last named in `Selected-Prism` (`"classic"`
+    /// for HTTP/1.1, `"turbo"` for HTTP/2), or `None` until a server names one.
+    #[getter]
+    fn selected_prism(&self) -> Option<String> {
+        self.inner.selected_prism()
     }
 
     fn __repr__(&self) -> String {

@@ -1,5 +1,6 @@
 //! The one middleware of every route: counts requests, logs them with `--log`, names
-//! each with an `x-request-id` (the client's own, else `quill-<n>`), says it decodes
+//! each with an `x-request-id` (the client's own, else `quill-<n>`), names the transport
+//! profile of the request (`Selected-Prism: classic` or `turbo`), says it decodes
 //! zstd request bodies (`Accept-Encoding: zstd`), and zstd-compresses successful
 //! responses when the client sent `Accept-Encoding: zstd`.
 
@@ -17,7 +18,9 @@ use super::body::Abort;
 use super::problem::problem;
 use super::SharedState;
 use crate::codec::zstd::{accepts_zstd, compress, StreamEncoder};
-use crate::protocol::{COMPRESSION_THRESHOLD, REQUEST_ID_HEADER};
+use crate::protocol::{
+    COMPRESSION_THRESHOLD, PRISM_CLASSIC, PRISM_TURBO, REQUEST_ID_HEADER, SELECTED_PRISM_HEADER,
+};
 
 /// Most bytes gathered into one compressed, flushed piece of a streamed response.
 const COALESCE_LIMIT: usize = 256 * 1024;
@@ -35,6 +38,11 @@ pub async fn common(State(state): State<SharedState>, req: Request, next: Next) 
         .get_all(header::ACCEPT_ENCODING)
         .iter()
         .any(|v| v.to_str().is_ok_and(accepts_zstd));
+    let prism = if req.version() == axum::http::Version::HTTP_2 {
+        PRISM_TURBO
+    } else {
+        PRISM_CLASSIC
+    };
     // Only the method and path are logged: never headers (they carry secrets).
     let log = state.config.log.then(|| {
         (
@@ -51,6 +59,8 @@ pub async fn common(State(state): State<SharedState>, req: Request, next: Next) 
     // only after seeing it (protocol rule in docs/protocol.md).
     resp.headers_mut()
         .insert(header::ACCEPT_ENCODING, HeaderValue::from_static("zstd"));
+    resp.headers_mut()
+        .insert(SELECTED_PRISM_HEADER, HeaderValue::from_static(prism));
     if accept_zstd {
         resp = compress_response(resp).await;
     }

@@ -6,7 +6,26 @@ pub mod raw;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
+use quill::client::HttpVersion;
 use quill::{ClientConfig, QuillClient};
+
+/// The HTTP version of the clients `Server` makes: `QUILL_TEST_HTTP_VERSION` (`auto`,
+/// `http1`, `http2`), so one suite runs over each (`scripts/test` runs it twice).
+pub fn http_version() -> HttpVersion {
+    match std::env::var("QUILL_TEST_HTTP_VERSION") {
+        Ok(name) => HttpVersion::from_name(&name).expect("QUILL_TEST_HTTP_VERSION"),
+        Err(_) => HttpVersion::Auto,
+    }
+}
+
+/// The `Prefer` header the clients of `Server` send (cleartext).
+pub fn expected_prefer() -> &'static str {
+    if http_version() == HttpVersion::Http2 {
+        "prism=turbo"
+    } else {
+        "prism=classic"
+    }
+}
 
 /// A `quill-server` child process, killed when dropped (also when a test panics).
 pub struct Server {
@@ -52,6 +71,7 @@ impl Server {
     pub fn client_with(&self, edit: impl FnOnce(&mut ClientConfig)) -> QuillClient {
         let mut cfg = ClientConfig::new(format!("{}/", self.url));
         cfg.timeout_ms = 10_000;
+        cfg.http_version = http_version();
         edit(&mut cfg);
         QuillClient::with_config(cfg).unwrap()
     }

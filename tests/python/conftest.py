@@ -31,9 +31,11 @@ def server() -> Iterator[Server]:
         s.process.stdout.close()
 
 
-@pytest.fixture
-def client(server: Server) -> quill.QuillClient:
-    return quill.QuillClient(server.url, timeout_ms=10_000)
+@pytest.fixture(params=["http1", "http2"])
+def client(server: Server, request: pytest.FixtureRequest) -> quill.QuillClient:
+    """A client of the bundled server; every test using it runs over HTTP/1.1 and over
+    HTTP/2 (h2c)."""
+    return quill.QuillClient(server.url, timeout_ms=10_000, http_version=request.param)
 
 
 @pytest.fixture

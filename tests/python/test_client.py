@@ -74,7 +74,9 @@ def test_seed_authentication_headers_really_arrive(client: quill.QuillClient) ->
     assert seen["x-api-key"] == "api-key-123"
     assert seen["x-request-id"] == "abc123"
     assert seen["content-type"] == "application/json"
-    assert seen["prefer"] == "prism=classic"
+    # Only the profile this client speaks; the server names the one it served.
+    profile = {"http1": "classic", "http2": "turbo"}[client.http_version]
+    assert seen["prefer"] == f"prism={profile}" and client.selected_prism == profile
     assert seen["user-agent"].startswith("quill/")
     client.remove_header("X-Request-ID")
     seen = client.call_json("echo.v1.EchoService", "Headers", {})
@@ -375,3 +377,36 @@ def test_interpreter_exit_with_pending_async_work(server: Server) -> None:
         )
         assert proc.returncode == 0, (run, proc.returncode, proc.stderr[-2000:])
         assert proc.stdout.strip() == "bye"
+
+
+def test_http_version_and_http2_settings(server: Server) -> None:
+    for version, profile in [("auto", "classic"), ("http1", "classic"), ("http2", "turbo")]:
+        c = quill.QuillClient(server.url, http_version=version)  # type: ignore[arg-type]
+        assert c.http_version == version and c.selected_prism is None
+        assert c.call("echo.v1.EchoService", "Echo", b"x") == b"x"
+        assert c.selected_prism == profile  # named by the server in Selected-Prism
+    with pytest.raises(ValueError, match='"auto", "http1" or "http2"'):
+        quill.QuillClient(server.url, http_version="h3")  # type: ignore[arg-type]
+    with pytest.raises(quill.OutOfRangeError, match="http2_stream_window"):
+        quill.QuillClient(server.url, http2_stream_window=1 << 31)
+    with pytest.raises(ValueError, match="initial_connection_window is 0"):
+        quill.QuillClient(server.url, http2_connection_window=0)
+    tuned = quill.QuillClient(
+        server.url,
+        http_version="http2",
+        http2_keep_alive_interval_ms=None,
+        http2_keep_alive_timeout_ms=5000,
+        http2_stream_window=1 << 20,
+        http2_connection_window=4 << 20,
+    )
+    config = tuned.to_config()
+    assert config["http_version"] == "http2"
+    assert config["http2_keep_alive_interval_ms"] is None
+    assert (config["http2_keep_alive_timeout_ms"], config["http2_stream_window"]) == (5000, 1 << 20)
+    again = quill.QuillClient.from_config(config)
+    assert again.to_config() == config
+    assert again.call("echo.v1.EchoService", "Echo", b"y" * 100_000) == b"y" * 100_000
+    assert again.selected_prism == "turbo"
+    defaults = quill.QuillClient(server.url).to_config()
+    assert defaults["http_version"] == "auto"
+    assert defaults["http2_keep_alive_interval_ms"] == 30000

@@ -846,6 +846,12 @@ public protocol QuillClientProtocol: AnyObject, Sendable {
     func removeHeader(name: String)  -> Bool
     
     /**
+     * The transport profile the server last named in `Selected-Prism` (`"classic"`,
+     * `"turbo"`), or null until one does.
+     */
+    func selectedPrism()  -> String?
+    
+    /**
      * Uploads a tensor as tensor frames (its bytes are not copied); the raw reply.
      */
     func sendTensor(service: String, method: String, tensor: Tensor) async throws  -> Data
@@ -1077,6 +1083,19 @@ open func removeHeader(name: String) -> Bool  {
     uniffi_quill_fn_method_quillclient_remove_header(
             self.uniffiCloneHandle(),
         FfiConverterString.lower(name),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The transport profile the server last named in `Selected-Prism` (`"classic"`,
+     * `"turbo"`), or null until one does.
+     */
+open func selectedPrism() -> String?  {
+    return try!  FfiConverterOptionString.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_quill_fn_method_quillclient_selected_prism(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
 }
@@ -1691,10 +1710,18 @@ public struct ClientConfig: Equatable, Hashable {
     public var maxRetries: UInt32
     public var caCertPem: Data?
     public var userAgent: String?
+    /**
+     * `AUTO`/`.auto` unless you need one version: uniffi gives enum fields no default.
+     */
+    public var httpVersion: HttpVersion
+    public var http2: Http2Settings
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(baseUrl: String, timeoutMs: UInt64 = UInt64(30000), enableCompression: Bool = false, maxDecodedSize: UInt64 = UInt64(67108864), idleTimeoutMs: UInt64? = nil, maxRetries: UInt32 = UInt32(0), caCertPem: Data? = nil, userAgent: String? = nil) {
+    public init(baseUrl: String, timeoutMs: UInt64 = UInt64(30000), enableCompression: Bool = false, maxDecodedSize: UInt64 = UInt64(67108864), idleTimeoutMs: UInt64? = nil, maxRetries: UInt32 = UInt32(0), caCertPem: Data? = nil, userAgent: String? = nil, 
+        /**
+         * `AUTO`/`.auto` unless you need one version: uniffi gives enum fields no default.
+         */httpVersion: HttpVersion, http2: Http2Settings = Http2Settings()) {
         self.baseUrl = baseUrl
         self.timeoutMs = timeoutMs
         self.enableCompression = enableCompression
@@ -1703,6 +1730,8 @@ public struct ClientConfig: Equatable, Hashable {
         self.maxRetries = maxRetries
         self.caCertPem = caCertPem
         self.userAgent = userAgent
+        self.httpVersion = httpVersion
+        self.http2 = http2
     }
 
     
@@ -1728,7 +1757,9 @@ public struct FfiConverterTypeClientConfig: FfiConverterRustBuffer {
                 idleTimeoutMs: FfiConverterOptionUInt64.read(from: &buf), 
                 maxRetries: FfiConverterUInt32.read(from: &buf), 
                 caCertPem: FfiConverterOptionData.read(from: &buf), 
-                userAgent: FfiConverterOptionString.read(from: &buf)
+                userAgent: FfiConverterOptionString.read(from: &buf), 
+                httpVersion: FfiConverterTypeHttpVersion.read(from: &buf), 
+                http2: FfiConverterTypeHttp2Settings.read(from: &buf)
         )
     }
 
@@ -1741,6 +1772,8 @@ public struct FfiConverterTypeClientConfig: FfiConverterRustBuffer {
         FfiConverterUInt32.write(value.maxRetries, into: &buf)
         FfiConverterOptionData.write(value.caCertPem, into: &buf)
         FfiConverterOptionString.write(value.userAgent, into: &buf)
+        FfiConverterTypeHttpVersion.write(value.httpVersion, into: &buf)
+        FfiConverterTypeHttp2Settings.write(value.http2, into: &buf)
     }
 }
 
@@ -1912,6 +1945,71 @@ public func FfiConverterTypeHeaderEntry_lift(_ buf: RustBuffer) throws -> Header
 #endif
 public func FfiConverterTypeHeaderEntry_lower(_ value: HeaderEntry) -> RustBuffer {
     return FfiConverterTypeHeaderEntry.lower(value)
+}
+
+
+/**
+ * HTTP/2 connection tuning; see the Rust `Http2Settings` docs.
+ */
+public struct Http2Settings: Equatable, Hashable {
+    public var keepAliveIntervalMs: UInt64?
+    public var keepAliveTimeoutMs: UInt64
+    public var initialStreamWindow: UInt32?
+    public var initialConnectionWindow: UInt32?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(keepAliveIntervalMs: UInt64? = UInt64(30000), keepAliveTimeoutMs: UInt64 = UInt64(20000), initialStreamWindow: UInt32? = nil, initialConnectionWindow: UInt32? = nil) {
+        self.keepAliveIntervalMs = keepAliveIntervalMs
+        self.keepAliveTimeoutMs = keepAliveTimeoutMs
+        self.initialStreamWindow = initialStreamWindow
+        self.initialConnectionWindow = initialConnectionWindow
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension Http2Settings: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeHttp2Settings: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Http2Settings {
+        return
+            try Http2Settings(
+                keepAliveIntervalMs: FfiConverterOptionUInt64.read(from: &buf), 
+                keepAliveTimeoutMs: FfiConverterUInt64.read(from: &buf), 
+                initialStreamWindow: FfiConverterOptionUInt32.read(from: &buf), 
+                initialConnectionWindow: FfiConverterOptionUInt32.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Http2Settings, into buf: inout [UInt8]) {
+        FfiConverterOptionUInt64.write(value.keepAliveIntervalMs, into: &buf)
+        FfiConverterUInt64.write(value.keepAliveTimeoutMs, into: &buf)
+        FfiConverterOptionUInt32.write(value.initialStreamWindow, into: &buf)
+        FfiConverterOptionUInt32.write(value.initialConnectionWindow, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeHttp2Settings_lift(_ buf: RustBuffer) throws -> Http2Settings {
+    return try FfiConverterTypeHttp2Settings.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeHttp2Settings_lower(_ value: Http2Settings) -> RustBuffer {
+    return FfiConverterTypeHttp2Settings.lower(value)
 }
 
 
@@ -2491,6 +2589,83 @@ public func FfiConverterTypeDevice_lift(_ buf: RustBuffer) throws -> Device {
 #endif
 public func FfiConverterTypeDevice_lower(_ value: Device) -> RustBuffer {
     return FfiConverterTypeDevice.lower(value)
+}
+
+
+
+/**
+ * Which HTTP a client speaks (`AUTO`: h2 or http/1.1 by ALPN over TLS, HTTP/1.1 over
+ * cleartext; `HTTP2` over cleartext is h2c with prior knowledge).
+ */
+
+public enum HttpVersion: Equatable, Hashable {
+    
+    case auto
+    case http1
+    case http2
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension HttpVersion: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeHttpVersion: FfiConverterRustBuffer {
+    typealias SwiftType = HttpVersion
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> HttpVersion {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .auto
+        
+        case 2: return .http1
+        
+        case 3: return .http2
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: HttpVersion, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .auto:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .http1:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .http2:
+            writeInt(&buf, Int32(3))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeHttpVersion_lift(_ buf: RustBuffer) throws -> HttpVersion {
+    return try FfiConverterTypeHttpVersion.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeHttpVersion_lower(_ value: HttpVersion) -> RustBuffer {
+    return FfiConverterTypeHttpVersion.lower(value)
 }
 
 
@@ -3111,6 +3286,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_quill_checksum_method_quillclient_remove_header() != 54545) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_quill_checksum_method_quillclient_selected_prism() != 23315) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_quill_checksum_method_quillclient_send_tensor() != 35489) {

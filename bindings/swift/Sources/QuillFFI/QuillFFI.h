@@ -323,6 +323,11 @@ RustBuffer uniffi_quill_fn_method_quillclient_headers(uint64_t ptr, RustCallStat
 int8_t uniffi_quill_fn_method_quillclient_remove_header(uint64_t ptr, RustBuffer name, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_SELECTED_PRISM
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_SELECTED_PRISM
+RustBuffer uniffi_quill_fn_method_quillclient_selected_prism(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_SEND_TENSOR
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_SEND_TENSOR
 uint64_t uniffi_quill_fn_method_quillclient_send_tensor(uint64_t ptr, RustBuffer service, RustBuffer method, uint64_t tensor
@@ -871,6 +876,12 @@ uint16_t uniffi_quill_checksum_method_quillclient_headers(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_REMOVE_HEADER
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_REMOVE_HEADER
 uint16_t uniffi_quill_checksum_method_quillclient_remove_header(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_SELECTED_PRISM
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_SELECTED_PRISM
+uint16_t uniffi_quill_checksum_method_quillclient_selected_prism(void
     
 );
 #endif

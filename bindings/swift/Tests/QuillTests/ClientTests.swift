@@ -362,10 +362,42 @@ final class ClientTests: XCTestCase {
     func testFromConfig() async throws {
         let url = try TestServer.url
         let client = try QuillClient.fromConfig(
-            config: ClientConfig(baseUrl: url, timeoutMs: 5000, userAgent: "quill-swift-test/1"))
+            config: ClientConfig(
+                baseUrl: url, timeoutMs: 5000, userAgent: "quill-swift-test/1", httpVersion: .auto))
         XCTAssertEqual(client.timeoutMs(), 5000)
         let seen = try jsonObject(
             try await client.callJson(service: "echo.v1.EchoService", method: "Headers", json: "{}"))
         XCTAssertEqual(seen["user-agent"] as? String, "quill-swift-test/1")
+        XCTAssertEqual(seen["prefer"] as? String, "prism=classic")
+        XCTAssertEqual(client.selectedPrism(), "classic")
+    }
+
+    func testHttp2OverH2cMultiplexesCalls() async throws {
+        let client = try QuillClient.fromConfig(
+            config: ClientConfig(baseUrl: try TestServer.url, httpVersion: .http2))
+        XCTAssertNil(client.selectedPrism())
+        let seen = try jsonObject(
+            try await client.callJson(service: "echo.v1.EchoService", method: "Headers", json: "{}"))
+        XCTAssertEqual(seen["prefer"] as? String, "prism=turbo")
+        XCTAssertEqual(client.selectedPrism(), "turbo")
+        let replies = try await withThrowingTaskGroup(of: (Int, Data).self) { group in
+            for i in 0..<50 {
+                group.addTask {
+                    (i, try await client.call(
+                        service: "echo.v1.EchoService", method: "Echo", body: Data("m\(i)".utf8)))
+                }
+            }
+            var all: [Int: Data] = [:]
+            for try await (i, reply) in group { all[i] = reply }
+            return all
+        }
+        XCTAssertEqual(replies.count, 50)
+        for (i, reply) in replies { XCTAssertEqual(reply, Data("m\(i)".utf8)) }
+        let stream = try await client.tokenStream(
+            service: "inference.v1.LLMService", method: "GenerateStream",
+            body: Data(#"{"prompt": "Alice", "max_tokens": 8}"#.utf8), contentTypeJson: true)
+        var tokens = 0
+        for try await batch in stream.batches { tokens += batch.tokens.count }
+        XCTAssertEqual(tokens, 8)
     }
 }

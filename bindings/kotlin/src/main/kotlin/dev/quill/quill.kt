@@ -712,6 +712,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_quill_checksum_method_quillclient_remove_header(
     ): Int
+    external fun uniffi_quill_checksum_method_quillclient_selected_prism(
+    ): Int
     external fun uniffi_quill_checksum_method_quillclient_send_tensor(
     ): Int
     external fun uniffi_quill_checksum_method_quillclient_server_stream(
@@ -812,6 +814,8 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_quill_fn_method_quillclient_remove_header(`ptr`: Long,`name`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Byte
+    external fun uniffi_quill_fn_method_quillclient_selected_prism(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_quill_fn_method_quillclient_send_tensor(`ptr`: Long,`service`: RustBuffer.ByValue,`method`: RustBuffer.ByValue,`tensor`: Long,
     ): Long
     external fun uniffi_quill_fn_method_quillclient_server_stream(`ptr`: Long,`service`: RustBuffer.ByValue,`method`: RustBuffer.ByValue,`body`: RustBuffer.ByValue,`contentTypeJson`: Byte,
@@ -1054,6 +1058,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_quill_checksum_method_quillclient_remove_header() and 0xFFFF) != 54545) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_quill_checksum_method_quillclient_selected_prism() and 0xFFFF) != 23315) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_quill_checksum_method_quillclient_send_tensor() and 0xFFFF) != 35489) {
@@ -2006,6 +2013,12 @@ public interface QuillClientInterface {
     fun `removeHeader`(`name`: kotlin.String): kotlin.Boolean
     
     /**
+     * The transport profile the server last named in `Selected-Prism` (`"classic"`,
+     * `"turbo"`), or null until one does.
+     */
+    fun `selectedPrism`(): kotlin.String?
+    
+    /**
      * Uploads a tensor as tensor frames (its bytes are not copied); the raw reply.
      */
     suspend fun `sendTensor`(`service`: kotlin.String, `method`: kotlin.String, `tensor`: Tensor): kotlin.ByteArray
@@ -2320,6 +2333,23 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
         it,
         
         FfiConverterString.lower(`name`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The transport profile the server last named in `Selected-Prism` (`"classic"`,
+     * `"turbo"`), or null until one does.
+     */override fun `selectedPrism`(): kotlin.String? {
+            return FfiConverterOptionalString.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_quill_fn_method_quillclient_selected_prism(
+        it,
+        _status)
 }
     }
     )
@@ -3318,6 +3348,13 @@ data class ClientConfig (
     var `caCertPem`: kotlin.ByteArray? = null 
     , 
     var `userAgent`: kotlin.String? = null 
+    , 
+    /**
+     * `AUTO`/`.auto` unless you need one version: uniffi gives enum fields no default.
+     */
+    var `httpVersion`: HttpVersion
+    , 
+    var `http2`: Http2Settings = Http2Settings() 
     
 ){
     
@@ -3342,6 +3379,8 @@ public object FfiConverterTypeClientConfig: FfiConverterRustBuffer<ClientConfig>
             FfiConverterUInt.read(buf),
             FfiConverterOptionalByteArray.read(buf),
             FfiConverterOptionalString.read(buf),
+            FfiConverterTypeHttpVersion.read(buf),
+            FfiConverterTypeHttp2Settings.read(buf),
         )
     }
 
@@ -3353,7 +3392,9 @@ public object FfiConverterTypeClientConfig: FfiConverterRustBuffer<ClientConfig>
             FfiConverterOptionalULong.allocationSize(value.`idleTimeoutMs`) +
             FfiConverterUInt.allocationSize(value.`maxRetries`) +
             FfiConverterOptionalByteArray.allocationSize(value.`caCertPem`) +
-            FfiConverterOptionalString.allocationSize(value.`userAgent`)
+            FfiConverterOptionalString.allocationSize(value.`userAgent`) +
+            FfiConverterTypeHttpVersion.allocationSize(value.`httpVersion`) +
+            FfiConverterTypeHttp2Settings.allocationSize(value.`http2`)
     )
 
     override fun write(value: ClientConfig, buf: ByteBuffer) {
@@ -3365,6 +3406,8 @@ public object FfiConverterTypeClientConfig: FfiConverterRustBuffer<ClientConfig>
             FfiConverterUInt.write(value.`maxRetries`, buf)
             FfiConverterOptionalByteArray.write(value.`caCertPem`, buf)
             FfiConverterOptionalString.write(value.`userAgent`, buf)
+            FfiConverterTypeHttpVersion.write(value.`httpVersion`, buf)
+            FfiConverterTypeHttp2Settings.write(value.`http2`, buf)
     }
 }
 
@@ -3480,6 +3523,57 @@ public object FfiConverterTypeHeaderEntry: FfiConverterRustBuffer<HeaderEntry> {
     override fun write(value: HeaderEntry, buf: ByteBuffer) {
             FfiConverterString.write(value.`name`, buf)
             FfiConverterString.write(value.`value`, buf)
+    }
+}
+
+
+
+/**
+ * HTTP/2 connection tuning; see the Rust `Http2Settings` docs.
+ */
+data class Http2Settings (
+    var `keepAliveIntervalMs`: kotlin.ULong? = 30000uL 
+    , 
+    var `keepAliveTimeoutMs`: kotlin.ULong = 20000uL 
+    , 
+    var `initialStreamWindow`: kotlin.UInt? = null 
+    , 
+    var `initialConnectionWindow`: kotlin.UInt? = null 
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeHttp2Settings: FfiConverterRustBuffer<Http2Settings> {
+    override fun read(buf: ByteBuffer): Http2Settings {
+        return Http2Settings(
+            FfiConverterOptionalULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterOptionalUInt.read(buf),
+            FfiConverterOptionalUInt.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Http2Settings) = (
+            FfiConverterOptionalULong.allocationSize(value.`keepAliveIntervalMs`) +
+            FfiConverterULong.allocationSize(value.`keepAliveTimeoutMs`) +
+            FfiConverterOptionalUInt.allocationSize(value.`initialStreamWindow`) +
+            FfiConverterOptionalUInt.allocationSize(value.`initialConnectionWindow`)
+    )
+
+    override fun write(value: Http2Settings, buf: ByteBuffer) {
+            FfiConverterOptionalULong.write(value.`keepAliveIntervalMs`, buf)
+            FfiConverterULong.write(value.`keepAliveTimeoutMs`, buf)
+            FfiConverterOptionalUInt.write(value.`initialStreamWindow`, buf)
+            FfiConverterOptionalUInt.write(value.`initialConnectionWindow`, buf)
     }
 }
 
@@ -3915,6 +4009,45 @@ public object FfiConverterTypeDevice: FfiConverterRustBuffer<Device> {
     override fun allocationSize(value: Device) = 4UL
 
     override fun write(value: Device, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * Which HTTP a client speaks (`AUTO`: h2 or http/1.1 by ALPN over TLS, HTTP/1.1 over
+ * cleartext; `HTTP2` over cleartext is h2c with prior knowledge).
+ */
+
+enum class HttpVersion {
+    
+    AUTO,
+    HTTP1,
+    HTTP2;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeHttpVersion: FfiConverterRustBuffer<HttpVersion> {
+    override fun read(buf: ByteBuffer) = try {
+        HttpVersion.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: HttpVersion) = 4UL
+
+    override fun write(value: HttpVersion, buf: ByteBuffer) {
         buf.putInt(value.ordinal + 1)
     }
 }

@@ -2,6 +2,8 @@ package dev.quill
 
 import java.net.ServerSocket
 import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.async
+import kotlinx.coroutines.awaitAll
 import kotlinx.coroutines.coroutineScope
 import kotlinx.coroutines.delay
 import kotlinx.coroutines.flow.map
@@ -40,6 +42,26 @@ class ClientTest {
             val big = ByteArray(1 shl 20) { it.toByte() }
             assertArrayEquals(big, c.call("echo.v1.EchoService", "Echo", big, idempotent = true))
             assertEquals(server.baseUrl, c.baseUrl())
+        }
+    }
+
+    @Test
+    fun `http2 over h2c multiplexes calls and names its profile`(server: QuillServer): Unit = runBlocking {
+        QuillClient.fromConfig(ClientConfig(baseUrl = server.baseUrl, httpVersion = HttpVersion.HTTP2)).use { c ->
+            assertEquals(null, c.selectedPrism())
+            val seen = c.callJson("echo.v1.EchoService", "Headers", "{}")
+            assertEquals("prism=turbo", jsonString(seen, "prefer"))
+            assertEquals("turbo", c.selectedPrism())
+            val replies = coroutineScope {
+                (0 until 50).map { i ->
+                    async { c.call("echo.v1.EchoService", "Echo", "m$i".toByteArray()).decodeToString() }
+                }.awaitAll()
+            }
+            assertEquals((0 until 50).map { "m$it" }, replies)
+        }
+        client(server).use { c ->
+            c.callJson("echo.v1.EchoService", "Echo", "{}")
+            assertEquals("classic", c.selectedPrism()) // cleartext AUTO is HTTP/1.1
         }
     }
 

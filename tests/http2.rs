@@ -1,0 +1,100 @@
+//! HTTP versions against the bundled server: the profiles each announces and the server
+//! names, and HTTP/2 multiplexing calls and streams over one connection where HTTP/1.1
+//! needs a pool of them. (The whole suite also runs over HTTP/2: `QUILL_TEST_HTTP_VERSION`
+//! in `tests/common/mod.rs`.)
+#![cfg(feature = "server")]
+// Test helpers return `quill::Result`; its error carries a `Problem` inline (see lib.rs).
+#![allow(clippy::result_large_err)]
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::Server;
+use futures_util::future::join_all;
+use quill::client::events::{self, Event, EventKind, Level};
+use quill::client::{Call, HttpVersion, Reply, TokenStream};
+use serde_json::Value;
+
+#[test]
+fn each_version_announces_only_what_it_speaks() {
+    let s = Server::start(&[]);
+    for (version, prefer, selected) in [
+        (HttpVersion::Auto, "prism=classic", "classic"), // cleartext: HTTP/1.1
+        (HttpVersion::Http1, "prism=classic", "classic"),
+        (HttpVersion::Http2, "prism=turbo", "turbo"),
+    ] {
+        let c = s.client_with(|cfg| cfg.http_version = version);
+        assert_eq!(c.http_version(), version);
+        assert_eq!(c.selected_prism(), None, "nothing named before an answer");
+        let seen = c
+            .run_blocking::<Reply>(Call::json("echo.v1.EchoService", "Headers", "{}"))
+            .unwrap();
+        let seen: Value = serde_json::from_slice(&seen.body).unwrap();
+        assert_eq!(seen["prefer"], prefer, "{version:?}");
+        assert_eq!(c.selected_prism().as_deref(), Some(selected), "{version:?}");
+    }
+}
+
+/// Runs 100 unary calls and 20 token streams at once on one client and returns how many
+/// connections it opened to the server.
+fn connections_for(s: &Server, version: HttpVersion, opened: &AtomicUsize) -> usize {
+    let before = opened.load(Ordering::SeqCst);
+    let c = s.client_with(|cfg| cfg.http_version = version);
+    c.block_on(async {
+        let calls = (0..100).map(|i| {
+            let body = format!("call {i}").into_bytes();
+            let c = &c;
+            async move {
+                let reply = c
+                    .run::<Reply>(Call::proto("echo.v1.EchoService", "Echo", body.clone()))
+                    .await
+                    .unwrap();
+                assert_eq!(reply.body, body);
+            }
+        });
+        let streams = (0..20u32).map(|i| {
+            let c = &c;
+            async move {
+                let request = format!(r#"{{"batches": {}, "batch_size": 4}}"#, 5 + i % 3);
+                let stream = c
+                    .run::<TokenStream>(Call::json("test.v1.FaultService", "Batches", request))
+                    .await
+                    .unwrap();
+                let mut tokens = 0;
+                while let Some(batch) = stream.next_batch().await.unwrap() {
+                    tokens += batch.tokens.len();
+                }
+                assert_eq!(tokens as u32, 4 * (5 + i % 3));
+            }
+        });
+        tokio::join!(join_all(calls), join_all(streams));
+    });
+    opened.load(Ordering::SeqCst) - before
+}
+
+#[test]
+fn http2_multiplexes_calls_and_streams_on_one_connection() {
+    let s = Server::start(&[]);
+    let peer = format!("127.0.0.1:{}", s.port());
+    let opened = Arc::new(AtomicUsize::new(0));
+    let count = opened.clone();
+    // Process-wide; only this server's connections are counted.
+    events::set_listener(
+        Some(Arc::new(move |e: &Event| {
+            if e.kind == EventKind::ConnectionOpened && e.target == peer {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        })),
+        Level::Debug,
+    );
+    let h2 = connections_for(&s, HttpVersion::Http2, &opened);
+    let h1 = connections_for(&s, HttpVersion::Http1, &opened);
+    events::set_listener(None, Level::Debug);
+    assert_eq!(
+        h2, 1,
+        "HTTP/2: one connection for 120 concurrent calls and streams"
+    );
+    assert!(h1 > 1, "HTTP/1.1 needs a pool: {h1} connection(s)");
+}
