@@ -158,11 +158,11 @@ def main() -> None:
         }
         contenders: dict[str, Callable[[float], float]] = {
             FLOOR: lambda s, size=size: native.window("reqwest", size, s),
-            "native Rust `quill` `call_bytes_blocking`": lambda s, size=size: native.window(
+            "native Rust `quill` `run_blocking`": lambda s, size=size: native.window(
                 "quill_blocking", size, s
             ),
-            "native Rust `quill` `call_bytes` (async, on the workers)": lambda s, size=size: (
-                native.window("quill_async", size, s)
+            "native Rust `quill` `run` (async, on the workers)": lambda s, size=size: native.window(
+                "quill_async", size, s
             ),
         }
         for name, fn in python.items():
