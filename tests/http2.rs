@@ -15,6 +15,7 @@ use common::Server;
 use futures_util::future::join_all;
 use quill::client::events::{self, Event, EventKind, Level};
 use quill::client::{Call, HttpVersion, Reply, TokenStream};
+use quill::QuillError;
 use serde_json::Value;
 
 #[test]
@@ -97,4 +98,66 @@ fn http2_multiplexes_calls_and_streams_on_one_connection() {
         "HTTP/2: one connection for 120 concurrent calls and streams"
     );
     assert!(h1 > 1, "HTTP/1.1 needs a pool: {h1} connection(s)");
+}
+
+const FAULT: &str = "test.v1.FaultService";
+
+#[test]
+fn a_server_allowing_one_stream_queues_a_hundred_callers() {
+    let s = Server::start(&["--h2-max-streams", "1"]);
+    let c = s.client_with(|cfg| cfg.http_version = HttpVersion::Http2);
+    let started = std::time::Instant::now();
+    let results =
+        c.block_on(join_all((0..100).map(|_| {
+            c.run::<Reply>(Call::json(FAULT, "Slow", r#"{"ms": 5}"#))
+        })));
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    // One at a time: 100 × 5 ms at least.
+    assert!(started.elapsed() >= std::time::Duration::from_millis(500));
+}
+
+#[test]
+fn a_killed_server_ends_every_open_stream_with_an_error_on_time() {
+    let mut s = Server::start(&["--h2-max-streams", "1000"]);
+    let c = s.client_with(|cfg| {
+        cfg.http_version = HttpVersion::Http2;
+        cfg.timeout_ms = 20_000;
+    });
+    let request = r#"{"messages": 1000, "interval_ms": 50}"#;
+    let streams = c.block_on(join_all((0..500).map(|_| {
+        c.run::<quill::MessageStream>(Call::json(FAULT, "StreamSlow", request))
+    })));
+    let streams: Vec<_> = streams.into_iter().map(Result::unwrap).collect();
+    // Every stream is live: its first message arrives.
+    c.block_on(join_all(streams.iter().map(|st| async move {
+        assert!(st.next_message().await.unwrap().is_some());
+    })));
+    let killed = std::time::Instant::now();
+    s.kill();
+    let ends = c.block_on(join_all(streams.iter().map(|st| async move {
+        loop {
+            match st.next_message().await {
+                Ok(Some(_)) => continue, // delivered before the kill
+                other => return other,
+            }
+        }
+    })));
+    assert!(
+        killed.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        killed.elapsed()
+    );
+    for end in ends {
+        // Never a clean end: the streams were cut.
+        match end {
+            Err(QuillError::Stream { .. } | QuillError::Connection { .. }) => {}
+            other => panic!("expected a stream or connection error, got {other:?}"),
+        }
+    }
 }

@@ -216,3 +216,64 @@ fn stalled_handshake_times_out_on_time() {
         "{elapsed:?}"
     );
 }
+
+/// The bundled server with `--tls-cert`/`--tls-key`: every HTTP version over TLS, the
+/// profile chosen by ALPN under `Auto`, and what the client announced.
+#[cfg(feature = "server")]
+#[test]
+fn bundled_server_over_tls_negotiates_h2_by_alpn() {
+    use quill::client::HttpVersion;
+
+    let ca = Ca::new("quill test CA");
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let key = KeyPair::generate().unwrap();
+    let leaf = params.signed_by(&key, &*ca.issuer).unwrap();
+    let dir = std::env::temp_dir().join(format!("quill-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, leaf.pem() + &ca.issuer.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let server = common::Server::start(&[
+        "--tls-cert",
+        cert_path.to_str().unwrap(),
+        "--tls-key",
+        key_path.to_str().unwrap(),
+    ]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let url = server.url.replace("127.0.0.1", "localhost");
+    assert!(url.starts_with("https://localhost:"), "{url}");
+
+    for (version, prefer, selected) in [
+        (HttpVersion::Auto, "prism=turbo, classic", "turbo"), // ALPN picked h2
+        (HttpVersion::Http1, "prism=classic", "classic"),
+        (HttpVersion::Http2, "prism=turbo", "turbo"),
+    ] {
+        let mut config = ClientConfig::new(url.clone());
+        config.ca_cert_pem = Some(ca.pem());
+        config.http_version = version;
+        let c = QuillClient::with_config(config).unwrap();
+        let seen = c
+            .run_blocking::<Reply>(Call::json("echo.v1.EchoService", "Headers", "{}"))
+            .unwrap();
+        let seen: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+        assert_eq!(seen["prefer"], prefer, "{version:?}");
+        assert_eq!(c.selected_prism().as_deref(), Some(selected), "{version:?}");
+        let big = vec![7u8; 1 << 20];
+        let echoed = c
+            .run_blocking::<Reply>(Call::proto("echo.v1.EchoService", "Echo", big.clone()))
+            .unwrap();
+        assert_eq!(echoed.body, big, "{version:?}");
+    }
+    // A client that does not trust the CA is refused, whatever the version.
+    let mut config = ClientConfig::new(url);
+    config.http_version = HttpVersion::Http2;
+    let c = QuillClient::with_config(config).unwrap();
+    let err = c
+        .run_blocking::<Reply>(Call::proto("echo.v1.EchoService", "Echo", "x"))
+        .unwrap_err();
+    assert!(matches!(err, QuillError::Connection { .. }), "{err:?}");
+}

@@ -262,6 +262,7 @@ class _ClientConfig(TypedDict):
     http2_keep_alive_timeout_ms: NotRequired[int]
     http2_stream_window: NotRequired[int | None]
     http2_connection_window: NotRequired[int | None]
+    http2_adaptive_window: NotRequired[bool]
     headers: NotRequired[list[_HeaderSetting]]
 
 @final
@@ -282,6 +283,7 @@ class QuillClient:
         http2_keep_alive_timeout_ms: int = 20000,
         http2_stream_window: int | None = None,
         http2_connection_window: int | None = None,
+        http2_adaptive_window: bool = False,
     ) -> QuillClient: ...
     def call(
         self,

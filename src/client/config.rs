@@ -120,14 +120,20 @@ impl HttpVersion {
     }
 }
 
-/// HTTP/2 connection tuning. The defaults suit long token streams and large tensors:
-/// keep-alive pings find a dead connection within 50 s, and the receive windows grow
-/// with the measured bandwidth-delay product.
+/// HTTP/2 connection tuning. The defaults suit many concurrent token streams and large
+/// tensors: keep-alive pings find a dead connection within 50 s, and the receive windows
+/// (2 MiB per stream, 5 MiB per connection) let a stream run ahead of its reader.
+///
+/// The connection window also sizes the HTTP/2 library's guard against floods of small
+/// DATA frames: once the small frames buffered for readers that have not caught up cost
+/// more than half the connection window, it closes the connection (`ENHANCE_YOUR_CALM`).
+/// Many streams of small messages need a window that is not too small for that — which
+/// is why adaptive windows, which start at 64 KiB, are not the default.
 ///
 /// ```
 /// let mut h2 = quill::client::Http2Settings::default();
 /// h2.keep_alive_interval_ms = Some(10_000);
-/// h2.initial_stream_window = Some(4 << 20); // fixed windows instead of adaptive
+/// h2.initial_connection_window = Some(16 << 20); // 1,000 streams of small messages
 /// assert_eq!(h2.keep_alive_timeout_ms, 20_000);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,11 +143,13 @@ pub struct Http2Settings {
     /// How long a PING may go unanswered before the connection (and every call on it)
     /// fails with a connection error.
     pub keep_alive_timeout_ms: u64,
-    /// Receive window of each stream in bytes; `None` (with the connection window also
-    /// `None`) = adaptive windows sized from the measured bandwidth-delay product.
+    /// Receive window of each stream in bytes; `None` = 2 MiB.
     pub initial_stream_window: Option<u32>,
-    /// Receive window of the whole connection in bytes; `None` = adaptive, see above.
+    /// Receive window of the whole connection in bytes; `None` = 5 MiB.
     pub initial_connection_window: Option<u32>,
+    /// Size the windows from the measured bandwidth-delay product instead, starting at
+    /// 64 KiB (the two windows above are then not used).
+    pub adaptive_window: bool,
 }
 
 /// The largest HTTP/2 flow-control window (RFC 9113 §6.9.1).
@@ -154,6 +162,7 @@ impl Default for Http2Settings {
             keep_alive_timeout_ms: 20_000,
             initial_stream_window: None,
             initial_connection_window: None,
+            adaptive_window: false,
         }
     }
 }

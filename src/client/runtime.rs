@@ -119,7 +119,7 @@ impl HttpSettings {
                     .filter(|&ms| ms > 0)
                     .map(Duration::from_millis),
             );
-        if h2.initial_stream_window.is_none() && h2.initial_connection_window.is_none() {
+        if h2.adaptive_window {
             builder = builder.http2_adaptive_window(true);
         } else {
             builder = builder

@@ -140,6 +140,8 @@ pub struct Http2Settings {
     pub initial_stream_window: Option<u32>,
     #[uniffi(default = None)]
     pub initial_connection_window: Option<u32>,
+    #[uniffi(default = false)]
+    pub adaptive_window: bool,
 }
 
 /// One configured header as shown by `headers()` (secret values redacted).

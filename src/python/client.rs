@@ -283,6 +283,7 @@ impl PyQuillClient {
         http2_keep_alive_timeout_ms = 20000,
         http2_stream_window = None,
         http2_connection_window = None,
+        http2_adaptive_window = false,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -301,6 +302,7 @@ impl PyQuillClient {
         #[pyo3(from_py_with = args::http2_keep_alive_timeout_ms)] http2_keep_alive_timeout_ms: u64,
         #[pyo3(from_py_with = args::http2_stream_window)] http2_stream_window: Option<u32>,
         #[pyo3(from_py_with = args::http2_connection_window)] http2_connection_window: Option<u32>,
+        http2_adaptive_window: bool,
     ) -> PyResult<Self> {
         let _inside = exit::enter(py);
         let mut config = ClientConfig::new(base_url);
@@ -310,6 +312,7 @@ impl PyQuillClient {
             keep_alive_timeout_ms: http2_keep_alive_timeout_ms,
             initial_stream_window: http2_stream_window,
             initial_connection_window: http2_connection_window,
+            adaptive_window: http2_adaptive_window,
         };
         config.timeout_ms = timeout_ms;
         config.enable_compression = enable_compression;
@@ -352,6 +355,7 @@ impl PyQuillClient {
         d.set_item("http2_keep_alive_timeout_ms", c.http2.keep_alive_timeout_ms)?;
         d.set_item("http2_stream_window", c.http2.initial_stream_window)?;
         d.set_item("http2_connection_window", c.http2.initial_connection_window)?;
+        d.set_item("http2_adaptive_window", c.http2.adaptive_window)?;
         let headers = PyList::empty(py);
         for h in self.inner.header_settings(include_secrets) {
             let entry = PyDict::new(py);
@@ -383,6 +387,7 @@ impl PyQuillClient {
             "http2_keep_alive_timeout_ms",
             "http2_stream_window",
             "http2_connection_window",
+            "http2_adaptive_window",
             "headers",
         ];
         for key in config.keys() {
@@ -439,6 +444,9 @@ impl PyQuillClient {
             .map(|v| args::http2_connection_window(&v))
             .transpose()?
             .flatten();
+        if let Some(v) = get("http2_adaptive_window")? {
+            c.http2.adaptive_window = v.extract()?;
+        }
         let mut headers = Vec::new();
         for entry in get("headers")?
             .map(|h| h.try_iter())

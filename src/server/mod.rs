@@ -1,6 +1,7 @@
 //! The bundled Quill server (feature `server`, binary `quill-server`).
 //!
-//! An axum 0.8 / hyper HTTP/1.1 server that speaks protocol.md: unary, server-,
+//! An axum 0.8 / hyper server (HTTP/1.1 and HTTP/2, cleartext or TLS) that speaks
+//! protocol.md: unary, server-,
 //! client- and bidirectional streaming calls, zstd in both directions, Problem Details
 //! errors, plus `test.v1.FaultService/*` routes that misbehave on purpose so client test
 //! suites can check their error handling. See docs/server.md for every route.
@@ -24,16 +25,19 @@ pub mod generator;
 mod hash;
 mod inference;
 mod layer;
+mod listen;
 mod problem;
 mod tensor;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::routing::post;
-use axum::serve::ListenerExt;
 use axum::Router;
+
+pub use listen::TlsFiles;
 
 pub use crate::protocol::MAX_REQUEST_BODY;
 
@@ -48,6 +52,12 @@ pub struct Config {
     pub token: Option<String>,
     /// Log one line per request to stderr.
     pub log: bool,
+    /// Serve TLS (ALPN `h2` and `http/1.1`) with this certificate and key instead of
+    /// cleartext HTTP/1.1 and h2c.
+    pub tls: Option<TlsFiles>,
+    /// Most concurrent streams per HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS);
+    /// `None` = hyper's default (200).
+    pub h2_max_streams: Option<u32>,
 }
 
 impl std::fmt::Debug for Config {
@@ -58,6 +68,8 @@ impl std::fmt::Debug for Config {
             .field("port", &self.port)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("log", &self.log)
+            .field("tls", &self.tls)
+            .field("h2_max_streams", &self.h2_max_streams)
             .finish()
     }
 }
@@ -65,14 +77,21 @@ impl std::fmt::Debug for Config {
 /// Usage text of the binary.
 pub const USAGE: &str = "\
 usage: quill-server [--port N] [--host ADDR] [--token T] [--log]
+                    [--tls-cert PEM --tls-key PEM] [--h2-max-streams N]
 
   --port N     TCP port to listen on (default 0: pick a free port)
   --host ADDR  address to bind (default 127.0.0.1)
   --token T    demand `Authorization: Bearer T` on test.v1.FaultService/Auth
                (or set QUILL_SERVER_TOKEN, which keeps it out of `ps`)
   --log        log one line per request to stderr
+  --tls-cert PEM, --tls-key PEM
+               serve TLS with this certificate chain and key (ALPN h2 and
+               http/1.1) instead of cleartext HTTP/1.1 and h2c
+  --h2-max-streams N
+               most concurrent streams per HTTP/2 connection (default 200)
 
-When ready, prints `listening on http://HOST:PORT` on stdout.";
+Serves HTTP/1.1 and HTTP/2 on the same port. When ready, prints
+`listening on http://HOST:PORT` (`https://` with TLS) on stdout.";
 
 impl Config {
     /// Parses `--port N --host H --token T --log` (also `--flag=value`). The token may
@@ -85,6 +104,7 @@ impl Config {
                 .filter(|t| !t.is_empty()),
             ..Config::default()
         };
+        let (mut tls_cert, mut tls_key) = (None, None);
         let mut it = args.into_iter();
         while let Some(arg) = it.next() {
             let (flag, inline) = match arg.split_once('=') {
@@ -114,10 +134,24 @@ impl Config {
                     cfg.token = Some(v);
                 }
                 "--log" => cfg.log = true,
+                "--tls-cert" => tls_cert = Some(PathBuf::from(value("--tls-cert")?)),
+                "--tls-key" => tls_key = Some(PathBuf::from(value("--tls-key")?)),
+                "--h2-max-streams" => {
+                    let v = value("--h2-max-streams")?;
+                    cfg.h2_max_streams =
+                        Some(v.parse().ok().filter(|&n: &u32| n > 0).ok_or_else(|| {
+                            format!("--h2-max-streams: {v:?} is not a positive integer")
+                        })?);
+                }
                 "--help" | "-h" => return Err(String::new()),
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
+        cfg.tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => return Err("--tls-cert and --tls-key go together".to_owned()),
+        };
         Ok(cfg)
     }
 }
@@ -202,11 +236,13 @@ pub struct Server {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
     config: Config,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Server {
-    /// Binds `config.host:config.port`.
+    /// Binds `config.host:config.port` (and loads the TLS certificate and key, if any).
     pub async fn bind(config: Config) -> std::io::Result<Server> {
+        let tls = config.tls.as_ref().map(listen::acceptor).transpose()?;
         let host = if config.host.is_empty() {
             "127.0.0.1"
         } else {
@@ -218,7 +254,17 @@ impl Server {
             listener,
             addr,
             config,
+            tls,
         })
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// The bound address (with the real port when port 0 was asked for).
@@ -228,12 +274,9 @@ impl Server {
 
     /// Serves until the process ends.
     pub async fn serve(self) -> std::io::Result<()> {
+        let h2_max_streams = self.config.h2_max_streams;
         let app = router(self.config);
-        let listener = self.listener.tap_io(|tcp| {
-            // Streams flush frame by frame: do not let Nagle hold them back.
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, app).await
+        listen::serve(self.listener, app, self.tls, h2_max_streams).await
     }
 }
 
@@ -275,7 +318,12 @@ pub fn main_with_args<I: IntoIterator<Item = String>>(args: I) -> std::process::
         };
         {
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "listening on http://{}", server.local_addr());
+            let _ = writeln!(
+                out,
+                "listening on {}://{}",
+                server.scheme(),
+                server.local_addr()
+            );
             let _ = out.flush();
         }
         if config.log {
@@ -301,4 +349,33 @@ pub fn main_with_args<I: IntoIterator<Item = String>>(args: I) -> std::process::
 
 pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        Config::from_args(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn tls_and_http2_flags() {
+        let c = parse(&[
+            "--tls-cert",
+            "c.pem",
+            "--tls-key=k.pem",
+            "--h2-max-streams",
+            "1",
+        ])
+        .unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!((tls.cert, tls.key), ("c.pem".into(), "k.pem".into()));
+        assert_eq!(c.h2_max_streams, Some(1));
+        assert!(parse(&["--tls-cert", "c.pem"])
+            .unwrap_err()
+            .contains("go together"));
+        assert!(parse(&["--h2-max-streams", "0"]).is_err());
+        assert!(parse(&[]).unwrap().tls.is_none());
+    }
 }

@@ -77,6 +77,14 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Kills the server process now (as a crash would) and waits for it to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -1956,14 +1956,16 @@ public struct Http2Settings: Equatable, Hashable {
     public var keepAliveTimeoutMs: UInt64
     public var initialStreamWindow: UInt32?
     public var initialConnectionWindow: UInt32?
+    public var adaptiveWindow: Bool
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(keepAliveIntervalMs: UInt64? = UInt64(30000), keepAliveTimeoutMs: UInt64 = UInt64(20000), initialStreamWindow: UInt32? = nil, initialConnectionWindow: UInt32? = nil) {
+    public init(keepAliveIntervalMs: UInt64? = UInt64(30000), keepAliveTimeoutMs: UInt64 = UInt64(20000), initialStreamWindow: UInt32? = nil, initialConnectionWindow: UInt32? = nil, adaptiveWindow: Bool = false) {
         self.keepAliveIntervalMs = keepAliveIntervalMs
         self.keepAliveTimeoutMs = keepAliveTimeoutMs
         self.initialStreamWindow = initialStreamWindow
         self.initialConnectionWindow = initialConnectionWindow
+        self.adaptiveWindow = adaptiveWindow
     }
 
     
@@ -1985,7 +1987,8 @@ public struct FfiConverterTypeHttp2Settings: FfiConverterRustBuffer {
                 keepAliveIntervalMs: FfiConverterOptionUInt64.read(from: &buf), 
                 keepAliveTimeoutMs: FfiConverterUInt64.read(from: &buf), 
                 initialStreamWindow: FfiConverterOptionUInt32.read(from: &buf), 
-                initialConnectionWindow: FfiConverterOptionUInt32.read(from: &buf)
+                initialConnectionWindow: FfiConverterOptionUInt32.read(from: &buf), 
+                adaptiveWindow: FfiConverterBool.read(from: &buf)
         )
     }
 
@@ -1994,6 +1997,7 @@ public struct FfiConverterTypeHttp2Settings: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.keepAliveTimeoutMs, into: &buf)
         FfiConverterOptionUInt32.write(value.initialStreamWindow, into: &buf)
         FfiConverterOptionUInt32.write(value.initialConnectionWindow, into: &buf)
+        FfiConverterBool.write(value.adaptiveWindow, into: &buf)
     }
 }
 

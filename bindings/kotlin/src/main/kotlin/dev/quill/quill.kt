@@ -3539,6 +3539,8 @@ data class Http2Settings (
     var `initialStreamWindow`: kotlin.UInt? = null 
     , 
     var `initialConnectionWindow`: kotlin.UInt? = null 
+    , 
+    var `adaptiveWindow`: kotlin.Boolean = false 
     
 ){
     
@@ -3559,6 +3561,7 @@ public object FfiConverterTypeHttp2Settings: FfiConverterRustBuffer<Http2Setting
             FfiConverterULong.read(buf),
             FfiConverterOptionalUInt.read(buf),
             FfiConverterOptionalUInt.read(buf),
+            FfiConverterBoolean.read(buf),
         )
     }
 
@@ -3566,7 +3569,8 @@ public object FfiConverterTypeHttp2Settings: FfiConverterRustBuffer<Http2Setting
             FfiConverterOptionalULong.allocationSize(value.`keepAliveIntervalMs`) +
             FfiConverterULong.allocationSize(value.`keepAliveTimeoutMs`) +
             FfiConverterOptionalUInt.allocationSize(value.`initialStreamWindow`) +
-            FfiConverterOptionalUInt.allocationSize(value.`initialConnectionWindow`)
+            FfiConverterOptionalUInt.allocationSize(value.`initialConnectionWindow`) +
+            FfiConverterBoolean.allocationSize(value.`adaptiveWindow`)
     )
 
     override fun write(value: Http2Settings, buf: ByteBuffer) {
@@ -3574,6 +3578,7 @@ public object FfiConverterTypeHttp2Settings: FfiConverterRustBuffer<Http2Setting
             FfiConverterULong.write(value.`keepAliveTimeoutMs`, buf)
             FfiConverterOptionalUInt.write(value.`initialStreamWindow`, buf)
             FfiConverterOptionalUInt.write(value.`initialConnectionWindow`, buf)
+            FfiConverterBoolean.write(value.`adaptiveWindow`, buf)
     }
 }
 
