@@ -9,7 +9,10 @@
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+/// The event listener is process-wide: tests that install one take turns.
+static LISTENER: Mutex<()> = Mutex::new(());
 
 use common::Server;
 use futures_util::future::join_all;
@@ -77,6 +80,7 @@ fn connections_for(s: &Server, version: HttpVersion, opened: &AtomicUsize) -> us
 
 #[test]
 fn http2_multiplexes_calls_and_streams_on_one_connection() {
+    let _turn = LISTENER.lock().unwrap_or_else(|p| p.into_inner());
     let s = Server::start(&[]);
     let peer = format!("127.0.0.1:{}", s.port());
     let opened = Arc::new(AtomicUsize::new(0));
@@ -160,4 +164,67 @@ fn a_killed_server_ends_every_open_stream_with_an_error_on_time() {
             other => panic!("expected a stream or connection error, got {other:?}"),
         }
     }
+}
+
+#[test]
+fn http1_calls_beyond_max_connections_wait_for_a_free_one() {
+    let _turn = LISTENER.lock().unwrap_or_else(|p| p.into_inner());
+    let s = Server::start(&[]);
+    let peer = format!("127.0.0.1:{}", s.port());
+    let opened = Arc::new(AtomicUsize::new(0));
+    let count = opened.clone();
+    let c = s.client_with(|cfg| {
+        cfg.http_version = HttpVersion::Http1;
+        cfg.max_connections = 2;
+    });
+    events::set_listener(
+        Some(Arc::new(move |e: &Event| {
+            if e.kind == EventKind::ConnectionOpened && e.target == peer {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        })),
+        Level::Debug,
+    );
+    let started = std::time::Instant::now();
+    let results =
+        c.block_on(join_all((0..10).map(|_| {
+            c.run::<Reply>(Call::json(FAULT, "Slow", r#"{"ms": 100}"#))
+        })));
+    let elapsed = started.elapsed();
+    events::set_listener(None, Level::Debug);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(
+        opened.load(Ordering::SeqCst) <= 2,
+        "{} connections",
+        opened.load(Ordering::SeqCst)
+    );
+    assert!(
+        elapsed >= std::time::Duration::from_millis(500),
+        "two at a time: {elapsed:?}"
+    );
+
+    // A stream holds its slot until it ends; a call that cannot get one in time is a
+    // timeout, and gets one as soon as the stream is gone.
+    let one = s.client_with(|cfg| {
+        cfg.http_version = HttpVersion::Http1;
+        cfg.max_connections = 1;
+    });
+    let stream = one
+        .run_blocking::<quill::MessageStream>(Call::json(
+            FAULT,
+            "StreamSlow",
+            r#"{"messages": 100, "interval_ms": 50}"#,
+        ))
+        .unwrap();
+    let waited =
+        one.run_blocking::<Reply>(Call::proto("echo.v1.EchoService", "Echo", "x").timeout_ms(300));
+    assert!(
+        matches!(waited, Err(QuillError::Timeout { .. })),
+        "{waited:?}"
+    );
+    stream.cancel();
+    let reply = one
+        .run_blocking::<Reply>(Call::proto("echo.v1.EchoService", "Echo", "x").timeout_ms(5000))
+        .unwrap();
+    assert_eq!(reply.body, "x");
 }

@@ -257,6 +257,7 @@ class _ClientConfig(TypedDict):
     max_retries: NotRequired[int]
     ca_cert: NotRequired[bytes | None]
     user_agent: NotRequired[str | None]
+    max_connections: NotRequired[int]
     http_version: NotRequired[_HttpVersion]
     http2_keep_alive_interval_ms: NotRequired[int | None]
     http2_keep_alive_timeout_ms: NotRequired[int]
@@ -278,6 +279,7 @@ class QuillClient:
         max_retries: int = 0,
         ca_cert: _BytesLike | None = None,
         user_agent: str | None = None,
+        max_connections: int = 100,
         http_version: _HttpVersion = "auto",
         http2_keep_alive_interval_ms: int | None = 30000,
         http2_keep_alive_timeout_ms: int = 20000,

@@ -121,6 +121,7 @@ where
         let read = &read;
         async move {
             let (body, zstd) = next?;
+            let _slot = ctx.connection_slot().await;
             let resp = ctx.send(ctx.request(body, zstd)).await?;
             read(ctx, resp).await
         }

@@ -48,6 +48,8 @@ pub(crate) struct CallContext {
     pub idle_timeout: Option<Duration>,
     pub max_decoded_size: u64,
     pub compression: bool,
+    /// Connection slots of an HTTP/1.1 client (`max_connections`); `None` = no limit.
+    pub slots: Option<std::sync::Arc<tokio::sync::Semaphore>>,
     /// What responses have shown the server understands.
     pub server: std::sync::Arc<super::negotiation::ServerCodings>,
     /// The client's runtime: a stream's reader task keeps it alive.
@@ -102,6 +104,13 @@ impl CallContext {
             result = bounded => result,
             () = self.closed.fired() => Err(closed_error(&self.label.path)),
         }
+    }
+
+    /// Waits for a connection slot (with `max_connections`); hold it until the answer
+    /// is read. Call it under the deadline: the wait counts.
+    pub async fn connection_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        // The semaphore is never closed, so acquiring only ever waits.
+        self.slots.clone()?.acquire_owned().await.ok()
     }
 
     /// Whether request bodies may be compressed: compression is on and this server has

@@ -19,6 +19,9 @@ pub const DEFAULT_API_KEY_HEADER: &str = "X-API-Key";
 /// Default whole-call timeout.
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 
+/// Default [`ClientConfig::max_connections`], as httpx and aiohttp limit theirs.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 100;
+
 /// Settings of a [`QuillClient`](crate::client::QuillClient), fixed at construction.
 ///
 /// ```
@@ -57,6 +60,11 @@ pub struct ClientConfig {
     pub ca_cert_pem: Option<Vec<u8>>,
     /// `User-Agent` to send instead of `quill/<version>`.
     pub user_agent: Option<String>,
+    /// Most HTTP/1.1 calls in flight at once, each holding a connection until its
+    /// answer is read (a stream until it ends); more wait for a free one, within their
+    /// deadline. 0 = no limit. Not applied to [`HttpVersion::Http2`], whose calls share
+    /// one connection (the server's stream limit applies there).
+    pub max_connections: u32,
     /// Which HTTP to speak; [`HttpVersion::Auto`] by default.
     pub http_version: HttpVersion,
     /// Tuning of HTTP/2 connections (used when HTTP/2 is spoken).
@@ -214,6 +222,7 @@ impl ClientConfig {
             max_retries: 0,
             ca_cert_pem: None,
             user_agent: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             http_version: HttpVersion::Auto,
             http2: Http2Settings::default(),
         }

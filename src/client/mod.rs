@@ -50,7 +50,7 @@ use tokio::time::Instant;
 pub use answer::{Answer, Reply};
 pub use config::{
     ClientConfig, HeaderSetting, Http2Settings, HttpVersion, DEFAULT_API_KEY_HEADER,
-    DEFAULT_TIMEOUT_MS, MAX_HTTP2_WINDOW, REDACTED,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT_MS, MAX_HTTP2_WINDOW, REDACTED,
 };
 pub use request::{request_stream, Body, Call, CallOptions, RequestSender, RequestStream};
 pub use stream::{MessageStream, TokenStream};
@@ -296,6 +296,7 @@ impl QuillClient {
                 .map(Duration::from_millis),
             max_decoded_size: self.config.max_decoded_size,
             compression: self.config.enable_compression,
+            slots: self.runtime.slots(),
             server: self.server.clone(),
             runtime: self.runtime.clone(),
             closed: self.runtime.closed(),

@@ -50,6 +50,7 @@ pub(crate) struct HttpSettings {
     pub peer: String,
     pub version: HttpVersion,
     pub http2: Http2Settings,
+    pub max_connections: u32,
 }
 
 impl HttpSettings {
@@ -78,6 +79,7 @@ impl HttpSettings {
             peer,
             version: config.http_version,
             http2: config.http2.clone(),
+            max_connections: config.max_connections,
         })
     }
 
@@ -265,6 +267,8 @@ struct Parts {
     http: Option<reqwest::Client>,
     /// Created on demand, up to [`MAX_LANES`]: one per thread blocking at once.
     lanes: Vec<Arc<Lane>>,
+    /// `max_connections` permits shared by the workers and every lane (HTTP/1.1).
+    slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Parts {
@@ -280,6 +284,13 @@ impl Parts {
             runtime: Some(runtime),
             http: Some(settings.build_client()?),
             lanes: Vec::new(),
+            slots: (settings.max_connections > 0 && settings.version != HttpVersion::Http2).then(
+                || {
+                    Arc::new(tokio::sync::Semaphore::new(
+                        settings.max_connections as usize,
+                    ))
+                },
+            ),
         })
     }
 
@@ -367,6 +378,12 @@ impl ClientRuntime {
             std::mem::forget(inherited);
         }
         Ok(parts)
+    }
+
+    /// The connection slots for this process (rebuilt after a fork: a parent's calls
+    /// in flight must not hold the child's).
+    pub fn slots(&self) -> Option<Arc<tokio::sync::Semaphore>> {
+        self.parts(false).ok()?.slots.clone()
     }
 
     /// The runtime handle for this process, also on a closed client (the runtime runs

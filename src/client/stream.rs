@@ -256,8 +256,13 @@ pub(crate) async fn open(
     zstd: bool,
     request_error: Option<ErrorSlot>,
 ) -> Result<Opened> {
-    let sent = ctx.within_deadline(ctx.send(ctx.request(body, zstd))).await;
-    let resp = sent.map_err(|e| match &request_error {
+    let sent = ctx
+        .within_deadline(async {
+            let slot = ctx.connection_slot().await;
+            ctx.send(ctx.request(body, zstd)).await.map(|r| (r, slot))
+        })
+        .await;
+    let (resp, slot) = sent.map_err(|e| match &request_error {
         Some(slot) => slot.or(e),
         None => e,
     })?;
@@ -270,7 +275,11 @@ pub(crate) async fn open(
         request_error,
         closed: ctx.closed.clone(),
     };
-    let task = tokio::spawn(pump(resp, spec, tx));
+    // The connection slot goes with the reader: the connection is busy until it ends.
+    let task = tokio::spawn(async move {
+        let _slot = slot;
+        pump(resp, spec, tx).await
+    });
     Ok(Opened {
         rx,
         reader: task.abort_handle(),

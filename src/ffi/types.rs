@@ -114,6 +114,8 @@ pub struct ClientConfig {
     pub ca_cert_pem: Option<Vec<u8>>,
     #[uniffi(default = None)]
     pub user_agent: Option<String>,
+    #[uniffi(default = 100)]
+    pub max_connections: u32,
     /// `AUTO`/`.auto` unless you need one version: uniffi gives enum fields no default.
     pub http_version: HttpVersion,
     #[uniffi(default)]

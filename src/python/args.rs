@@ -131,7 +131,13 @@ macro_rules! named_opt_uints {
     )*};
 }
 
-named_uints!(id: u32, position: u32, max_decoded_size: u64, max_retries: u32);
+named_uints!(
+    id: u32,
+    position: u32,
+    max_decoded_size: u64,
+    max_retries: u32,
+    max_connections: u32,
+);
 named_opt_uints!(sequence_id: u32);
 
 pub(crate) fn timeout_ms(obj: &Bound<'_, PyAny>) -> PyResult<u64> {

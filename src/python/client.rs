@@ -278,6 +278,7 @@ impl PyQuillClient {
         max_retries = 0,
         ca_cert = None,
         user_agent = None,
+        max_connections = 100,
         http_version = "auto",
         http2_keep_alive_interval_ms = 30000,
         http2_keep_alive_timeout_ms = 20000,
@@ -296,6 +297,7 @@ impl PyQuillClient {
         #[pyo3(from_py_with = args::max_retries)] max_retries: u32,
         ca_cert: Option<&Bound<'_, PyAny>>,
         user_agent: Option<String>,
+        #[pyo3(from_py_with = args::max_connections)] max_connections: u32,
         http_version: &str,
         #[pyo3(from_py_with = args::http2_keep_alive_interval_ms)]
         http2_keep_alive_interval_ms: Option<u64>,
@@ -306,6 +308,7 @@ impl PyQuillClient {
     ) -> PyResult<Self> {
         let _inside = exit::enter(py);
         let mut config = ClientConfig::new(base_url);
+        config.max_connections = max_connections;
         config.http_version = HttpVersion::from_name(http_version).map_err(to_py_err)?;
         config.http2 = Http2Settings {
             keep_alive_interval_ms: http2_keep_alive_interval_ms,
@@ -347,6 +350,7 @@ impl PyQuillClient {
         d.set_item("max_retries", c.max_retries)?;
         d.set_item("ca_cert", c.ca_cert_pem.map(|pem| PyBytes::new(py, &pem)))?;
         d.set_item("user_agent", c.user_agent)?;
+        d.set_item("max_connections", c.max_connections)?;
         d.set_item("http_version", c.http_version.name())?;
         d.set_item(
             "http2_keep_alive_interval_ms",
@@ -382,6 +386,7 @@ impl PyQuillClient {
             "max_retries",
             "ca_cert",
             "user_agent",
+            "max_connections",
             "http_version",
             "http2_keep_alive_interval_ms",
             "http2_keep_alive_timeout_ms",
@@ -425,6 +430,9 @@ impl PyQuillClient {
             .map(|v| request_bytes(py, &v).map(|b| b.to_vec()))
             .transpose()?;
         c.user_agent = get("user_agent")?.map(|v| v.extract()).transpose()?;
+        if let Some(v) = get("max_connections")? {
+            c.max_connections = args::max_connections(&v)?;
+        }
         if let Some(v) = get("http_version")? {
             c.http_version = HttpVersion::from_name(&v.extract::<String>()?).map_err(to_py_err)?;
         }

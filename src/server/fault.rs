@@ -21,7 +21,7 @@ use super::generator::model;
 use super::problem::{bad_request, problem, ProblemResponse};
 use super::{bump, SharedState};
 use crate::codec::stream::{encode_data, encode_frame, put_varint, CANCEL_FRAME, END_STREAM_FRAME};
-use crate::protocol::{flags, problem_fields, MAX_FRAME_PAYLOAD};
+use crate::protocol::{flags, problem_fields, CONTENT_TYPE_PROTO, MAX_FRAME_PAYLOAD};
 use crate::{Token, TokenBatch};
 
 /// Longest sleep of `Slow` and longest interval of `StreamSlow`.
@@ -442,6 +442,51 @@ pub async fn big(headers: HeaderMap, body: Body) -> Response {
     resp.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     resp
+}
+
+#[derive(Deserialize)]
+struct FloodRequest {
+    #[serde(default)]
+    bytes: u64,
+    #[serde(default = "default_flood_message")]
+    message_size: u32,
+}
+
+fn default_flood_message() -> u32 {
+    64 * 1024
+}
+
+/// `Flood`: a stream of DATA messages of `message_size` zero bytes (the last one
+/// shorter) carrying `bytes` in all, then END_STREAM. One frame is encoded once and
+/// sent again and again: no per-byte work, for backpressure tests and throughput
+/// benchmarks.
+pub async fn flood(headers: HeaderMap, body: Body) -> Response {
+    let req: FloodRequest = match read_json(&headers, body).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    if req.bytes > MAX_BIG_BYTES {
+        return bad_request(format!("bytes is {}; at most {MAX_BIG_BYTES}", req.bytes));
+    }
+    let size = u64::from(req.message_size);
+    if size == 0 || size > MAX_FRAME_PAYLOAD as u64 {
+        return bad_request(format!(
+            "message_size is {size}; it must be 1..={}",
+            MAX_FRAME_PAYLOAD
+        ));
+    }
+    let n = req.bytes;
+    let full = Bytes::from(encode_data(&vec![0; size as usize]).expect("checked size"));
+    let frames = (0..n.div_ceil(size)).map(move |k| {
+        let len = size.min(n - k * size);
+        if len == size {
+            full.clone()
+        } else {
+            Bytes::from(encode_data(&vec![0; len as usize]).expect("checked size"))
+        }
+    });
+    let frames = frames.chain(std::iter::once(Bytes::from_static(&END_STREAM_FRAME)));
+    infallible_stream_response(CONTENT_TYPE_PROTO, stream::iter(frames))
 }
 
 fn zstd_zeros(n: u64) -> std::io::Result<Vec<u8>> {

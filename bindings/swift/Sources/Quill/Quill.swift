@@ -1710,6 +1710,7 @@ public struct ClientConfig: Equatable, Hashable {
     public var maxRetries: UInt32
     public var caCertPem: Data?
     public var userAgent: String?
+    public var maxConnections: UInt32
     /**
      * `AUTO`/`.auto` unless you need one version: uniffi gives enum fields no default.
      */
@@ -1718,7 +1719,7 @@ public struct ClientConfig: Equatable, Hashable {
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(baseUrl: String, timeoutMs: UInt64 = UInt64(30000), enableCompression: Bool = false, maxDecodedSize: UInt64 = UInt64(67108864), idleTimeoutMs: UInt64? = nil, maxRetries: UInt32 = UInt32(0), caCertPem: Data? = nil, userAgent: String? = nil, 
+    public init(baseUrl: String, timeoutMs: UInt64 = UInt64(30000), enableCompression: Bool = false, maxDecodedSize: UInt64 = UInt64(67108864), idleTimeoutMs: UInt64? = nil, maxRetries: UInt32 = UInt32(0), caCertPem: Data? = nil, userAgent: String? = nil, maxConnections: UInt32 = UInt32(100), 
         /**
          * `AUTO`/`.auto` unless you need one version: uniffi gives enum fields no default.
          */httpVersion: HttpVersion, http2: Http2Settings = Http2Settings()) {
@@ -1730,6 +1731,7 @@ public struct ClientConfig: Equatable, Hashable {
         self.maxRetries = maxRetries
         self.caCertPem = caCertPem
         self.userAgent = userAgent
+        self.maxConnections = maxConnections
         self.httpVersion = httpVersion
         self.http2 = http2
     }
@@ -1758,6 +1760,7 @@ public struct FfiConverterTypeClientConfig: FfiConverterRustBuffer {
                 maxRetries: FfiConverterUInt32.read(from: &buf), 
                 caCertPem: FfiConverterOptionData.read(from: &buf), 
                 userAgent: FfiConverterOptionString.read(from: &buf), 
+                maxConnections: FfiConverterUInt32.read(from: &buf), 
                 httpVersion: FfiConverterTypeHttpVersion.read(from: &buf), 
                 http2: FfiConverterTypeHttp2Settings.read(from: &buf)
         )
@@ -1772,6 +1775,7 @@ public struct FfiConverterTypeClientConfig: FfiConverterRustBuffer {
         FfiConverterUInt32.write(value.maxRetries, into: &buf)
         FfiConverterOptionData.write(value.caCertPem, into: &buf)
         FfiConverterOptionString.write(value.userAgent, into: &buf)
+        FfiConverterUInt32.write(value.maxConnections, into: &buf)
         FfiConverterTypeHttpVersion.write(value.httpVersion, into: &buf)
         FfiConverterTypeHttp2Settings.write(value.http2, into: &buf)
     }

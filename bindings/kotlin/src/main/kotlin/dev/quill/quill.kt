@@ -3349,6 +3349,8 @@ data class ClientConfig (
     , 
     var `userAgent`: kotlin.String? = null 
     , 
+    var `maxConnections`: kotlin.UInt = 100u 
+    , 
     /**
      * `AUTO`/`.auto` unless you need one version: uniffi gives enum fields no default.
      */
@@ -3379,6 +3381,7 @@ public object FfiConverterTypeClientConfig: FfiConverterRustBuffer<ClientConfig>
             FfiConverterUInt.read(buf),
             FfiConverterOptionalByteArray.read(buf),
             FfiConverterOptionalString.read(buf),
+            FfiConverterUInt.read(buf),
             FfiConverterTypeHttpVersion.read(buf),
             FfiConverterTypeHttp2Settings.read(buf),
         )
@@ -3393,6 +3396,7 @@ public object FfiConverterTypeClientConfig: FfiConverterRustBuffer<ClientConfig>
             FfiConverterUInt.allocationSize(value.`maxRetries`) +
             FfiConverterOptionalByteArray.allocationSize(value.`caCertPem`) +
             FfiConverterOptionalString.allocationSize(value.`userAgent`) +
+            FfiConverterUInt.allocationSize(value.`maxConnections`) +
             FfiConverterTypeHttpVersion.allocationSize(value.`httpVersion`) +
             FfiConverterTypeHttp2Settings.allocationSize(value.`http2`)
     )
@@ -3406,6 +3410,7 @@ public object FfiConverterTypeClientConfig: FfiConverterRustBuffer<ClientConfig>
             FfiConverterUInt.write(value.`maxRetries`, buf)
             FfiConverterOptionalByteArray.write(value.`caCertPem`, buf)
             FfiConverterOptionalString.write(value.`userAgent`, buf)
+            FfiConverterUInt.write(value.`maxConnections`, buf)
             FfiConverterTypeHttpVersion.write(value.`httpVersion`, buf)
             FfiConverterTypeHttp2Settings.write(value.`http2`, buf)
     }
