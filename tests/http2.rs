@@ -228,3 +228,39 @@ fn http1_calls_beyond_max_connections_wait_for_a_free_one() {
         .unwrap();
     assert_eq!(reply.body, "x");
 }
+
+#[test]
+fn a_reset_stream_fails_alone_and_its_siblings_complete() {
+    let s = Server::start(&[]);
+    let c = s.client_with(|cfg| cfg.http_version = HttpVersion::Http2);
+    let read_all = |request: &'static str, route: &'static str| {
+        let c = &c;
+        async move {
+            let stream = c
+                .run::<quill::MessageStream>(Call::json(FAULT, route, request))
+                .await?;
+            let mut n = 0;
+            while stream.next_message().await?.is_some() {
+                n += 1;
+            }
+            Ok::<_, QuillError>(n)
+        }
+    };
+    let slow = r#"{"messages": 10, "interval_ms": 20}"#;
+    let (cut, siblings) = c.block_on(async {
+        tokio::join!(
+            read_all(r#"{"messages": 3}"#, "StreamCut"),
+            join_all((0..5).map(|_| read_all(slow, "StreamSlow")))
+        )
+    });
+    // The aborted body reaches the client as RST_STREAM of that stream only.
+    assert!(matches!(cut, Err(QuillError::Stream { .. })), "{cut:?}");
+    for sibling in siblings {
+        assert_eq!(sibling.unwrap(), 10);
+    }
+    // The connection is still good for new calls.
+    let reply = c
+        .run_blocking::<Reply>(Call::proto("echo.v1.EchoService", "Echo", "after"))
+        .unwrap();
+    assert_eq!(reply.body, "after");
+}
