@@ -240,12 +240,16 @@ def async_rows(url: str) -> None:
 
     async def measure() -> dict[str, list[float]]:
         client = quill.QuillClient(url)
+        h2 = quill.QuillClient(url, http_version="http2")
         pyreqwest = ClientBuilder().build()
         session = aiohttp.ClientSession()
         hx = httpx.AsyncClient(limits=httpx.Limits(max_connections=TASKS))
 
         async def quill_call() -> bytes:
             return await client.call_async("echo.v1.EchoService", "Echo", body)
+
+        async def quill_h2_call() -> bytes:
+            return await h2.call_async("echo.v1.EchoService", "Echo", body)
 
         async def pyreqwest_call() -> bytes:
             resp = await pyreqwest.post(url + ECHO).body_bytes(body).build().send()
@@ -260,6 +264,7 @@ def async_rows(url: str) -> None:
 
         contenders: dict[str, Callable[[], Any]] = {
             "Python `quill.QuillClient.call_async`": quill_call,
+            "Python `quill.QuillClient.call_async`, HTTP/2 (h2c, one connection)": quill_h2_call,
             "Python `pyreqwest` (`Client`)": pyreqwest_call,
             "Python `aiohttp.ClientSession`": aiohttp_call,
             "Python `httpx.AsyncClient`": httpx_call,
@@ -274,6 +279,7 @@ def async_rows(url: str) -> None:
         await hx.aclose()
         await pyreqwest.close()
         client.close()
+        h2.close()
         return rates
 
     rates = asyncio.run(measure())
