@@ -41,7 +41,11 @@ pub async fn echo(headers: HeaderMap, body: Body) -> Response {
 
 /// `POST /echo.v1.EchoService/Headers`: a JSON object of the request headers
 /// (lower-case names; repeated headers joined with `, `). The body is ignored.
-pub async fn headers(headers: HeaderMap) -> Response {
+pub async fn headers(headers: HeaderMap, body: axum::body::Body) -> Response {
+    // The body is ignored but read first: a response sent over an unread request body
+    // makes the server close the connection, and a client that has already reused it
+    // for its next call sees that call fail.
+    let _ = axum::body::to_bytes(body, crate::protocol::MAX_REQUEST_BODY as usize).await;
     let mut map = Map::new();
     for (name, value) in &headers {
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
