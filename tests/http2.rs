@@ -264,3 +264,62 @@ fn a_reset_stream_fails_alone_and_its_siblings_complete() {
         .unwrap();
     assert_eq!(reply.body, "after");
 }
+
+#[test]
+fn after_goaway_open_streams_finish_and_new_calls_take_a_new_connection() {
+    let _turn = LISTENER.lock().unwrap_or_else(|p| p.into_inner());
+    let s = Server::start(&[]);
+    let peer = format!("127.0.0.1:{}", s.port());
+    let opened = Arc::new(AtomicUsize::new(0));
+    let count = opened.clone();
+    events::set_listener(
+        Some(Arc::new(move |e: &Event| {
+            if e.kind == EventKind::ConnectionOpened && e.target == peer {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        })),
+        Level::Debug,
+    );
+    let c = s.client_with(|cfg| cfg.http_version = HttpVersion::Http2);
+    let slow = r#"{"messages": 10, "interval_ms": 30}"#;
+    let (open, after) = c.block_on(async {
+        let streams = join_all(
+            (0..3).map(|_| c.run::<quill::MessageStream>(Call::json(FAULT, "StreamSlow", slow))),
+        )
+        .await;
+        let streams: Vec<_> = streams.into_iter().map(Result::unwrap).collect();
+        let goaway = c
+            .run::<Reply>(Call::json(FAULT, "GoAway", "{}"))
+            .await
+            .unwrap();
+        assert_eq!(goaway.body, r#"{"ok":true}"#);
+        // Give the GOAWAY frame time to arrive before the next calls are made.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let after =
+            join_all((0..5).map(|i| {
+                c.run::<Reply>(Call::proto("echo.v1.EchoService", "Echo", format!("{i}")))
+            }))
+            .await;
+        let open = join_all(streams.iter().map(|st| async move {
+            let mut n = 0;
+            while st.next_message().await?.is_some() {
+                n += 1;
+            }
+            Ok::<_, QuillError>(n)
+        }))
+        .await;
+        (open, after)
+    });
+    events::set_listener(None, Level::Debug);
+    for (i, reply) in after.into_iter().enumerate() {
+        assert_eq!(reply.unwrap().body, format!("{i}"));
+    }
+    for n in open {
+        assert_eq!(n.unwrap(), 10, "a stream open at the GOAWAY finishes");
+    }
+    assert_eq!(
+        opened.load(Ordering::SeqCst),
+        2,
+        "the later calls took a new connection"
+    );
+}

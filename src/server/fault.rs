@@ -320,6 +320,13 @@ pub async fn stream_slow(
     infallible_stream_response(CONTENT_TYPE_STREAM, frames)
 }
 
+/// `GoAway`: `{"ok": true}`, then the connection it came on shuts down gracefully
+/// (HTTP/2 GOAWAY: streams already open finish, new ones need a new connection).
+pub async fn goaway(axum::Extension(goaway): axum::Extension<super::listen::GoAway>) -> Response {
+    goaway.send();
+    json_response(&json!({"ok": true}))
+}
+
 /// `Stats`: `{"open_streams", "cancelled_streams", "requests"}` (requests counts every
 /// request the server received, this one included).
 pub async fn stats(State(state): State<SharedState>) -> Response {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::Request;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -16,6 +17,66 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+
+/// Asks the connection a request came on to shut down gracefully (HTTP/2: GOAWAY, then
+/// the streams already open finish; HTTP/1.1: close after this response). Every request
+/// carries its connection's as an extension (`test.v1.FaultService/GoAway` uses it).
+#[derive(Clone, Debug, Default)]
+pub struct GoAway(Arc<tokio::sync::Notify>);
+
+impl GoAway {
+    pub fn send(&self) {
+        // A stored permit: the connection task may not be waiting at this instant.
+        self.0.notify_one();
+    }
+}
+
+/// The router with this connection's [`GoAway`] put into every request.
+#[derive(Clone)]
+struct WithGoAway {
+    app: Router,
+    goaway: GoAway,
+}
+
+impl<B> tower_service::Service<Request<B>> for WithGoAway
+where
+    Router: tower_service::Service<Request<B>>,
+{
+    type Response = <Router as tower_service::Service<Request<B>>>::Response;
+    type Error = <Router as tower_service::Service<Request<B>>>::Error;
+    type Future = <Router as tower_service::Service<Request<B>>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower_service::Service::<Request<B>>::poll_ready(&mut self.app, cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        req.extensions_mut().insert(self.goaway.clone());
+        self.app.call(req)
+    }
+}
+
+/// Serves one connection until it ends, shutting it down gracefully when asked.
+async fn drive<I>(builder: Arc<auto::Builder<TokioExecutor>>, io: I, service: WithGoAway)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let goaway = service.goaway.0.clone();
+    let conn =
+        builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
+    tokio::pin!(conn);
+    // A broken connection ends only itself.
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = goaway.notified() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
 
 /// A certificate chain and its private key, PEM files.
 #[derive(Clone, Debug)]
@@ -73,25 +134,21 @@ pub(crate) async fn serve(
         };
         // Streams flush frame by frame: do not let Nagle hold them back.
         let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let service = WithGoAway {
+            app: app.clone(),
+            goaway: GoAway::default(),
+        };
         let (builder, tls) = (builder.clone(), tls.clone());
         tokio::spawn(async move {
-            // A failed handshake or a broken connection ends only that connection.
-            let _ = match tls {
-                None => {
-                    builder
-                        .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-                        .await
-                }
-                Some(tls) => match tls.accept(tcp).await {
-                    Ok(stream) => {
-                        builder
-                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                            .await
+            match tls {
+                None => drive(builder, tcp, service).await,
+                // A failed handshake ends only that connection.
+                Some(tls) => {
+                    if let Ok(stream) = tls.accept(tcp).await {
+                        drive(builder, stream, service).await;
                     }
-                    Err(_) => return,
-                },
-            };
+                }
+            }
         });
     }
 }

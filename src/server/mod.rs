@@ -222,6 +222,7 @@ pub fn router(config: Config) -> Router {
         .route("/test.v1.FaultService/Batches", post(fault::batches))
         .route("/test.v1.FaultService/Big", post(fault::big))
         .route("/test.v1.FaultService/Flood", post(fault::flood))
+        .route("/test.v1.FaultService/GoAway", post(fault::goaway))
         .route("/test.v1.FaultService/Bomb", post(fault::bomb))
         .method_not_allowed_fallback(problem::method_not_allowed)
         .fallback(problem::not_found)
