@@ -9,10 +9,48 @@
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The event listener is process-wide: tests that install one take turns.
 static LISTENER: Mutex<()> = Mutex::new(());
+
+/// Counts the connections clients open to one server, through the event listener, for
+/// as long as it lives (it holds the listener's turn and removes it when dropped).
+struct ConnectionCount {
+    opened: Arc<AtomicUsize>,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl ConnectionCount {
+    fn of(s: &Server) -> ConnectionCount {
+        let turn = LISTENER.lock().unwrap_or_else(|p| p.into_inner());
+        let peer = format!("127.0.0.1:{}", s.port());
+        let opened = Arc::new(AtomicUsize::new(0));
+        let count = opened.clone();
+        events::set_listener(
+            Some(Arc::new(move |e: &Event| {
+                if e.kind == EventKind::ConnectionOpened && e.target == peer {
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+            })),
+            Level::Debug,
+        );
+        ConnectionCount {
+            opened,
+            _turn: turn,
+        }
+    }
+
+    fn get(&self) -> usize {
+        self.opened.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for ConnectionCount {
+    fn drop(&mut self) {
+        events::set_listener(None, Level::Debug);
+    }
+}
 
 use common::Server;
 use futures_util::future::join_all;
@@ -43,8 +81,8 @@ fn each_version_announces_only_what_it_speaks() {
 
 /// Runs 100 unary calls and 20 token streams at once on one client and returns how many
 /// connections it opened to the server.
-fn connections_for(s: &Server, version: HttpVersion, opened: &AtomicUsize) -> usize {
-    let before = opened.load(Ordering::SeqCst);
+fn connections_for(s: &Server, version: HttpVersion, opened: &ConnectionCount) -> usize {
+    let before = opened.get();
     let c = s.client_with(|cfg| cfg.http_version = version);
     c.block_on(async {
         let calls = (0..100).map(|i| {
@@ -75,28 +113,15 @@ fn connections_for(s: &Server, version: HttpVersion, opened: &AtomicUsize) -> us
         });
         tokio::join!(join_all(calls), join_all(streams));
     });
-    opened.load(Ordering::SeqCst) - before
+    opened.get() - before
 }
 
 #[test]
 fn http2_multiplexes_calls_and_streams_on_one_connection() {
-    let _turn = LISTENER.lock().unwrap_or_else(|p| p.into_inner());
     let s = Server::start(&[]);
-    let peer = format!("127.0.0.1:{}", s.port());
-    let opened = Arc::new(AtomicUsize::new(0));
-    let count = opened.clone();
-    // Process-wide; only this server's connections are counted.
-    events::set_listener(
-        Some(Arc::new(move |e: &Event| {
-            if e.kind == EventKind::ConnectionOpened && e.target == peer {
-                count.fetch_add(1, Ordering::SeqCst);
-            }
-        })),
-        Level::Debug,
-    );
+    let opened = ConnectionCount::of(&s);
     let h2 = connections_for(&s, HttpVersion::Http2, &opened);
     let h1 = connections_for(&s, HttpVersion::Http1, &opened);
-    events::set_listener(None, Level::Debug);
     assert_eq!(
         h2, 1,
         "HTTP/2: one connection for 120 concurrent calls and streams"
@@ -168,36 +193,20 @@ fn a_killed_server_ends_every_open_stream_with_an_error_on_time() {
 
 #[test]
 fn http1_calls_beyond_max_connections_wait_for_a_free_one() {
-    let _turn = LISTENER.lock().unwrap_or_else(|p| p.into_inner());
     let s = Server::start(&[]);
-    let peer = format!("127.0.0.1:{}", s.port());
-    let opened = Arc::new(AtomicUsize::new(0));
-    let count = opened.clone();
+    let opened = ConnectionCount::of(&s);
     let c = s.client_with(|cfg| {
         cfg.http_version = HttpVersion::Http1;
         cfg.max_connections = 2;
     });
-    events::set_listener(
-        Some(Arc::new(move |e: &Event| {
-            if e.kind == EventKind::ConnectionOpened && e.target == peer {
-                count.fetch_add(1, Ordering::SeqCst);
-            }
-        })),
-        Level::Debug,
-    );
     let started = std::time::Instant::now();
     let results =
         c.block_on(join_all((0..10).map(|_| {
             c.run::<Reply>(Call::json(FAULT, "Slow", r#"{"ms": 100}"#))
         })));
     let elapsed = started.elapsed();
-    events::set_listener(None, Level::Debug);
     assert!(results.iter().all(Result::is_ok), "{results:?}");
-    assert!(
-        opened.load(Ordering::SeqCst) <= 2,
-        "{} connections",
-        opened.load(Ordering::SeqCst)
-    );
+    assert!(opened.get() <= 2, "{} connections", opened.get());
     assert!(
         elapsed >= std::time::Duration::from_millis(500),
         "two at a time: {elapsed:?}"
@@ -267,19 +276,8 @@ fn a_reset_stream_fails_alone_and_its_siblings_complete() {
 
 #[test]
 fn after_goaway_open_streams_finish_and_new_calls_take_a_new_connection() {
-    let _turn = LISTENER.lock().unwrap_or_else(|p| p.into_inner());
     let s = Server::start(&[]);
-    let peer = format!("127.0.0.1:{}", s.port());
-    let opened = Arc::new(AtomicUsize::new(0));
-    let count = opened.clone();
-    events::set_listener(
-        Some(Arc::new(move |e: &Event| {
-            if e.kind == EventKind::ConnectionOpened && e.target == peer {
-                count.fetch_add(1, Ordering::SeqCst);
-            }
-        })),
-        Level::Debug,
-    );
+    let opened = ConnectionCount::of(&s);
     let c = s.client_with(|cfg| cfg.http_version = HttpVersion::Http2);
     let slow = r#"{"messages": 10, "interval_ms": 30}"#;
     let (open, after) = c.block_on(async {
@@ -310,16 +308,11 @@ fn after_goaway_open_streams_finish_and_new_calls_take_a_new_connection() {
         .await;
         (open, after)
     });
-    events::set_listener(None, Level::Debug);
     for (i, reply) in after.into_iter().enumerate() {
         assert_eq!(reply.unwrap().body, format!("{i}"));
     }
     for n in open {
         assert_eq!(n.unwrap(), 10, "a stream open at the GOAWAY finishes");
     }
-    assert_eq!(
-        opened.load(Ordering::SeqCst),
-        2,
-        "the later calls took a new connection"
-    );
+    assert_eq!(opened.get(), 2, "the later calls took a new connection");
 }
