@@ -199,7 +199,7 @@ def main() -> None:
     print()
     async_rows(url)
     print()
-    stream_rows(url, results[FLOOR][1 << 20][0])
+    stream_rows(url)
 
 
 def logging_on(call: Callable[[], object]) -> object:
@@ -291,9 +291,7 @@ def async_rows(url: str) -> None:
         print(f"| {name} | {rate:,.0f} | {rate / base:.2f}× |")
 
 
-def stream_rows(url: str, native_1mib_s: float) -> None:
-    import numpy as np
-
+def stream_rows(url: str) -> None:
     client = quill.QuillClient(url, timeout_ms=120_000)
     req = {"batches": 4000, "batch_size": 64}
     list(client.stream_tokens("test.v1.FaultService", "Batches", {"batches": 10, "batch_size": 64}))
@@ -305,13 +303,6 @@ def stream_rows(url: str, native_1mib_s: float) -> None:
     first = per_call(lambda: next(iter(client.stream("test.v1.FaultService", "StreamSlow", slow))))
     unary = per_call(lambda: client.call("echo.v1.EchoService", "Echo", b""))
 
-    big = np.random.default_rng(0).integers(0, 255, size=64 << 20, dtype=np.uint8)
-    t = quill.Tensor.from_numpy(big)
-    up = per_call(lambda: client.send_tensor("tensor.v1.TensorService", "Upload", t), 3)
-    down_req = {"shape": [64 << 20], "dtype": "uint8"}
-    down = per_call(lambda: client.call_tensor("tensor.v1.TensorService", "Download", down_req), 3)
-    np_copy = per_call(big.copy, 1)
-    mib = 64
     print("| streaming | result | reference |")
     print("|---|---|---|")
     print(
@@ -322,11 +313,6 @@ def stream_rows(url: str, native_1mib_s: float) -> None:
         f"| time to first stream message | {first * 1e6:.0f} µs | unary empty call "
         f"{unary * 1e6:.0f} µs (overhead {(first - unary) * 1e6:+.0f} µs) |"
     )
-    print(
-        f"| tensor upload 64 MiB (`send_tensor`) | {mib / up:.0f} MiB/s | numpy copy "
-        f"{mib / np_copy:.0f} MiB/s; native 1 MiB echo {1 / native_1mib_s:.0f} MiB/s |"
-    )
-    print(f"| tensor download 64 MiB (`call_tensor`) | {mib / down:.0f} MiB/s | |")
 
 
 if __name__ == "__main__":

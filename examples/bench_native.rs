@@ -1,10 +1,11 @@
 //! The native side of the client benchmarks (scripts/bench): unary Echo calls from
-//! Rust, with plain reqwest (the floor) and with quill's own client, against a running
-//! server. `benches/bench_client.py` drives it over stdin so that native and Python
+//! Rust, with plain reqwest (the floor) and with quill's own client, and plain reqwest
+//! tensor downloads over HTTP/1.1 and HTTP/2, against a running server. `benches/bench_client.py` drives it over stdin so that native and Python
 //! windows interleave in one run and machine noise hits every contender alike.
 //!
 //! Usage: `bench_native URL`, then one command per line on stdin:
-//! `reqwest|quill_blocking|quill_async SIZE_BYTES SECONDS`; each prints the mean
+//! `reqwest|quill_blocking|quill_async|reqwest_download_http1|reqwest_download_http2
+//! SIZE_BYTES SECONDS`; each prints the mean
 //! seconds per call over a window of SECONDS (the client and its pooled connection
 //! persist between windows; the first window of each kind is the caller's warm-up).
 
@@ -37,8 +38,13 @@ fn main() {
         .http1_only()
         .build()
         .expect("reqwest client");
+    let http2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("reqwest client");
     let endpoint = format!("{url}/echo.v1.EchoService/Echo");
-    let client = quill::QuillClient::with_config(quill::ClientConfig::new(url)).expect("client");
+    let client =
+        quill::QuillClient::with_config(quill::ClientConfig::new(url.clone())).expect("client");
 
     let mut out = std::io::stdout().lock();
     for line in std::io::stdin().lock().lines() {
@@ -93,6 +99,29 @@ fn main() {
                         .expect("call"),
                 )
             }),
+            // The floor of a tensor download: the body of `Download` into one fresh
+            // buffer, as plain reqwest reads it (SIZE is the tensor's byte size).
+            "reqwest_download_http1" | "reqwest_download_http2" => {
+                let h2 = what.ends_with("http2");
+                let http = if h2 { &http2 } else { &http };
+                window(budget, || {
+                    rt.block_on(async {
+                        let mut r = http
+                            .post(format!("{url}/tensor.v1.TensorService/Download"))
+                            .header("content-type", "application/json")
+                            .body(format!(r#"{{"shape": [{size}], "dtype": "uint8"}}"#))
+                            .send()
+                            .await
+                            .expect("send");
+                        assert!(r.status().is_success());
+                        let mut buf = Vec::with_capacity(size + 4096);
+                        while let Some(chunk) = r.chunk().await.expect("chunk") {
+                            buf.extend_from_slice(&chunk);
+                        }
+                        assert!(buf.len() > size);
+                    })
+                })
+            }
             other => panic!("unknown kind {other:?}"),
         };
         writeln!(out, "{per_call}").expect("stdout");

@@ -10,6 +10,7 @@ mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// The event listener is process-wide: tests that install one take turns.
 static LISTENER: Mutex<()> = Mutex::new(());
@@ -315,4 +316,65 @@ fn after_goaway_open_streams_finish_and_new_calls_take_a_new_connection() {
         assert_eq!(n.unwrap(), 10, "a stream open at the GOAWAY finishes");
     }
     assert_eq!(opened.get(), 2, "the later calls took a new connection");
+}
+
+/// Live `Stall` requests the server holds.
+fn stalled(c: &quill::QuillClient) -> u64 {
+    let reply = c
+        .run_blocking::<Reply>(Call::json(FAULT, "Stats", "{}"))
+        .unwrap();
+    serde_json::from_slice::<Value>(&reply.body).unwrap()["stalled"]
+        .as_u64()
+        .unwrap()
+}
+
+/// A server that stops reading an upload: the body fills the flow-control window (TCP
+/// buffers on HTTP/1.1, the stream window on HTTP/2) and the write stalls. The call's
+/// deadline still ends it on time and the client stays usable. On HTTP/2 the client
+/// resets the stream, which the server sees. On HTTP/1.1 the connection library keeps
+/// the connection until its queued bytes are written (plain reqwest does the same;
+/// docs/reliability.md), and the next call takes another connection.
+#[test]
+fn a_flow_control_stall_ends_at_the_deadline() {
+    let s = Server::start(&[]);
+    for version in [HttpVersion::Http1, HttpVersion::Http2] {
+        let c = s.client_with(|cfg| cfg.http_version = version);
+        let before = stalled(&c);
+        // 64 MiB: far beyond every window and socket buffer on the way.
+        let body = bytes::Bytes::from(vec![7u8; 64 << 20]);
+        let start = Instant::now();
+        let err = c
+            .run_blocking::<Reply>(
+                Call::proto(FAULT, "Stall", body)
+                    .header("quill-stall-ms", "60000")
+                    .timeout_ms(300),
+            )
+            .unwrap_err();
+        let took = start.elapsed();
+        assert!(
+            matches!(err, QuillError::Timeout { .. }),
+            "{version:?}: {err:?}"
+        );
+        assert!(
+            took >= Duration::from_millis(290) && took < Duration::from_millis(800),
+            "{version:?}: the stalled call ended after {took:?}, not at its 300 ms deadline"
+        );
+        // The client is fine for the next call, at once.
+        let reply = c
+            .run_blocking::<Reply>(
+                Call::proto("echo.v1.EchoService", "Echo", "after").timeout_ms(1_000),
+            )
+            .unwrap();
+        assert_eq!(reply.body, "after");
+        if version == HttpVersion::Http2 {
+            let gone = Instant::now();
+            while stalled(&c) > before {
+                assert!(
+                    gone.elapsed() < Duration::from_secs(1),
+                    "the server still holds the stalled HTTP/2 stream a second later"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
 }

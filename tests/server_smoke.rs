@@ -367,6 +367,19 @@ fn tensors_round_trip() {
     }
     assert_eq!(up["fnv1a64"], format!("{h:016x}"));
 
+    // Sink reads any body to its end and only counts it, zstd-decoded when it says so.
+    let sunk = srv.json_bytes("/tensor.v1.TensorService/Sink", &r.body);
+    assert_eq!(sunk["received_bytes"], r.body.len());
+    let packed = zstd::bulk::compress(&r.body, 3).unwrap();
+    let sunk = srv.call(
+        "POST",
+        "/tensor.v1.TensorService/Sink",
+        &[("Content-Encoding", "zstd")],
+        &packed,
+    );
+    let sunk: Value = serde_json::from_slice(&sunk.body).unwrap();
+    assert_eq!(sunk["received_bytes"], r.body.len());
+
     let small = Tensor::from_bytes(&[1, 2, 3, 4], vec![4], DType::Uint8, None).unwrap();
     let body = small.encode();
     let r = srv.post("/tensor.v1.TensorService/Upload", &body[..body.len() - 3]);

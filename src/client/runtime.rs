@@ -111,6 +111,12 @@ impl HttpSettings {
     }
 }
 
+/// The largest HTTP/2 DATA frame the client accepts. hyper's default, 16 KiB, cut every
+/// 64 KiB tensor payload into four frames; a whole payload per frame took HTTP/2 tensor
+/// downloads from about half to over two thirds of raw loopback TCP
+/// (docs/performance.md), and a frame still stays small next to the stream window.
+const HTTP2_MAX_FRAME_SIZE: u32 = 256 * 1024;
+
 impl HttpSettings {
     fn tune_http2(&self, builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
         let h2 = &self.http2;
@@ -120,7 +126,8 @@ impl HttpSettings {
                 h2.keep_alive_interval_ms
                     .filter(|&ms| ms > 0)
                     .map(Duration::from_millis),
-            );
+            )
+            .http2_max_frame_size(HTTP2_MAX_FRAME_SIZE);
         if h2.adaptive_window {
             builder = builder.http2_adaptive_window(true);
         } else {

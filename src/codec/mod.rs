@@ -11,6 +11,7 @@
 //! Every decoder here is incremental (bytes pushed in any chunking) and reports bad
 //! input as a [`QuillError`](crate::QuillError), never a panic; `fuzz/` drives each one.
 
+mod buffer;
 pub mod stream;
 pub mod tensor;
 pub mod zstd;

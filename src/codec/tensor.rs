@@ -6,6 +6,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::buffer;
 use crate::dtype::DType;
 use crate::error::{QuillError, Result};
 use crate::protocol::{
@@ -168,6 +169,59 @@ pub fn encode_token_batch_frame(b: &TokenBatch) -> Result<Vec<u8>> {
     encode_frame(ty::TOKEN_BATCH, &b.encode()?)
 }
 
+/// Checks a 9-byte frame header: its type is one protocol.md §6 names and its payload
+/// fits `max_payload`. Returns the type and payload length.
+fn parse_header(h: &[u8; TENSOR_FRAME_HEADER_LEN], max_payload: usize) -> Result<(u8, usize)> {
+    let kind = h[0];
+    let len = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) as usize;
+    if !matches!(
+        kind,
+        ty::PROTO_MSG
+            | ty::END_STREAM
+            | ty::CANCEL
+            | ty::CREDIT
+            | ty::TENSOR_META
+            | ty::TENSOR_PAYLOAD
+            | ty::TOKEN_BATCH
+    ) {
+        return Err(QuillError::decode(format!(
+            "unknown tensor frame type 0x{kind:02x}"
+        )));
+    }
+    if len > max_payload {
+        return Err(QuillError::decode(format!(
+            "tensor frame payload of {len} bytes exceeds the {max_payload}-byte limit"
+        )));
+    }
+    Ok((kind, len))
+}
+
+/// The frame of type `kind` (already checked by [`parse_header`]) with this payload.
+fn frame_from(kind: u8, payload: Bytes) -> Result<TensorFrame> {
+    Ok(match kind {
+        ty::PROTO_MSG => TensorFrame::ProtoMsg(payload),
+        ty::END_STREAM => {
+            if !payload.is_empty() {
+                return Err(QuillError::decode("END_STREAM tensor frame must be empty"));
+            }
+            TensorFrame::End
+        }
+        ty::CANCEL => TensorFrame::Cancel(String::from_utf8_lossy(&payload).into_owned()),
+        ty::CREDIT => {
+            let b: [u8; 8] = payload[..].try_into().map_err(|_| {
+                QuillError::decode(format!(
+                    "CREDIT frame payload is {} bytes, expected 8",
+                    payload.len()
+                ))
+            })?;
+            TensorFrame::Credit(u64::from_le_bytes(b))
+        }
+        ty::TENSOR_META => TensorFrame::Meta(decode_meta(&payload)?),
+        ty::TENSOR_PAYLOAD => TensorFrame::Payload(payload),
+        _ => TensorFrame::TokenBatch(TokenBatch::decode(&payload)?),
+    })
+}
+
 /// Incremental decoder of tensor frames; feed chunks of any size.
 #[derive(Debug)]
 pub struct TensorFrameDecoder {
@@ -199,61 +253,17 @@ impl TensorFrameDecoder {
 
     /// The next complete frame, `None` if more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<TensorFrame>> {
-        if self.buf.len() < TENSOR_FRAME_HEADER_LEN {
+        let Some(head) = self.buf.first_chunk::<TENSOR_FRAME_HEADER_LEN>() else {
             return Ok(None);
-        }
-        let kind = self.buf[0];
-        let len = u32::from_be_bytes([self.buf[5], self.buf[6], self.buf[7], self.buf[8]]) as usize;
-        if !matches!(
-            kind,
-            ty::PROTO_MSG
-                | ty::END_STREAM
-                | ty::CANCEL
-                | ty::CREDIT
-                | ty::TENSOR_META
-                | ty::TENSOR_PAYLOAD
-                | ty::TOKEN_BATCH
-        ) {
-            return Err(QuillError::decode(format!(
-                "unknown tensor frame type 0x{kind:02x}"
-            )));
-        }
-        if len > self.max_payload {
-            return Err(QuillError::decode(format!(
-                "tensor frame payload of {len} bytes exceeds the {}-byte limit",
-                self.max_payload
-            )));
-        }
+        };
+        let (kind, len) = parse_header(head, self.max_payload)?;
         if self.buf.len() < TENSOR_FRAME_HEADER_LEN + len {
             self.buf
                 .reserve(TENSOR_FRAME_HEADER_LEN + len - self.buf.len());
             return Ok(None);
         }
         self.buf.advance(TENSOR_FRAME_HEADER_LEN);
-        let payload = self.buf.split_to(len).freeze();
-        let frame = match kind {
-            ty::PROTO_MSG => TensorFrame::ProtoMsg(payload),
-            ty::END_STREAM => {
-                if !payload.is_empty() {
-                    return Err(QuillError::decode("END_STREAM tensor frame must be empty"));
-                }
-                TensorFrame::End
-            }
-            ty::CANCEL => TensorFrame::Cancel(String::from_utf8_lossy(&payload).into_owned()),
-            ty::CREDIT => {
-                let b: [u8; 8] = payload[..].try_into().map_err(|_| {
-                    QuillError::decode(format!(
-                        "CREDIT frame payload is {} bytes, expected 8",
-                        payload.len()
-                    ))
-                })?;
-                TensorFrame::Credit(u64::from_le_bytes(b))
-            }
-            ty::TENSOR_META => TensorFrame::Meta(decode_meta(&payload)?),
-            ty::TENSOR_PAYLOAD => TensorFrame::Payload(payload),
-            _ => TensorFrame::TokenBatch(TokenBatch::decode(&payload)?),
-        };
-        Ok(Some(frame))
+        frame_from(kind, self.buf.split_to(len).freeze()).map(Some)
     }
 }
 
@@ -262,13 +272,8 @@ impl TensorFrameDecoder {
 pub struct TensorAssembler {
     meta: Option<TensorMeta>,
     expected: usize,
-    received: usize,
-    first: Option<Bytes>,
-    buf: Option<BytesMut>,
+    data: Option<BytesMut>,
 }
-
-/// Never reserve more than this up front: `byte_size` comes from the peer.
-const MAX_PREALLOC: usize = 64 * 1024 * 1024;
 
 impl TensorAssembler {
     pub fn new() -> Self {
@@ -284,49 +289,26 @@ impl TensorAssembler {
                 }
                 self.expected = meta.size_bytes()? as usize;
                 self.meta = Some(meta);
+                self.data = None;
                 Ok(None)
             }
             TensorFrame::Payload(p) => {
-                if self.meta.is_none() {
-                    return Err(QuillError::decode("TENSOR_PAYLOAD before TENSOR_META"));
-                }
-                if self.received + p.len() > self.expected {
-                    return Err(QuillError::decode(format!(
-                        "tensor payload exceeds the {} bytes its metadata declares",
-                        self.expected
-                    )));
-                }
-                self.received += p.len();
-                // Keep a single full-size payload as-is (zero copy); otherwise gather.
-                match (&mut self.first, &mut self.buf) {
-                    (None, None) => self.first = Some(p),
-                    (Some(first), None) => {
-                        let mut b = BytesMut::with_capacity(self.expected.min(MAX_PREALLOC));
-                        b.extend_from_slice(first);
-                        b.extend_from_slice(&p);
-                        self.first = None;
-                        self.buf = Some(b);
-                    }
-                    (_, Some(b)) => b.extend_from_slice(&p),
-                }
+                self.begin_payload(p.len())?;
+                self.payload_bytes(&p);
                 Ok(None)
             }
             TensorFrame::End => {
                 let Some(meta) = self.meta.take() else {
                     return Err(QuillError::decode("END_STREAM before TENSOR_META"));
                 };
-                if self.received != self.expected {
+                let data = self.data.take().map(BytesMut::freeze).unwrap_or_default();
+                if data.len() != self.expected {
                     return Err(QuillError::decode(format!(
                         "tensor payload is {} bytes but its metadata declares {}",
-                        self.received, self.expected
+                        data.len(),
+                        self.expected
                     )));
                 }
-                let data = match (self.first.take(), self.buf.take()) {
-                    (Some(f), _) => f,
-                    (None, Some(b)) => b.freeze(),
-                    (None, None) => Bytes::new(),
-                };
-                self.received = 0;
                 Tensor::new(meta, data)
                     .map(Some)
                     .map_err(|e| QuillError::decode(e.to_string()))
@@ -346,6 +328,30 @@ impl TensorAssembler {
         }
     }
 
+    /// Checks a TENSOR_PAYLOAD frame of `len` bytes from its header alone: it must follow
+    /// TENSOR_META and stay within the size the metadata declares.
+    fn begin_payload(&mut self, len: usize) -> Result<()> {
+        if self.meta.is_none() {
+            return Err(QuillError::decode("TENSOR_PAYLOAD before TENSOR_META"));
+        }
+        let received = self.data.as_ref().map_or(0, BytesMut::len);
+        if received + len > self.expected {
+            return Err(QuillError::decode(format!(
+                "tensor payload exceeds the {} bytes its metadata declares",
+                self.expected
+            )));
+        }
+        Ok(())
+    }
+
+    /// Payload bytes of a frame [`begin_payload`](Self::begin_payload) accepted, copied
+    /// once, into the tensor's own buffer.
+    fn payload_bytes(&mut self, bytes: &[u8]) {
+        self.data
+            .get_or_insert_with(|| buffer::receive_buffer(self.expected))
+            .extend_from_slice(bytes);
+    }
+
     /// Whether a tensor is partly received.
     pub fn in_progress(&self) -> bool {
         self.meta.is_some()
@@ -359,12 +365,26 @@ pub fn decode_tensor(body: &[u8]) -> Result<Tensor> {
     reader.finish()
 }
 
+/// The frame a [`TensorReader`] is in the middle of.
+#[derive(Debug)]
+struct OpenFrame {
+    kind: u8,
+    len: usize,
+    remaining: usize,
+    /// The payload of a frame other than TENSOR_PAYLOAD (whose bytes go straight into
+    /// the tensor's buffer).
+    small: Vec<u8>,
+}
+
 /// Reads exactly one tensor from a body of tensor frames pushed in any chunking: the
 /// one place that decides when such a body is complete, used by [`decode_tensor`], the
 /// client's tensor calls and the bundled server's Upload. Errors are
 /// [`QuillError::Decode`] (or `UnsupportedDType`): from [`push`](Self::push) for
 /// malformed frames, a tensor over the limit or bytes after the tensor's END_STREAM;
 /// from [`finish`](Self::finish) for a body that ends early or holds no tensor.
+///
+/// Element bytes are copied once, from the pushed chunk into the tensor's buffer: the
+/// reader keeps only a frame header or a small frame's payload between pushes.
 ///
 /// ```
 /// use quill::codec::tensor::{encode_tensor, TensorReader};
@@ -378,7 +398,9 @@ pub fn decode_tensor(body: &[u8]) -> Result<Tensor> {
 /// ```
 #[derive(Debug, Default)]
 pub struct TensorReader {
-    frames: TensorFrameDecoder,
+    head: [u8; TENSOR_FRAME_HEADER_LEN],
+    head_len: usize,
+    open: Option<OpenFrame>,
     assembler: TensorAssembler,
     tensor: Option<Tensor>,
     limit: Option<(u64, &'static str)>,
@@ -400,31 +422,67 @@ impl TensorReader {
     }
 
     /// Feeds the next bytes of the body.
-    pub fn push(&mut self, chunk: &[u8]) -> Result<()> {
-        if self.tensor.is_some() {
-            return match chunk.len() {
-                0 => Ok(()),
-                n => Err(trailing_bytes(n)),
+    pub fn push(&mut self, mut chunk: &[u8]) -> Result<()> {
+        while !chunk.is_empty() {
+            if self.tensor.is_some() {
+                return Err(trailing_bytes(chunk.len()));
+            }
+            let Some(open) = &mut self.open else {
+                let n = (TENSOR_FRAME_HEADER_LEN - self.head_len).min(chunk.len());
+                self.head[self.head_len..self.head_len + n].copy_from_slice(&chunk[..n]);
+                self.head_len += n;
+                chunk = &chunk[n..];
+                if self.head_len == TENSOR_FRAME_HEADER_LEN {
+                    self.head_len = 0;
+                    let (kind, len) = parse_header(&self.head, MAX_FRAME_PAYLOAD)?;
+                    if kind == ty::TENSOR_PAYLOAD {
+                        self.assembler.begin_payload(len)?;
+                    }
+                    self.open = Some(OpenFrame {
+                        kind,
+                        len,
+                        remaining: len,
+                        small: Vec::new(),
+                    });
+                    if len == 0 {
+                        self.close_frame()?;
+                    }
+                }
+                continue;
             };
-        }
-        self.frames.push(chunk);
-        while let Some(frame) = self.frames.next_frame()? {
-            if let (TensorFrame::Meta(meta), Some((limit, setting))) = (&frame, self.limit) {
-                let size = meta.size_bytes()?;
-                if size > limit {
-                    return Err(QuillError::decode(format!(
-                        "tensor of {size} bytes exceeds the {limit}-byte limit ({setting})"
-                    )));
-                }
+            let n = open.remaining.min(chunk.len());
+            if open.kind == ty::TENSOR_PAYLOAD {
+                self.assembler.payload_bytes(&chunk[..n]);
+            } else {
+                open.small.extend_from_slice(&chunk[..n]);
             }
-            if let Some(tensor) = self.assembler.on_frame(frame)? {
-                if self.frames.buffered() > 0 {
-                    return Err(trailing_bytes(self.frames.buffered()));
-                }
-                self.tensor = Some(tensor);
-                break;
+            open.remaining -= n;
+            chunk = &chunk[n..];
+            if open.remaining == 0 {
+                self.close_frame()?;
             }
         }
+        Ok(())
+    }
+
+    /// The open frame's last byte has arrived.
+    fn close_frame(&mut self) -> Result<()> {
+        let Some(open) = self.open.take() else {
+            return Ok(());
+        };
+        if open.kind == ty::TENSOR_PAYLOAD {
+            return Ok(());
+        }
+        let frame = frame_from(open.kind, Bytes::from(open.small))?;
+        if let (TensorFrame::Meta(meta), Some((limit, setting))) = (&frame, self.limit) {
+            let size = meta.size_bytes()?;
+            if size > limit {
+                return Err(QuillError::decode(format!(
+                    "tensor of {size} bytes exceeds the {limit}-byte limit ({setting})"
+                )));
+            }
+        }
+        self.tensor = self.assembler.on_frame(frame)?;
         Ok(())
     }
 
@@ -438,10 +496,14 @@ impl TensorReader {
         if let Some(tensor) = self.tensor {
             return Ok(tensor);
         }
-        Err(QuillError::decode(if self.frames.buffered() > 0 {
+        let partial = self.head_len
+            + self
+                .open
+                .as_ref()
+                .map_or(0, |f| TENSOR_FRAME_HEADER_LEN + f.len - f.remaining);
+        Err(QuillError::decode(if partial > 0 {
             format!(
-                "tensor frames are truncated: the body ends inside a frame ({} bytes of an incomplete frame)",
-                self.frames.buffered()
+                "tensor frames are truncated: the body ends inside a frame ({partial} bytes of an incomplete frame)"
             )
         } else if self.assembler.in_progress() {
             "tensor frames end before END_STREAM (truncated)".to_owned()
@@ -484,6 +546,29 @@ mod tests {
         assert_eq!(body.len(), 9 + 24 + 4 * 9 + 200_000 + 9);
         let back = decode_tensor(&body).unwrap();
         assert_eq!(back, t);
+    }
+
+    #[test]
+    fn every_split_of_the_body_decodes_alike() {
+        // Payload frames of 3 bytes: every cut lands in a header, a payload or META.
+        let t = Tensor::from_bytes(&[9u8; 10], vec![5], DType::Float16, Some("n".into())).unwrap();
+        let body: Vec<u8> = encode_tensor_parts(&t, 3).unwrap().concat();
+        for a in 0..body.len() {
+            for b in a..body.len() {
+                let mut r = TensorReader::new();
+                for piece in [&body[..a], &body[a..b], &body[b..]] {
+                    r.push(piece).unwrap();
+                }
+                assert_eq!(r.finish().unwrap(), t, "cuts {a} {b}");
+            }
+        }
+        // A body cut inside a payload reports how much of the frame arrived.
+        let mut r = TensorReader::new();
+        let meta_frame = TENSOR_FRAME_HEADER_LEN + encode_meta(t.meta()).unwrap().len();
+        r.push(&body[..meta_frame + TENSOR_FRAME_HEADER_LEN + 2])
+            .unwrap();
+        let err = r.finish().unwrap_err().to_string();
+        assert!(err.contains("11 bytes of an incomplete frame"), "{err}");
     }
 
     #[test]

@@ -169,6 +169,13 @@ impl BodyDecoder {
         })
     }
 
+    /// Whether one pushed chunk can decode to more output than it holds (zstd): a reader
+    /// must then yield between pieces, as one small chunk may expand without bound.
+    /// Identity output is the received chunk itself, already paced by the network.
+    pub fn inflates(&self) -> bool {
+        matches!(self.kind, Kind::Zstd(_))
+    }
+
     /// Hands the decoder the next received chunk. The previous chunk must have been
     /// drained with `next_output` first.
     pub fn push(&mut self, chunk: Bytes) {

@@ -125,6 +125,34 @@ pub async fn slow(headers: HeaderMap, body: Body) -> Response {
     json_response(&json!({"slept_ms": req.ms}))
 }
 
+/// Counts a `Stall` request while its handler lives.
+struct Stalled(SharedState);
+
+impl Drop for Stalled {
+    fn drop(&mut self) {
+        self.0.stats.stalled.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// `Stall`: never reads the request body, so a large upload fills the transport's
+/// flow-control window (the TCP buffers on HTTP/1.1, the stream window on HTTP/2) and
+/// stops; answers `{"stalled_ms": ms}` after `Quill-Stall-Ms` ms (default and cap
+/// 300 000). The handler is dropped when the client gives up (connection closed or
+/// stream reset), which `Stats.stalled` shows.
+pub async fn stall(State(state): State<SharedState>, headers: HeaderMap, body: Body) -> Response {
+    bump(&state.stats.stalled);
+    let _alive = Stalled(state);
+    let ms = headers
+        .get("quill-stall-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(MAX_SLEEP_MS)
+        .min(MAX_SLEEP_MS);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    drop(body);
+    json_response(&json!({"stalled_ms": ms}))
+}
+
 /// Compares without an early exit, so timing does not reveal the token.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -327,13 +355,14 @@ pub async fn goaway(axum::Extension(goaway): axum::Extension<super::listen::GoAw
     json_response(&json!({"ok": true}))
 }
 
-/// `Stats`: `{"open_streams", "cancelled_streams", "requests"}` (requests counts every
-/// request the server received, this one included).
+/// `Stats`: `{"open_streams", "cancelled_streams", "stalled", "requests"}` (requests
+/// counts every request the server received, this one included).
 pub async fn stats(State(state): State<SharedState>) -> Response {
     let s = &state.stats;
     json_response(&json!({
         "open_streams": s.open_streams.load(Ordering::Relaxed),
         "cancelled_streams": s.cancelled_streams.load(Ordering::Relaxed),
+        "stalled": s.stalled.load(Ordering::Relaxed),
         "requests": s.requests.load(Ordering::Relaxed),
     }))
 }

@@ -111,6 +111,13 @@ pub(crate) fn acceptor(files: &TlsFiles) -> io::Result<TlsAcceptor> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+// HTTP/2 receive windows and send buffer: hyper's defaults (1 MiB windows, 400 KB send
+// buffer) held uploads to about half of raw loopback TCP (docs/performance.md).
+const H2_MAX_FRAME: u32 = 256 * 1024;
+const H2_STREAM_WINDOW: u32 = 8 * 1024 * 1024;
+const H2_CONN_WINDOW: u32 = 16 * 1024 * 1024;
+const H2_SEND_BUF: usize = 4 * 1024 * 1024;
+
 /// Serves `app` on every connection `listener` accepts, until the process ends.
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -119,9 +126,15 @@ pub(crate) async fn serve(
     h2_max_streams: Option<u32>,
 ) -> io::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper's fixed windows (1 MiB): the small-DATA-frame guard of the HTTP/2 library is
+    // Fixed windows, never adaptive: the small-DATA-frame guard of the HTTP/2 library is
     // sized from the connection window, and an adaptive one starts at 64 KiB.
-    builder.http2().max_concurrent_streams(h2_max_streams);
+    builder
+        .http2()
+        .max_concurrent_streams(h2_max_streams)
+        .max_frame_size(H2_MAX_FRAME)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONN_WINDOW)
+        .max_send_buf_size(H2_SEND_BUF);
     let builder = Arc::new(builder);
     loop {
         let tcp = match listener.accept().await {

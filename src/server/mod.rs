@@ -162,6 +162,8 @@ pub struct Stats {
     pub requests: AtomicU64,
     pub open_streams: AtomicU64,
     pub cancelled_streams: AtomicU64,
+    /// `Stall` requests whose handler is still alive.
+    pub stalled: AtomicU64,
 }
 
 /// State shared by all handlers.
@@ -199,6 +201,7 @@ pub fn router(config: Config) -> Router {
         .route("/inference.v1.LLMService/Embed", post(inference::embed))
         .route("/tensor.v1.TensorService/Upload", post(tensor::upload))
         .route("/tensor.v1.TensorService/Download", post(tensor::download))
+        .route("/tensor.v1.TensorService/Sink", post(tensor::sink))
         .route("/test.v1.FaultService/Error", post(fault::error))
         .route("/test.v1.FaultService/PlainText", post(fault::plain_text))
         .route("/test.v1.FaultService/Html", post(fault::html))
@@ -222,6 +225,7 @@ pub fn router(config: Config) -> Router {
         .route("/test.v1.FaultService/Batches", post(fault::batches))
         .route("/test.v1.FaultService/Big", post(fault::big))
         .route("/test.v1.FaultService/Flood", post(fault::flood))
+        .route("/test.v1.FaultService/Stall", post(fault::stall))
         .route("/test.v1.FaultService/GoAway", post(fault::goaway))
         .route("/test.v1.FaultService/Bomb", post(fault::bomb))
         .method_not_allowed_fallback(problem::method_not_allowed)

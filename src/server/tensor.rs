@@ -59,6 +59,26 @@ pub async fn upload(headers: HeaderMap, body: Body) -> Response {
     }))
 }
 
+/// `POST /tensor.v1.TensorService/Sink`: reads the request body (zstd-decoded when it
+/// says so) and drops it, answering `{"received_bytes": N}`. The upload benchmark's
+/// route: no per-byte work on the server, so the figure is the client's and the
+/// transport's, not Upload's reassembly and hashing.
+pub async fn sink(headers: HeaderMap, body: Body) -> Response {
+    let mut body = match RequestBody::new(&headers, body) {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let mut received = 0u64;
+    loop {
+        match body.chunk().await {
+            Ok(Some(chunk)) => received += chunk.len() as u64,
+            Ok(None) => break,
+            Err(e) => return e.into_response(),
+        }
+    }
+    json_response(&json!({ "received_bytes": received }))
+}
+
 fn default_dtype() -> String {
     "uint8".to_owned()
 }
