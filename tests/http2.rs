@@ -378,3 +378,38 @@ fn a_flow_control_stall_ends_at_the_deadline() {
         }
     }
 }
+
+/// Dropping a call's future (what a cancelled Kotlin coroutine, Swift task or asyncio
+/// task does) ends the call on the server at once, on both versions: the connection is
+/// closed (HTTP/1.1) or the stream reset (HTTP/2), and the server drops the handler.
+#[test]
+fn a_dropped_call_is_abandoned_on_the_server_at_once() {
+    let s = Server::start(&[]);
+    for version in [HttpVersion::Http1, HttpVersion::Http2] {
+        let c = s.client_with(|cfg| cfg.http_version = version);
+        let stat = |key: &str| -> u64 {
+            let reply = c
+                .run_blocking::<Reply>(Call::json(FAULT, "Stats", "{}"))
+                .unwrap();
+            serde_json::from_slice::<Value>(&reply.body).unwrap()[key]
+                .as_u64()
+                .unwrap()
+        };
+        let before = stat("abandoned");
+        let slow = c.block_on(async {
+            let call = c.run::<Reply>(Call::json(FAULT, "Slow", r#"{"ms": 10000}"#));
+            // Give up after 200 ms: the call's future is dropped.
+            tokio::time::timeout(Duration::from_millis(200), call).await
+        });
+        assert!(slow.is_err(), "{version:?}: the slow call finished");
+        let dropped = Instant::now();
+        while stat("abandoned") <= before {
+            assert!(
+                dropped.elapsed() < Duration::from_millis(100),
+                "{version:?}: the server still holds the dropped call after 100 ms"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(stat("in_flight"), 0, "{version:?}");
+    }
+}

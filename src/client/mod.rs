@@ -52,7 +52,9 @@ pub use config::{
     ClientConfig, HeaderSetting, Http2Settings, HttpVersion, DEFAULT_API_KEY_HEADER,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT_MS, MAX_HTTP2_WINDOW, REDACTED,
 };
-pub use request::{request_stream, Body, Call, CallOptions, RequestSender, RequestStream};
+pub use request::{
+    request_stream, Body, Call, CallOptions, MessageQueue, RequestSender, RequestStream,
+};
 pub use stream::{MessageStream, TokenStream};
 
 #[cfg(feature = "python")]

@@ -238,6 +238,22 @@ impl RequestSender {
             .map_err(|_| Self::call_over())
     }
 
+    /// A one-shot handle that queues a message on this stream without borrowing the
+    /// sender, so `send` on one task and `finish`/`abort` on another need no lock held
+    /// across an await (the Kotlin and Swift faces work so). A message queued after
+    /// `finish` is never sent: the call stops reading at END_STREAM.
+    ///
+    /// ```no_run
+    /// # async fn demo(tx: quill::client::RequestSender) -> quill::Result<()> {
+    /// let queue = tx.queue()?;
+    /// queue.send("hello".into()).await?;
+    /// tx.finish().await
+    /// # }
+    /// ```
+    pub fn queue(&self) -> Result<MessageQueue> {
+        Ok(MessageQueue(self.sender()?.clone()))
+    }
+
     /// [`send`](Self::send) for a thread outside any async runtime.
     pub fn blocking_send(&self, message: Bytes) -> Result<()> {
         self.sender()?
@@ -278,6 +294,20 @@ impl RequestSender {
             // without Finish, which aborts it just the same.
             let _ = tx.try_send(Outgoing::Abort(reason));
         }
+    }
+}
+
+/// A handle from [`RequestSender::queue`].
+#[derive(Debug)]
+pub struct MessageQueue(mpsc::Sender<Outgoing>);
+
+impl MessageQueue {
+    /// [`RequestSender::send`] through this handle.
+    pub async fn send(self, message: Bytes) -> Result<()> {
+        self.0
+            .send(Outgoing::Message(message))
+            .await
+            .map_err(|_| RequestSender::call_over())
     }
 }
 

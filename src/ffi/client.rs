@@ -1,9 +1,11 @@
 //! `QuillClient` and its streams for Kotlin and Swift. Every async method is a uniffi
 //! future (Kotlin `suspend`, Swift `async`); the call itself runs on the client's own
-//! runtime, whatever executor polls it.
+//! runtime, whatever executor polls it. Each call takes an optional `CancelToken`
+//! (`cancel.rs`), which the Swift extras fire on `Task` cancellation.
 
 use std::sync::Arc;
 
+use super::cancel::{unless_cancelled, CancelToken};
 use super::types::HeaderEntry;
 use crate::client::{Body, Call, ClientConfig, MessageStream, QuillClient, Reply, TokenStream};
 use crate::error::{QuillError, Result};
@@ -109,85 +111,91 @@ impl QuillClient {
     }
 
     /// A unary `application/proto` call: raw message in, raw message out.
-    #[uniffi::method(name = "call", default(idempotent = false))]
+    #[uniffi::method(name = "call", default(idempotent = false, cancel = None))]
     async fn ffi_call(
         &self,
         service: String,
         method: String,
         body: Vec<u8>,
         idempotent: bool,
+        cancel: Option<Arc<CancelToken>>,
     ) -> Result<Vec<u8>> {
         let call = Call::proto(service, method, body).idempotent(idempotent);
-        let reply: Reply = self.run(call).await?;
+        let reply: Reply = unless_cancelled(cancel, self.run(call)).await?;
         Ok(Vec::from(reply.body))
     }
 
     /// A unary JSON call; the response must be UTF-8.
-    #[uniffi::method(name = "call_json", default(idempotent = false))]
+    #[uniffi::method(name = "call_json", default(idempotent = false, cancel = None))]
     async fn ffi_call_json(
         &self,
         service: String,
         method: String,
         json: String,
         idempotent: bool,
+        cancel: Option<Arc<CancelToken>>,
     ) -> Result<String> {
         let call = Call::json(service, method, json).idempotent(idempotent);
         let path = call.path();
-        let reply: Reply = self.run(call).await?;
+        let reply: Reply = unless_cancelled(cancel, self.run(call)).await?;
         String::from_utf8(Vec::from(reply.body))
             .map_err(|e| QuillError::protocol(format!("JSON response of {path} is not UTF-8: {e}")))
     }
 
     /// Opens a server stream (JSON request when `content_type_json`).
-    #[uniffi::method(name = "server_stream", default(content_type_json = false))]
+    #[uniffi::method(name = "server_stream", default(content_type_json = false, cancel = None))]
     async fn ffi_server_stream(
         &self,
         service: String,
         method: String,
         body: Vec<u8>,
         content_type_json: bool,
+        cancel: Option<Arc<CancelToken>>,
     ) -> Result<Arc<MessageStream>> {
         let call = Call::new(service, method, bytes_body(body, content_type_json));
-        self.run(call).await.map(Arc::new)
+        unless_cancelled(cancel, self.run(call)).await.map(Arc::new)
     }
 
     /// Opens a server stream of token batches.
-    #[uniffi::method(name = "token_stream", default(content_type_json = false))]
+    #[uniffi::method(name = "token_stream", default(content_type_json = false, cancel = None))]
     async fn ffi_token_stream(
         &self,
         service: String,
         method: String,
         body: Vec<u8>,
         content_type_json: bool,
+        cancel: Option<Arc<CancelToken>>,
     ) -> Result<Arc<TokenStream>> {
         let call = Call::new(service, method, bytes_body(body, content_type_json));
-        self.run(call).await.map(Arc::new)
+        unless_cancelled(cancel, self.run(call)).await.map(Arc::new)
     }
 
     /// Uploads a tensor as tensor frames (its bytes are not copied); the raw reply.
-    #[uniffi::method(name = "send_tensor")]
+    #[uniffi::method(name = "send_tensor", default(cancel = None))]
     async fn ffi_send_tensor(
         &self,
         service: String,
         method: String,
         tensor: Arc<Tensor>,
+        cancel: Option<Arc<CancelToken>>,
     ) -> Result<Vec<u8>> {
         let call = Call::tensor(service, method, Tensor::clone(&tensor));
-        let reply: Reply = self.run(call).await?;
+        let reply: Reply = unless_cancelled(cancel, self.run(call)).await?;
         Ok(Vec::from(reply.body))
     }
 
     /// A call answered with one tensor in tensor frames.
-    #[uniffi::method(name = "call_tensor", default(content_type_json = false))]
+    #[uniffi::method(name = "call_tensor", default(content_type_json = false, cancel = None))]
     async fn ffi_call_tensor(
         &self,
         service: String,
         method: String,
         body: Vec<u8>,
         content_type_json: bool,
+        cancel: Option<Arc<CancelToken>>,
     ) -> Result<Arc<Tensor>> {
         let call = Call::new(service, method, bytes_body(body, content_type_json));
-        self.run(call).await.map(Arc::new)
+        unless_cancelled(cancel, self.run(call)).await.map(Arc::new)
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 
 use super::body::{json_response, stream_response, Abort, RequestBody, CONTENT_TYPE_STREAM};
 use super::problem::{bad_request, problem};
-use crate::codec::stream::{encode_data, Event, MessageReader, END_STREAM_FRAME};
+use crate::codec::stream::{encode_data, Event, MessageReader, CANCEL_FRAME, END_STREAM_FRAME};
 use crate::QuillError;
 
 /// How long BidiEcho waits, after the request's END_STREAM, for the request body to end
@@ -62,6 +62,9 @@ pub async fn headers(headers: HeaderMap, body: axum::body::Body) -> Response {
     json_response(&Value::Object(map))
 }
 
+/// A `BidiEcho` request message that makes the server abort its response with CANCEL.
+const SERVER_CANCEL: &[u8] = b"quill:server-cancel";
+
 struct BidiState {
     body: RequestBody,
     reader: MessageReader,
@@ -71,7 +74,8 @@ struct BidiState {
 /// `POST /echo.v1.EchoService/BidiEcho`: answers 200 at once and echoes every DATA
 /// payload as a DATA frame as soon as it has arrived, END_STREAM after the request's
 /// END_STREAM. Malformed, cancelled or truncated request streams abort the response
-/// without END_STREAM.
+/// without END_STREAM; the message `quill:server-cancel` makes the server end its
+/// response with a CANCEL frame (a server failure mid-stream).
 pub async fn bidi_echo(headers: HeaderMap, body: Body) -> Response {
     let body = match RequestBody::new(&headers, body) {
         Ok(b) => b,
@@ -94,6 +98,12 @@ pub async fn bidi_echo(headers: HeaderMap, body: Body) -> Response {
         }
         loop {
             match st.reader.next_event() {
+                // The client asks for a server failure mid-stream: CANCEL, then the
+                // stream is over (tests of how faces report it).
+                Ok(Some(Event::Message(m))) if m.as_ref() == SERVER_CANCEL => {
+                    st.ended = true;
+                    return Some((Ok(Bytes::from_static(&CANCEL_FRAME)), st));
+                }
                 Ok(Some(Event::Message(m))) => {
                     let item = encode_data(&m)
                         .map(Bytes::from)

@@ -355,14 +355,17 @@ pub async fn goaway(axum::Extension(goaway): axum::Extension<super::listen::GoAw
     json_response(&json!({"ok": true}))
 }
 
-/// `Stats`: `{"open_streams", "cancelled_streams", "stalled", "requests"}` (requests
-/// counts every request the server received, this one included).
+/// `Stats`: `{"open_streams", "cancelled_streams", "stalled", "in_flight", "abandoned",
+/// "requests"}` (requests counts every request the server received, this one included;
+/// in_flight leaves this one out).
 pub async fn stats(State(state): State<SharedState>) -> Response {
     let s = &state.stats;
     json_response(&json!({
         "open_streams": s.open_streams.load(Ordering::Relaxed),
         "cancelled_streams": s.cancelled_streams.load(Ordering::Relaxed),
         "stalled": s.stalled.load(Ordering::Relaxed),
+        "in_flight": s.in_flight.load(Ordering::Relaxed).saturating_sub(1),
+        "abandoned": s.abandoned.load(Ordering::Relaxed),
         "requests": s.requests.load(Ordering::Relaxed),
     }))
 }

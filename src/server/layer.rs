@@ -1,4 +1,5 @@
-//! The one middleware of every route: counts requests, logs them with `--log`, names
+//! The one middleware of every route: counts requests (and those whose client went away
+//! before the answer), logs them with `--log`, names
 //! each with an `x-request-id` (the client's own, else `quill-<n>`), names the transport
 //! profile of the request (`Selected-Prism: classic` or `turbo`), says it decodes
 //! zstd request bodies (`Accept-Encoding: zstd`), and zstd-compresses successful
@@ -25,8 +26,36 @@ use crate::protocol::{
 /// Most bytes gathered into one compressed, flushed piece of a streamed response.
 const COALESCE_LIMIT: usize = 256 * 1024;
 
+/// Counts a request as in flight until its handler answers; dropped before that (the
+/// client closed the connection or reset the stream) it counts as abandoned.
+struct InFlight {
+    state: SharedState,
+    answered: bool,
+}
+
+impl InFlight {
+    fn new(state: &SharedState) -> InFlight {
+        state.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            state: state.clone(),
+            answered: false,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let stats = &self.state.stats;
+        stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if !self.answered {
+            stats.abandoned.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 pub async fn common(State(state): State<SharedState>, req: Request, next: Next) -> Response {
     let n = state.stats.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    let mut in_flight = InFlight::new(&state);
     // The client's id when it is a valid header value (it was one on the way in).
     let request_id = req
         .headers()
@@ -52,6 +81,7 @@ pub async fn common(State(state): State<SharedState>, req: Request, next: Next) 
         )
     });
     let mut resp = next.run(req).await;
+    in_flight.answered = true;
     if let Some(id) = request_id {
         resp.headers_mut().insert(REQUEST_ID_HEADER, id);
     }

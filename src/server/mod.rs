@@ -164,6 +164,11 @@ pub struct Stats {
     pub cancelled_streams: AtomicU64,
     /// `Stall` requests whose handler is still alive.
     pub stalled: AtomicU64,
+    /// Requests whose handler has not answered yet (this one excluded in `Stats`).
+    pub in_flight: AtomicU64,
+    /// Requests whose handler was dropped before it answered: the client closed the
+    /// connection or reset the stream while waiting.
+    pub abandoned: AtomicU64,
 }
 
 /// State shared by all handlers.

@@ -156,6 +156,37 @@ def test_bidi_echo_interleaves(client: quill.QuillClient) -> None:
     assert replies[0][1] < sent_times[-1]
 
 
+def test_bidi_server_failure_mid_stream_comes_after_earlier_replies(
+    client: quill.QuillClient,
+) -> None:
+    got: list[bytes] = []
+    requests = [b"a", b"b", b"quill:server-cancel", b"never echoed"]
+    with pytest.raises(quill.StreamError, match="CANCEL"):
+        for m in client.bidi_stream("echo.v1.EchoService", "BidiEcho", requests):
+            got.append(m)
+    assert got == [b"a", b"b"]
+
+
+def test_cancelling_an_asyncio_task_ends_the_call_on_the_server(
+    client: quill.QuillClient,
+) -> None:
+    async def main() -> float:
+        before = client.call_json(FAULT, "Stats", {})["abandoned"]
+        task = asyncio.ensure_future(client.call_json_async(FAULT, "Slow", {"ms": 10_000}))
+        while client.call_json(FAULT, "Stats", {})["in_flight"] < 1:
+            await asyncio.sleep(0.002)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        t0 = time.monotonic()
+        while client.call_json(FAULT, "Stats", {})["abandoned"] <= before:
+            assert time.monotonic() - t0 < 0.1, "the server still holds the call after 100 ms"
+            await asyncio.sleep(0.002)
+        return time.monotonic() - t0
+
+    asyncio.run(main())
+
+
 def test_client_stream(client: quill.QuillClient) -> None:
     out = client.client_stream("echo.v1.EchoService", "ClientStream", [b"a", b"bc", b""])
     assert quill.__name__ and out and __import__("json").loads(out) == {"count": 3, "bytes": 3}

@@ -125,6 +125,156 @@ extension TokenStream {
     public var batches: QuillAsyncStream<TokenStream> { QuillAsyncStream(self) }
 }
 
+// MARK: - Cancellation
+
+/// Runs `body` with a `CancelToken` that cancelling the current `Task` fires, so a call
+/// given the token ends at once (its connection closed or HTTP/2 stream reset, so the
+/// server sees the client go) and throws `QuillError.Cancelled`. uniffi's Swift futures
+/// do not forward `Task` cancellation to Rust themselves.
+///
+///     let reply = try await withCancellation { token in
+///         try await client.call(service: "echo.v1.EchoService", method: "Echo",
+///                               body: payload, cancel: token)
+///     }
+public func withCancellation<T: Sendable>(
+    _ body: (CancelToken) async throws -> T
+) async throws -> T {
+    let token = CancelToken()
+    return try await withTaskCancellationHandler {
+        try await body(token)
+    } onCancel: {
+        token.cancel()
+    }
+}
+
+// MARK: - Bidirectional and client streaming
+
+/// The request side of `BidiCall` and `ClientStreamCall`, for the one pump below.
+public protocol QuillRequestSink: AnyObject, Sendable {
+    func send(message: Data) async throws
+    func finish() async throws
+    func abort(reason: String)
+}
+
+extension BidiCall: QuillRequestSink {}
+extension ClientStreamCall: QuillRequestSink {}
+
+/// What the request pump ended with: nothing, or the request sequence's own error.
+private final class PumpOutcome: @unchecked Sendable {
+    private let lock = NSLock()
+    private var error: Error?  // guarded by `lock`
+
+    func fail(_ e: Error) {
+        lock.lock()
+        error = e
+        lock.unlock()
+    }
+
+    var failure: Error? {
+        lock.lock()
+        defer { lock.unlock() }
+        return error
+    }
+}
+
+/// Sends every element of `requests`, then END_STREAM. A failing or cancelled request
+/// sequence breaks the request stream off (the server sees a truncated stream) and is
+/// recorded in `outcome`; once the call is over (`Cancelled` from `send`), the pump stops
+/// quietly, since the answer side reports how the call ended.
+private func pump<S: AsyncSequence & Sendable>(
+    _ requests: S, into call: QuillRequestSink, outcome: PumpOutcome
+) async where S.Element == Data {
+    do {
+        for try await message in requests {
+            try Task.checkCancellation()
+            try await call.send(message: message)
+        }
+        try Task.checkCancellation()
+        try await call.finish()
+    } catch QuillError.Cancelled {
+        return
+    } catch is CancellationError {
+        call.abort(reason: "the request sequence was cancelled")
+    } catch {
+        // Recorded first: the answer side, failing on the abort, reports this error.
+        outcome.fail(error)
+        call.abort(reason: "the request sequence failed: \(error)")
+    }
+}
+
+extension QuillClient {
+    /// A bidirectional streaming call: every element of `requests` goes out as it is
+    /// produced, and the replies arrive while the requests are still going out (full
+    /// duplex).
+    ///
+    ///     for try await reply in client.bidiStream(
+    ///         service: "echo.v1.EchoService", method: "BidiEcho", requests: requests) { … }
+    ///
+    /// Leaving the loop early or cancelling the consuming task cancels both directions,
+    /// so the server sees the client go. A server error ends the sequence with its
+    /// `QuillError` after every reply that came before it; a failing request sequence
+    /// breaks the request off and its own error ends the sequence.
+    public func bidiStream<S: AsyncSequence & Sendable>(
+        service: String, method: String, requests: S
+    ) -> AsyncThrowingStream<Data, Error> where S.Element == Data {
+        let call = openBidi(service: service, method: method)
+        return AsyncThrowingStream { continuation in
+            let task = Task {
+                let outcome = PumpOutcome()
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask { await pump(requests, into: call, outcome: outcome) }
+                    do {
+                        let replies = try await withCancellation { try await call.responses(cancel: $0) }
+                        for try await reply in replies.messages {
+                            continuation.yield(reply)
+                        }
+                        continuation.finish(throwing: outcome.failure)
+                    } catch {
+                        continuation.finish(throwing: outcome.failure ?? error)
+                    }
+                    // The call is over: requests not yet sent have nowhere to go.
+                    group.cancelAll()
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    /// A client-streaming call: sends every element of `requests`, then returns the one
+    /// reply. Cancelling the task cancels the call (`QuillError.Cancelled`); a failing
+    /// request sequence breaks the request off and its error is thrown.
+    ///
+    ///     let reply = try await client.clientStream(
+    ///         service: "echo.v1.EchoService", method: "ClientStream", requests: requests)
+    public func clientStream<S: AsyncSequence & Sendable>(
+        service: String, method: String, requests: S
+    ) async throws -> Data where S.Element == Data {
+        let call = openClientStream(service: service, method: method)
+        let outcome = PumpOutcome()
+        return try await withThrowingTaskGroup(of: Data?.self) { group in
+            group.addTask {
+                await pump(requests, into: call, outcome: outcome)
+                return nil
+            }
+            group.addTask {
+                try await withCancellation { try await call.response(cancel: $0) }
+            }
+            do {
+                while let result = try await group.next() {
+                    if let reply = result {
+                        group.cancelAll()
+                        return reply
+                    }
+                }
+            } catch {
+                group.cancelAll()
+                throw outcome.failure ?? error
+            }
+            throw outcome.failure ?? QuillError.Cancelled(reason: "the call ended without a reply")
+        }
+    }
+}
+
 // MARK: - DType
 
 extension DType: CaseIterable {

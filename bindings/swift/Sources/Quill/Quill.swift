@@ -650,6 +650,570 @@ fileprivate struct FfiConverterData: FfiConverterRustBuffer {
 
 
 /**
+ * A bidirectional streaming call: `send` request messages while reading the
+ * `responses()` stream (full duplex), then `finish()` (or `abort`).
+ */
+public protocol BidiCallProtocol: AnyObject, Sendable {
+    
+    /**
+     * Breaks the request stream off: the server sees a truncated stream and the call
+     * fails with `Cancelled` giving `reason`.
+     */
+    func abort(reason: String) 
+    
+    /**
+     * Ends the request stream (END_STREAM after the queued messages). Idempotent.
+     */
+    func finish() async throws 
+    
+    /**
+     * Starts the call and returns its response stream (once).
+     */
+    func responses(cancel: CancelToken?) async throws  -> MessageStream
+    
+    /**
+     * Queues one request message, waiting while 16 are queued (backpressure).
+     */
+    func send(message: Data) async throws 
+    
+}
+/**
+ * A bidirectional streaming call: `send` request messages while reading the
+ * `responses()` stream (full duplex), then `finish()` (or `abort`).
+ */
+open class BidiCall: BidiCallProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_quill_fn_clone_bidicall(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_quill_fn_free_bidicall(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Breaks the request stream off: the server sees a truncated stream and the call
+     * fails with `Cancelled` giving `reason`.
+     */
+open func abort(reason: String)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_quill_fn_method_bidicall_abort(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(reason),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Ends the request stream (END_STREAM after the queued messages). Idempotent.
+     */
+open func finish()async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_quill_fn_method_bidicall_finish(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_quill_rust_future_poll_void,
+            completeFunc: ffi_quill_rust_future_complete_void,
+            freeFunc: ffi_quill_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeQuillError_lift
+        )
+}
+    
+    /**
+     * Starts the call and returns its response stream (once).
+     */
+open func responses(cancel: CancelToken? = nil)async throws  -> MessageStream  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_quill_fn_method_bidicall_responses(
+                        self.uniffiCloneHandle(),FfiConverterOptionTypeCancelToken.lower(cancel)
+                )
+            },
+            pollFunc: ffi_quill_rust_future_poll_u64,
+            completeFunc: ffi_quill_rust_future_complete_u64,
+            freeFunc: ffi_quill_rust_future_free_u64,
+            liftFunc: FfiConverterTypeMessageStream_lift,
+            errorHandler: FfiConverterTypeQuillError_lift
+        )
+}
+    
+    /**
+     * Queues one request message, waiting while 16 are queued (backpressure).
+     */
+open func send(message: Data)async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_quill_fn_method_bidicall_send(
+                        self.uniffiCloneHandle(),FfiConverterData.lower(message)
+                )
+            },
+            pollFunc: ffi_quill_rust_future_poll_void,
+            completeFunc: ffi_quill_rust_future_complete_void,
+            freeFunc: ffi_quill_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeQuillError_lift
+        )
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeBidiCall: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = BidiCall
+
+    public static func lift(_ handle: UInt64) throws -> BidiCall {
+        return BidiCall(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: BidiCall) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> BidiCall {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: BidiCall, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeBidiCall_lift(_ handle: UInt64) throws -> BidiCall {
+    return try FfiConverterTypeBidiCall.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeBidiCall_lower(_ value: BidiCall) -> UInt64 {
+    return FfiConverterTypeBidiCall.lower(value)
+}
+
+
+
+
+
+
+/**
+ * Cancels the calls it is passed to (`cancel:` argument), now or later; idempotent.
+ */
+public protocol CancelTokenProtocol: AnyObject, Sendable {
+    
+    /**
+     * Fires the token: every call given it ends with `Cancelled`.
+     */
+    func cancel() 
+    
+    /**
+     * Whether `cancel()` was called.
+     */
+    func isCancelled()  -> Bool
+    
+}
+/**
+ * Cancels the calls it is passed to (`cancel:` argument), now or later; idempotent.
+ */
+open class CancelToken: CancelTokenProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_quill_fn_clone_canceltoken(self.handle, $0) }
+    }
+    /**
+     * A token not yet fired.
+     */
+public convenience init() {
+    let handle =
+        try! rustCall() {
+        uniffiCallStatus in
+    uniffi_quill_fn_constructor_canceltoken_new(uniffiCallStatus
+    )
+}
+    self.init(unsafeFromHandle: handle)
+}
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_quill_fn_free_canceltoken(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Fires the token: every call given it ends with `Cancelled`.
+     */
+open func cancel()  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_quill_fn_method_canceltoken_cancel(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Whether `cancel()` was called.
+     */
+open func isCancelled() -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_quill_fn_method_canceltoken_is_cancelled(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeCancelToken: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = CancelToken
+
+    public static func lift(_ handle: UInt64) throws -> CancelToken {
+        return CancelToken(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: CancelToken) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> CancelToken {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: CancelToken, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCancelToken_lift(_ handle: UInt64) throws -> CancelToken {
+    return try FfiConverterTypeCancelToken.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCancelToken_lower(_ value: CancelToken) -> UInt64 {
+    return FfiConverterTypeCancelToken.lower(value)
+}
+
+
+
+
+
+
+/**
+ * A client-streaming call: `send` request messages, `finish()`, and await the one
+ * `response()` (which starts the call; await it while sending).
+ */
+public protocol ClientStreamCallProtocol: AnyObject, Sendable {
+    
+    /**
+     * Breaks the request stream off: the call fails with `Cancelled` giving `reason`.
+     */
+    func abort(reason: String) 
+    
+    /**
+     * Ends the request stream (END_STREAM after the queued messages). Idempotent.
+     */
+    func finish() async throws 
+    
+    /**
+     * Starts the call and waits for its one reply (once).
+     */
+    func response(cancel: CancelToken?) async throws  -> Data
+    
+    /**
+     * Queues one request message, waiting while 16 are queued (backpressure).
+     */
+    func send(message: Data) async throws 
+    
+}
+/**
+ * A client-streaming call: `send` request messages, `finish()`, and await the one
+ * `response()` (which starts the call; await it while sending).
+ */
+open class ClientStreamCall: ClientStreamCallProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_quill_fn_clone_clientstreamcall(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_quill_fn_free_clientstreamcall(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Breaks the request stream off: the call fails with `Cancelled` giving `reason`.
+     */
+open func abort(reason: String)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_quill_fn_method_clientstreamcall_abort(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(reason),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Ends the request stream (END_STREAM after the queued messages). Idempotent.
+     */
+open func finish()async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_quill_fn_method_clientstreamcall_finish(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_quill_rust_future_poll_void,
+            completeFunc: ffi_quill_rust_future_complete_void,
+            freeFunc: ffi_quill_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeQuillError_lift
+        )
+}
+    
+    /**
+     * Starts the call and waits for its one reply (once).
+     */
+open func response(cancel: CancelToken? = nil)async throws  -> Data  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_quill_fn_method_clientstreamcall_response(
+                        self.uniffiCloneHandle(),FfiConverterOptionTypeCancelToken.lower(cancel)
+                )
+            },
+            pollFunc: ffi_quill_rust_future_poll_rust_buffer,
+            completeFunc: ffi_quill_rust_future_complete_rust_buffer,
+            freeFunc: ffi_quill_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterData.lift,
+            errorHandler: FfiConverterTypeQuillError_lift
+        )
+}
+    
+    /**
+     * Queues one request message, waiting while 16 are queued (backpressure).
+     */
+open func send(message: Data)async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_quill_fn_method_clientstreamcall_send(
+                        self.uniffiCloneHandle(),FfiConverterData.lower(message)
+                )
+            },
+            pollFunc: ffi_quill_rust_future_poll_void,
+            completeFunc: ffi_quill_rust_future_complete_void,
+            freeFunc: ffi_quill_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeQuillError_lift
+        )
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeClientStreamCall: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = ClientStreamCall
+
+    public static func lift(_ handle: UInt64) throws -> ClientStreamCall {
+        return ClientStreamCall(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: ClientStreamCall) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ClientStreamCall {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: ClientStreamCall, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeClientStreamCall_lift(_ handle: UInt64) throws -> ClientStreamCall {
+    return try FfiConverterTypeClientStreamCall.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeClientStreamCall_lower(_ value: ClientStreamCall) -> UInt64 {
+    return FfiConverterTypeClientStreamCall.lower(value)
+}
+
+
+
+
+
+
+/**
  * A server-streaming call's messages.
  */
 public protocol MessageStreamProtocol: AnyObject, Sendable {
@@ -816,17 +1380,17 @@ public protocol QuillClientProtocol: AnyObject, Sendable {
     /**
      * A unary `application/proto` call: raw message in, raw message out.
      */
-    func call(service: String, method: String, body: Data, idempotent: Bool) async throws  -> Data
+    func call(service: String, method: String, body: Data, idempotent: Bool, cancel: CancelToken?) async throws  -> Data
     
     /**
      * A unary JSON call; the response must be UTF-8.
      */
-    func callJson(service: String, method: String, json: String, idempotent: Bool) async throws  -> String
+    func callJson(service: String, method: String, json: String, idempotent: Bool, cancel: CancelToken?) async throws  -> String
     
     /**
      * A call answered with one tensor in tensor frames.
      */
-    func callTensor(service: String, method: String, body: Data, contentTypeJson: Bool) async throws  -> Tensor
+    func callTensor(service: String, method: String, body: Data, contentTypeJson: Bool, cancel: CancelToken?) async throws  -> Tensor
     
     func compressionEnabled()  -> Bool
     
@@ -854,12 +1418,12 @@ public protocol QuillClientProtocol: AnyObject, Sendable {
     /**
      * Uploads a tensor as tensor frames (its bytes are not copied); the raw reply.
      */
-    func sendTensor(service: String, method: String, tensor: Tensor) async throws  -> Data
+    func sendTensor(service: String, method: String, tensor: Tensor, cancel: CancelToken?) async throws  -> Data
     
     /**
      * Opens a server stream (JSON request when `content_type_json`).
      */
-    func serverStream(service: String, method: String, body: Data, contentTypeJson: Bool) async throws  -> MessageStream
+    func serverStream(service: String, method: String, body: Data, contentTypeJson: Bool, cancel: CancelToken?) async throws  -> MessageStream
     
     /**
      * Sets an API key under `header_name` (default `X-API-Key`); other headers stay.
@@ -886,7 +1450,19 @@ public protocol QuillClientProtocol: AnyObject, Sendable {
     /**
      * Opens a server stream of token batches.
      */
-    func tokenStream(service: String, method: String, body: Data, contentTypeJson: Bool) async throws  -> TokenStream
+    func tokenStream(service: String, method: String, body: Data, contentTypeJson: Bool, cancel: CancelToken?) async throws  -> TokenStream
+    
+    /**
+     * A bidirectional streaming call of `service/method`; nothing is sent before
+     * `responses()` is awaited.
+     */
+    func openBidi(service: String, method: String)  -> BidiCall
+    
+    /**
+     * A client-streaming call of `service/method`; nothing is sent before
+     * `response()` is awaited.
+     */
+    func openClientStream(service: String, method: String)  -> ClientStreamCall
     
 }
 /**
@@ -987,12 +1563,12 @@ open func baseUrl() -> String  {
     /**
      * A unary `application/proto` call: raw message in, raw message out.
      */
-open func call(service: String, method: String, body: Data, idempotent: Bool = false)async throws  -> Data  {
+open func call(service: String, method: String, body: Data, idempotent: Bool = false, cancel: CancelToken? = nil)async throws  -> Data  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
                 uniffi_quill_fn_method_quillclient_call(
-                        self.uniffiCloneHandle(),FfiConverterString.lower(service),FfiConverterString.lower(method),FfiConverterData.lower(body),FfiConverterBool.lower(idempotent)
+                        self.uniffiCloneHandle(),FfiConverterString.lower(service),FfiConverterString.lower(method),FfiConverterData.lower(body),FfiConverterBool.lower(idempotent),FfiConverterOptionTypeCancelToken.lower(cancel)
                 )
             },
             pollFunc: ffi_quill_rust_future_poll_rust_buffer,
@@ -1006,12 +1582,12 @@ open func call(service: String, method: String, body: Data, idempotent: Bool = f
     /**
      * A unary JSON call; the response must be UTF-8.
      */
-open func callJson(service: String, method: String, json: String, idempotent: Bool = false)async throws  -> String  {
+open func callJson(service: String, method: String, json: String, idempotent: Bool = false, cancel: CancelToken? = nil)async throws  -> String  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
                 uniffi_quill_fn_method_quillclient_call_json(
-                        self.uniffiCloneHandle(),FfiConverterString.lower(service),FfiConverterString.lower(method),FfiConverterString.lower(json),FfiConverterBool.lower(idempotent)
+                        self.uniffiCloneHandle(),FfiConverterString.lower(service),FfiConverterString.lower(method),FfiConverterString.lower(json),FfiConverterBool.lower(idempotent),FfiConverterOptionTypeCancelToken.lower(cancel)
                 )
             },
             pollFunc: ffi_quill_rust_future_poll_rust_buffer,
@@ -1025,12 +1601,12 @@ open func callJson(service: String, method: String, json: String, idempotent: Bo
     /**
      * A call answered with one tensor in tensor frames.
      */
-open func callTensor(service: String, method: String, body: Data, contentTypeJson: Bool = false)async throws  -> Tensor  {
+open func callTensor(service: String, method: String, body: Data, contentTypeJson: Bool = false, cancel: CancelToken? = nil)async throws  -> Tensor  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
                 uniffi_quill_fn_method_quillclient_call_tensor(
-                        self.uniffiCloneHandle(),FfiConverterString.lower(service),FfiConverterString.lower(method),FfiConverterData.lower(body),FfiConverterBool.lower(contentTypeJson)
+                        self.uniffiCloneHandle(),FfiConverterString.lower(service),FfiConverterString.lower(method),FfiConverterData.lower(body),FfiConverterBool.lower(contentTypeJson),FfiConverterOptionTypeCancelToken.lower(cancel)
                 )
             },
             pollFunc: ffi_quill_rust_future_poll_u64,
@@ -1103,12 +1679,12 @@ open func selectedPrism() -> String?  {
     /**
      * Uploads a tensor as tensor frames (its bytes are not copied); the raw reply.
      */
-open func sendTensor(service: String, method: String, tensor: Tensor)async throws  -> Data  {
+open func sendTensor(service: String, method: String, tensor: Tensor, cancel: CancelToken? = nil)async throws  -> Data  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
                 uniffi_quill_fn_method_quillclient_send_tensor(
-                        self.uniffiCloneHandle(),FfiConverterString.lower(service),FfiConverterString.lower(method),FfiConverterTypeTensor_lower(tensor)
+                        self.uniffiCloneHandle(),FfiConverterString.lower(service),FfiConverterString.lower(method),FfiConverterTypeTensor_lower(tensor),FfiConverterOptionTypeCancelToken.lower(cancel)
                 )
             },
             pollFunc: ffi_quill_rust_future_poll_rust_buffer,
@@ -1122,12 +1698,12 @@ open func sendTensor(service: String, method: String, tensor: Tensor)async throw
     /**
      * Opens a server stream (JSON request when `content_type_json`).
      */
-open func serverStream(service: String, method: String, body: Data, contentTypeJson: Bool = false)async throws  -> MessageStream  {
+open func serverStream(service: String, method: String, body: Data, contentTypeJson: Bool = false, cancel: CancelToken? = nil)async throws  -> MessageStream  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
                 uniffi_quill_fn_method_quillclient_server_stream(
-                        self.uniffiCloneHandle(),FfiConverterString.lower(service),FfiConverterString.lower(method),FfiConverterData.lower(body),FfiConverterBool.lower(contentTypeJson)
+                        self.uniffiCloneHandle(),FfiConverterString.lower(service),FfiConverterString.lower(method),FfiConverterData.lower(body),FfiConverterBool.lower(contentTypeJson),FfiConverterOptionTypeCancelToken.lower(cancel)
                 )
             },
             pollFunc: ffi_quill_rust_future_poll_u64,
@@ -1201,12 +1777,12 @@ open func timeoutMs() -> UInt64  {
     /**
      * Opens a server stream of token batches.
      */
-open func tokenStream(service: String, method: String, body: Data, contentTypeJson: Bool = false)async throws  -> TokenStream  {
+open func tokenStream(service: String, method: String, body: Data, contentTypeJson: Bool = false, cancel: CancelToken? = nil)async throws  -> TokenStream  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
                 uniffi_quill_fn_method_quillclient_token_stream(
-                        self.uniffiCloneHandle(),FfiConverterString.lower(service),FfiConverterString.lower(method),FfiConverterData.lower(body),FfiConverterBool.lower(contentTypeJson)
+                        self.uniffiCloneHandle(),FfiConverterString.lower(service),FfiConverterString.lower(method),FfiConverterData.lower(body),FfiConverterBool.lower(contentTypeJson),FfiConverterOptionTypeCancelToken.lower(cancel)
                 )
             },
             pollFunc: ffi_quill_rust_future_poll_u64,
@@ -1215,6 +1791,36 @@ open func tokenStream(service: String, method: String, body: Data, contentTypeJs
             liftFunc: FfiConverterTypeTokenStream_lift,
             errorHandler: FfiConverterTypeQuillError_lift
         )
+}
+    
+    /**
+     * A bidirectional streaming call of `service/method`; nothing is sent before
+     * `responses()` is awaited.
+     */
+open func openBidi(service: String, method: String) -> BidiCall  {
+    return try!  FfiConverterTypeBidiCall_lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_quill_fn_method_quillclient_open_bidi(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(service),
+        FfiConverterString.lower(method),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * A client-streaming call of `service/method`; nothing is sent before
+     * `response()` is awaited.
+     */
+open func openClientStream(service: String, method: String) -> ClientStreamCall  {
+    return try!  FfiConverterTypeClientStreamCall_lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_quill_fn_method_quillclient_open_client_stream(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(service),
+        FfiConverterString.lower(method),uniffiCallStatus
+    )
+})
 }
     
 
@@ -2982,6 +3588,30 @@ fileprivate struct FfiConverterOptionData: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeCancelToken: FfiConverterRustBuffer {
+    typealias SwiftType = CancelToken?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeCancelToken.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeCancelToken.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeTokenBatch: FfiConverterRustBuffer {
     typealias SwiftType = TokenBatch?
 
@@ -3266,6 +3896,12 @@ private let initializationResult: InitializationResult = {
     if (uniffi_quill_checksum_func_decode_token_batch() != 22992) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_quill_checksum_method_canceltoken_cancel() != 52176) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_quill_checksum_method_canceltoken_is_cancelled() != 828) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_quill_checksum_method_messagestream_cancel() != 19146) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -3275,13 +3911,13 @@ private let initializationResult: InitializationResult = {
     if (uniffi_quill_checksum_method_quillclient_base_url() != 33148) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_quillclient_call() != 41584) {
+    if (uniffi_quill_checksum_method_quillclient_call() != 40640) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_quillclient_call_json() != 55312) {
+    if (uniffi_quill_checksum_method_quillclient_call_json() != 48100) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_quillclient_call_tensor() != 47384) {
+    if (uniffi_quill_checksum_method_quillclient_call_tensor() != 41820) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_quill_checksum_method_quillclient_compression_enabled() != 15336) {
@@ -3299,10 +3935,10 @@ private let initializationResult: InitializationResult = {
     if (uniffi_quill_checksum_method_quillclient_selected_prism() != 23315) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_quillclient_send_tensor() != 35489) {
+    if (uniffi_quill_checksum_method_quillclient_send_tensor() != 20680) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_quillclient_server_stream() != 48050) {
+    if (uniffi_quill_checksum_method_quillclient_server_stream() != 30038) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_quill_checksum_method_quillclient_set_api_key() != 41555) {
@@ -3320,13 +3956,43 @@ private let initializationResult: InitializationResult = {
     if (uniffi_quill_checksum_method_quillclient_timeout_ms() != 19240) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_quillclient_token_stream() != 60523) {
+    if (uniffi_quill_checksum_method_quillclient_token_stream() != 51345) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_quill_checksum_method_quillclient_open_bidi() != 58162) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_quill_checksum_method_quillclient_open_client_stream() != 10099) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_quill_checksum_method_tokenstream_cancel() != 21548) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_quill_checksum_method_tokenstream_next() != 10733) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_quill_checksum_method_bidicall_abort() != 50917) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_quill_checksum_method_bidicall_finish() != 57411) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_quill_checksum_method_bidicall_responses() != 30313) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_quill_checksum_method_bidicall_send() != 58216) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_quill_checksum_method_clientstreamcall_abort() != 31020) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_quill_checksum_method_clientstreamcall_finish() != 11902) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_quill_checksum_method_clientstreamcall_response() != 10256) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_quill_checksum_method_clientstreamcall_send() != 43591) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_quill_checksum_method_tensor_dtype() != 24519) {
@@ -3354,6 +4020,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_quill_checksum_method_tensor_to_bytes() != 1720) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_quill_checksum_constructor_canceltoken_new() != 14417) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_quill_checksum_constructor_quillclient_from_config() != 37915) {

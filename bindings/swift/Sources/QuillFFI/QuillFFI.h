@@ -243,6 +243,32 @@ typedef void (*UniffiForeignFutureCompleteVoid)(uint64_t, UniffiForeignFutureRes
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CLONE_CANCELTOKEN
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CLONE_CANCELTOKEN
+uint64_t uniffi_quill_fn_clone_canceltoken(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FREE_CANCELTOKEN
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FREE_CANCELTOKEN
+void uniffi_quill_fn_free_canceltoken(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CONSTRUCTOR_CANCELTOKEN_NEW
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CONSTRUCTOR_CANCELTOKEN_NEW
+uint64_t uniffi_quill_fn_constructor_canceltoken_new(RustCallStatus *_Nonnull out_status
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_CANCELTOKEN_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_CANCELTOKEN_CANCEL
+void uniffi_quill_fn_method_canceltoken_cancel(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_CANCELTOKEN_IS_CANCELLED
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_CANCELTOKEN_IS_CANCELLED
+int8_t uniffi_quill_fn_method_canceltoken_is_cancelled(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CLONE_MESSAGESTREAM
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CLONE_MESSAGESTREAM
 uint64_t uniffi_quill_fn_clone_messagestream(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -290,17 +316,17 @@ RustBuffer uniffi_quill_fn_method_quillclient_base_url(uint64_t ptr, RustCallSta
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_CALL
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_CALL
-uint64_t uniffi_quill_fn_method_quillclient_call(uint64_t ptr, RustBuffer service, RustBuffer method, RustBuffer body, int8_t idempotent
+uint64_t uniffi_quill_fn_method_quillclient_call(uint64_t ptr, RustBuffer service, RustBuffer method, RustBuffer body, int8_t idempotent, RustBuffer cancel
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_CALL_JSON
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_CALL_JSON
-uint64_t uniffi_quill_fn_method_quillclient_call_json(uint64_t ptr, RustBuffer service, RustBuffer method, RustBuffer json, int8_t idempotent
+uint64_t uniffi_quill_fn_method_quillclient_call_json(uint64_t ptr, RustBuffer service, RustBuffer method, RustBuffer json, int8_t idempotent, RustBuffer cancel
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_CALL_TENSOR
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_CALL_TENSOR
-uint64_t uniffi_quill_fn_method_quillclient_call_tensor(uint64_t ptr, RustBuffer service, RustBuffer method, RustBuffer body, int8_t content_type_json
+uint64_t uniffi_quill_fn_method_quillclient_call_tensor(uint64_t ptr, RustBuffer service, RustBuffer method, RustBuffer body, int8_t content_type_json, RustBuffer cancel
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_COMPRESSION_ENABLED
@@ -330,12 +356,12 @@ RustBuffer uniffi_quill_fn_method_quillclient_selected_prism(uint64_t ptr, RustC
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_SEND_TENSOR
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_SEND_TENSOR
-uint64_t uniffi_quill_fn_method_quillclient_send_tensor(uint64_t ptr, RustBuffer service, RustBuffer method, uint64_t tensor
+uint64_t uniffi_quill_fn_method_quillclient_send_tensor(uint64_t ptr, RustBuffer service, RustBuffer method, uint64_t tensor, RustBuffer cancel
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_SERVER_STREAM
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_SERVER_STREAM
-uint64_t uniffi_quill_fn_method_quillclient_server_stream(uint64_t ptr, RustBuffer service, RustBuffer method, RustBuffer body, int8_t content_type_json
+uint64_t uniffi_quill_fn_method_quillclient_server_stream(uint64_t ptr, RustBuffer service, RustBuffer method, RustBuffer body, int8_t content_type_json, RustBuffer cancel
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_SET_API_KEY
@@ -365,7 +391,17 @@ uint64_t uniffi_quill_fn_method_quillclient_timeout_ms(uint64_t ptr, RustCallSta
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_TOKEN_STREAM
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_TOKEN_STREAM
-uint64_t uniffi_quill_fn_method_quillclient_token_stream(uint64_t ptr, RustBuffer service, RustBuffer method, RustBuffer body, int8_t content_type_json
+uint64_t uniffi_quill_fn_method_quillclient_token_stream(uint64_t ptr, RustBuffer service, RustBuffer method, RustBuffer body, int8_t content_type_json, RustBuffer cancel
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_OPEN_BIDI
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_OPEN_BIDI
+uint64_t uniffi_quill_fn_method_quillclient_open_bidi(uint64_t ptr, RustBuffer service, RustBuffer method, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_OPEN_CLIENT_STREAM
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_OPEN_CLIENT_STREAM
+uint64_t uniffi_quill_fn_method_quillclient_open_client_stream(uint64_t ptr, RustBuffer service, RustBuffer method, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CLONE_TOKENSTREAM
@@ -386,6 +422,66 @@ void uniffi_quill_fn_method_tokenstream_cancel(uint64_t ptr, RustCallStatus *_No
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_TOKENSTREAM_NEXT
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_TOKENSTREAM_NEXT
 uint64_t uniffi_quill_fn_method_tokenstream_next(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CLONE_BIDICALL
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CLONE_BIDICALL
+uint64_t uniffi_quill_fn_clone_bidicall(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FREE_BIDICALL
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FREE_BIDICALL
+void uniffi_quill_fn_free_bidicall(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_BIDICALL_ABORT
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_BIDICALL_ABORT
+void uniffi_quill_fn_method_bidicall_abort(uint64_t ptr, RustBuffer reason, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_BIDICALL_FINISH
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_BIDICALL_FINISH
+uint64_t uniffi_quill_fn_method_bidicall_finish(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_BIDICALL_RESPONSES
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_BIDICALL_RESPONSES
+uint64_t uniffi_quill_fn_method_bidicall_responses(uint64_t ptr, RustBuffer cancel
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_BIDICALL_SEND
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_BIDICALL_SEND
+uint64_t uniffi_quill_fn_method_bidicall_send(uint64_t ptr, RustBuffer message
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CLONE_CLIENTSTREAMCALL
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CLONE_CLIENTSTREAMCALL
+uint64_t uniffi_quill_fn_clone_clientstreamcall(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FREE_CLIENTSTREAMCALL
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FREE_CLIENTSTREAMCALL
+void uniffi_quill_fn_free_clientstreamcall(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_CLIENTSTREAMCALL_ABORT
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_CLIENTSTREAMCALL_ABORT
+void uniffi_quill_fn_method_clientstreamcall_abort(uint64_t ptr, RustBuffer reason, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_CLIENTSTREAMCALL_FINISH
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_CLIENTSTREAMCALL_FINISH
+uint64_t uniffi_quill_fn_method_clientstreamcall_finish(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_CLIENTSTREAMCALL_RESPONSE
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_CLIENTSTREAMCALL_RESPONSE
+uint64_t uniffi_quill_fn_method_clientstreamcall_response(uint64_t ptr, RustBuffer cancel
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_CLIENTSTREAMCALL_SEND
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_CLIENTSTREAMCALL_SEND
+uint64_t uniffi_quill_fn_method_clientstreamcall_send(uint64_t ptr, RustBuffer message
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CLONE_TENSOR
@@ -819,6 +915,18 @@ uint16_t uniffi_quill_checksum_func_decode_token_batch(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_CANCELTOKEN_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_CANCELTOKEN_CANCEL
+uint16_t uniffi_quill_checksum_method_canceltoken_cancel(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_CANCELTOKEN_IS_CANCELLED
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_CANCELTOKEN_IS_CANCELLED
+uint16_t uniffi_quill_checksum_method_canceltoken_is_cancelled(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_MESSAGESTREAM_CANCEL
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_MESSAGESTREAM_CANCEL
 uint16_t uniffi_quill_checksum_method_messagestream_cancel(void
@@ -933,6 +1041,18 @@ uint16_t uniffi_quill_checksum_method_quillclient_token_stream(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_OPEN_BIDI
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_OPEN_BIDI
+uint16_t uniffi_quill_checksum_method_quillclient_open_bidi(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_OPEN_CLIENT_STREAM
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_OPEN_CLIENT_STREAM
+uint16_t uniffi_quill_checksum_method_quillclient_open_client_stream(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_TOKENSTREAM_CANCEL
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_TOKENSTREAM_CANCEL
 uint16_t uniffi_quill_checksum_method_tokenstream_cancel(void
@@ -942,6 +1062,54 @@ uint16_t uniffi_quill_checksum_method_tokenstream_cancel(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_TOKENSTREAM_NEXT
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_TOKENSTREAM_NEXT
 uint16_t uniffi_quill_checksum_method_tokenstream_next(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_BIDICALL_ABORT
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_BIDICALL_ABORT
+uint16_t uniffi_quill_checksum_method_bidicall_abort(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_BIDICALL_FINISH
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_BIDICALL_FINISH
+uint16_t uniffi_quill_checksum_method_bidicall_finish(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_BIDICALL_RESPONSES
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_BIDICALL_RESPONSES
+uint16_t uniffi_quill_checksum_method_bidicall_responses(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_BIDICALL_SEND
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_BIDICALL_SEND
+uint16_t uniffi_quill_checksum_method_bidicall_send(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_CLIENTSTREAMCALL_ABORT
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_CLIENTSTREAMCALL_ABORT
+uint16_t uniffi_quill_checksum_method_clientstreamcall_abort(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_CLIENTSTREAMCALL_FINISH
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_CLIENTSTREAMCALL_FINISH
+uint16_t uniffi_quill_checksum_method_clientstreamcall_finish(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_CLIENTSTREAMCALL_RESPONSE
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_CLIENTSTREAMCALL_RESPONSE
+uint16_t uniffi_quill_checksum_method_clientstreamcall_response(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_CLIENTSTREAMCALL_SEND
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_CLIENTSTREAMCALL_SEND
+uint16_t uniffi_quill_checksum_method_clientstreamcall_send(void
     
 );
 #endif
@@ -996,6 +1164,12 @@ uint16_t uniffi_quill_checksum_method_tensor_size_bytes(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_TENSOR_TO_BYTES
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_TENSOR_TO_BYTES
 uint16_t uniffi_quill_checksum_method_tensor_to_bytes(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_CONSTRUCTOR_CANCELTOKEN_NEW
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_CONSTRUCTOR_CANCELTOKEN_NEW
+uint16_t uniffi_quill_checksum_constructor_canceltoken_new(void
     
 );
 #endif

@@ -9,8 +9,11 @@ package dev.quill
 
 import java.nio.ByteBuffer
 import java.nio.ByteOrder
+import kotlinx.coroutines.CancellationException
+import kotlinx.coroutines.coroutineScope
 import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.flow.flow
+import kotlinx.coroutines.launch
 
 // ---------------------------------------------------------------------------------
 // Streams as Flows
@@ -58,6 +61,82 @@ private suspend inline fun <T : Any> drain(
         stream.close()
     }
 }
+
+// ---------------------------------------------------------------------------------
+// Bidirectional and client streaming
+// ---------------------------------------------------------------------------------
+
+/**
+ * Sends every message of [requests] on one coroutine, then END_STREAM; a failure or
+ * cancellation of the flow breaks the request stream off instead ([send] and [finish]
+ * are the call object's, [abort] its abort). Once the call is over, the pump stops.
+ */
+private suspend fun pump(
+    requests: Flow<ByteArray>,
+    send: suspend (ByteArray) -> Unit,
+    finish: suspend () -> Unit,
+    abort: (String) -> Unit,
+) {
+    try {
+        requests.collect { send(it) }
+        finish()
+    } catch (e: QuillException.Cancelled) {
+        // The call is over (the server answered or failed): the answer side reports how
+        // it ended, so the pump stops without an error of its own.
+    } catch (e: CancellationException) {
+        abort("the request flow was cancelled")
+        throw e
+    } catch (e: Throwable) {
+        abort("the request flow failed: ${e.message ?: e::class.simpleName}")
+        throw e
+    }
+}
+
+/**
+ * A bidirectional streaming call: every message of [requests] goes out as it is
+ * produced, and the replies arrive as a cold [Flow] while the requests are still going
+ * out (full duplex). Collect it once.
+ *
+ * Stopping the collection early (`take(n)`, `first()`, cancellation) cancels both the
+ * request pump and the response stream, so the server sees the client go. A server
+ * error ends the collection with [QuillException]; a failed request flow breaks the
+ * request off (the server sees a truncated stream) and its exception surfaces here.
+ *
+ * ```
+ * val replies = client.bidiStream("echo.v1.EchoService", "BidiEcho", flowOf(a, b)).toList()
+ * ```
+ */
+fun QuillClient.bidiStream(service: String, method: String, requests: Flow<ByteArray>): Flow<ByteArray> =
+    flow {
+        // Replies are emitted from this coroutine (not through a channel), so every reply
+        // that arrived before a server failure reaches the collector ahead of the error.
+        // The call object is closed only after the pump has stopped (it may still abort).
+        openBidi(service, method).use { call ->
+            coroutineScope {
+                val requestPump = launch { pump(requests, { call.send(it) }, { call.finish() }, { call.abort(it) }) }
+                call.responses().asFlow().collect { emit(it) }
+                // The server has ended the call: requests not yet sent have nowhere to go.
+                requestPump.cancel()
+            }
+        }
+    }
+
+/**
+ * A client-streaming call: sends every message of [requests], then returns the one
+ * reply. Cancelling the caller cancels the call; a failed request flow breaks the
+ * request off and its exception is thrown.
+ *
+ * ```
+ * val reply = client.clientStream("echo.v1.EchoService", "ClientStream", flowOf(a, b))
+ * ```
+ */
+suspend fun QuillClient.clientStream(service: String, method: String, requests: Flow<ByteArray>): ByteArray =
+    openClientStream(service, method).use { call ->
+        coroutineScope {
+            launch { pump(requests, { call.send(it) }, { call.finish() }, { call.abort(it) }) }
+            call.response()
+        }
+    }
 
 // ---------------------------------------------------------------------------------
 // Tensors from and to JVM arrays and buffers

@@ -692,6 +692,10 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_quill_checksum_func_decode_token_batch(
     ): Int
+    external fun uniffi_quill_checksum_method_canceltoken_cancel(
+    ): Int
+    external fun uniffi_quill_checksum_method_canceltoken_is_cancelled(
+    ): Int
     external fun uniffi_quill_checksum_method_messagestream_cancel(
     ): Int
     external fun uniffi_quill_checksum_method_messagestream_next(
@@ -730,9 +734,29 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_quill_checksum_method_quillclient_token_stream(
     ): Int
+    external fun uniffi_quill_checksum_method_quillclient_open_bidi(
+    ): Int
+    external fun uniffi_quill_checksum_method_quillclient_open_client_stream(
+    ): Int
     external fun uniffi_quill_checksum_method_tokenstream_cancel(
     ): Int
     external fun uniffi_quill_checksum_method_tokenstream_next(
+    ): Int
+    external fun uniffi_quill_checksum_method_bidicall_abort(
+    ): Int
+    external fun uniffi_quill_checksum_method_bidicall_finish(
+    ): Int
+    external fun uniffi_quill_checksum_method_bidicall_responses(
+    ): Int
+    external fun uniffi_quill_checksum_method_bidicall_send(
+    ): Int
+    external fun uniffi_quill_checksum_method_clientstreamcall_abort(
+    ): Int
+    external fun uniffi_quill_checksum_method_clientstreamcall_finish(
+    ): Int
+    external fun uniffi_quill_checksum_method_clientstreamcall_response(
+    ): Int
+    external fun uniffi_quill_checksum_method_clientstreamcall_send(
     ): Int
     external fun uniffi_quill_checksum_method_tensor_dtype(
     ): Int
@@ -751,6 +775,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_quill_checksum_method_tensor_size_bytes(
     ): Int
     external fun uniffi_quill_checksum_method_tensor_to_bytes(
+    ): Int
+    external fun uniffi_quill_checksum_constructor_canceltoken_new(
     ): Int
     external fun uniffi_quill_checksum_constructor_quillclient_from_config(
     ): Int
@@ -782,6 +808,16 @@ internal object UniffiLib {
     }
 
     internal fun ensureInitialized() = Unit
+    external fun uniffi_quill_fn_clone_canceltoken(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_quill_fn_free_canceltoken(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_quill_fn_constructor_canceltoken_new(uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_quill_fn_method_canceltoken_cancel(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_quill_fn_method_canceltoken_is_cancelled(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
     external fun uniffi_quill_fn_clone_messagestream(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_quill_fn_free_messagestream(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -800,11 +836,11 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_quill_fn_method_quillclient_base_url(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_quill_fn_method_quillclient_call(`ptr`: Long,`service`: RustBuffer.ByValue,`method`: RustBuffer.ByValue,`body`: RustBuffer.ByValue,`idempotent`: Byte,
+    external fun uniffi_quill_fn_method_quillclient_call(`ptr`: Long,`service`: RustBuffer.ByValue,`method`: RustBuffer.ByValue,`body`: RustBuffer.ByValue,`idempotent`: Byte,`cancel`: RustBuffer.ByValue,
     ): Long
-    external fun uniffi_quill_fn_method_quillclient_call_json(`ptr`: Long,`service`: RustBuffer.ByValue,`method`: RustBuffer.ByValue,`json`: RustBuffer.ByValue,`idempotent`: Byte,
+    external fun uniffi_quill_fn_method_quillclient_call_json(`ptr`: Long,`service`: RustBuffer.ByValue,`method`: RustBuffer.ByValue,`json`: RustBuffer.ByValue,`idempotent`: Byte,`cancel`: RustBuffer.ByValue,
     ): Long
-    external fun uniffi_quill_fn_method_quillclient_call_tensor(`ptr`: Long,`service`: RustBuffer.ByValue,`method`: RustBuffer.ByValue,`body`: RustBuffer.ByValue,`contentTypeJson`: Byte,
+    external fun uniffi_quill_fn_method_quillclient_call_tensor(`ptr`: Long,`service`: RustBuffer.ByValue,`method`: RustBuffer.ByValue,`body`: RustBuffer.ByValue,`contentTypeJson`: Byte,`cancel`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_quill_fn_method_quillclient_compression_enabled(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Byte
@@ -816,9 +852,9 @@ internal object UniffiLib {
     ): Byte
     external fun uniffi_quill_fn_method_quillclient_selected_prism(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_quill_fn_method_quillclient_send_tensor(`ptr`: Long,`service`: RustBuffer.ByValue,`method`: RustBuffer.ByValue,`tensor`: Long,
+    external fun uniffi_quill_fn_method_quillclient_send_tensor(`ptr`: Long,`service`: RustBuffer.ByValue,`method`: RustBuffer.ByValue,`tensor`: Long,`cancel`: RustBuffer.ByValue,
     ): Long
-    external fun uniffi_quill_fn_method_quillclient_server_stream(`ptr`: Long,`service`: RustBuffer.ByValue,`method`: RustBuffer.ByValue,`body`: RustBuffer.ByValue,`contentTypeJson`: Byte,
+    external fun uniffi_quill_fn_method_quillclient_server_stream(`ptr`: Long,`service`: RustBuffer.ByValue,`method`: RustBuffer.ByValue,`body`: RustBuffer.ByValue,`contentTypeJson`: Byte,`cancel`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_quill_fn_method_quillclient_set_api_key(`ptr`: Long,`key`: RustBuffer.ByValue,`headerName`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
@@ -830,7 +866,11 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_quill_fn_method_quillclient_timeout_ms(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
-    external fun uniffi_quill_fn_method_quillclient_token_stream(`ptr`: Long,`service`: RustBuffer.ByValue,`method`: RustBuffer.ByValue,`body`: RustBuffer.ByValue,`contentTypeJson`: Byte,
+    external fun uniffi_quill_fn_method_quillclient_token_stream(`ptr`: Long,`service`: RustBuffer.ByValue,`method`: RustBuffer.ByValue,`body`: RustBuffer.ByValue,`contentTypeJson`: Byte,`cancel`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_quill_fn_method_quillclient_open_bidi(`ptr`: Long,`service`: RustBuffer.ByValue,`method`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_quill_fn_method_quillclient_open_client_stream(`ptr`: Long,`service`: RustBuffer.ByValue,`method`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_quill_fn_clone_tokenstream(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -839,6 +879,30 @@ internal object UniffiLib {
     external fun uniffi_quill_fn_method_tokenstream_cancel(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_quill_fn_method_tokenstream_next(`ptr`: Long,
+    ): Long
+    external fun uniffi_quill_fn_clone_bidicall(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_quill_fn_free_bidicall(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_quill_fn_method_bidicall_abort(`ptr`: Long,`reason`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_quill_fn_method_bidicall_finish(`ptr`: Long,
+    ): Long
+    external fun uniffi_quill_fn_method_bidicall_responses(`ptr`: Long,`cancel`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_quill_fn_method_bidicall_send(`ptr`: Long,`message`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_quill_fn_clone_clientstreamcall(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_quill_fn_free_clientstreamcall(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_quill_fn_method_clientstreamcall_abort(`ptr`: Long,`reason`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_quill_fn_method_clientstreamcall_finish(`ptr`: Long,
+    ): Long
+    external fun uniffi_quill_fn_method_clientstreamcall_response(`ptr`: Long,`cancel`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_quill_fn_method_clientstreamcall_send(`ptr`: Long,`message`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_quill_fn_clone_tensor(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -1030,6 +1094,12 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_quill_checksum_func_decode_token_batch() and 0xFFFF) != 22992) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_quill_checksum_method_canceltoken_cancel() and 0xFFFF) != 52176) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_quill_checksum_method_canceltoken_is_cancelled() and 0xFFFF) != 828) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_quill_checksum_method_messagestream_cancel() and 0xFFFF) != 19146) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1039,13 +1109,13 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_quill_checksum_method_quillclient_base_url() and 0xFFFF) != 33148) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_quillclient_call() and 0xFFFF) != 41584) {
+    if ((lib.uniffi_quill_checksum_method_quillclient_call() and 0xFFFF) != 40640) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_quillclient_call_json() and 0xFFFF) != 55312) {
+    if ((lib.uniffi_quill_checksum_method_quillclient_call_json() and 0xFFFF) != 48100) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_quillclient_call_tensor() and 0xFFFF) != 47384) {
+    if ((lib.uniffi_quill_checksum_method_quillclient_call_tensor() and 0xFFFF) != 41820) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_quill_checksum_method_quillclient_compression_enabled() and 0xFFFF) != 15336) {
@@ -1063,10 +1133,10 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_quill_checksum_method_quillclient_selected_prism() and 0xFFFF) != 23315) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_quillclient_send_tensor() and 0xFFFF) != 35489) {
+    if ((lib.uniffi_quill_checksum_method_quillclient_send_tensor() and 0xFFFF) != 20680) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_quillclient_server_stream() and 0xFFFF) != 48050) {
+    if ((lib.uniffi_quill_checksum_method_quillclient_server_stream() and 0xFFFF) != 30038) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_quill_checksum_method_quillclient_set_api_key() and 0xFFFF) != 41555) {
@@ -1084,13 +1154,43 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_quill_checksum_method_quillclient_timeout_ms() and 0xFFFF) != 19240) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_quillclient_token_stream() and 0xFFFF) != 60523) {
+    if ((lib.uniffi_quill_checksum_method_quillclient_token_stream() and 0xFFFF) != 51345) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_quill_checksum_method_quillclient_open_bidi() and 0xFFFF) != 58162) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_quill_checksum_method_quillclient_open_client_stream() and 0xFFFF) != 10099) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_quill_checksum_method_tokenstream_cancel() and 0xFFFF) != 21548) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_quill_checksum_method_tokenstream_next() and 0xFFFF) != 10733) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_quill_checksum_method_bidicall_abort() and 0xFFFF) != 50917) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_quill_checksum_method_bidicall_finish() and 0xFFFF) != 57411) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_quill_checksum_method_bidicall_responses() and 0xFFFF) != 30313) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_quill_checksum_method_bidicall_send() and 0xFFFF) != 58216) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_quill_checksum_method_clientstreamcall_abort() and 0xFFFF) != 31020) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_quill_checksum_method_clientstreamcall_finish() and 0xFFFF) != 11902) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_quill_checksum_method_clientstreamcall_response() and 0xFFFF) != 10256) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_quill_checksum_method_clientstreamcall_send() and 0xFFFF) != 43591) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_quill_checksum_method_tensor_dtype() and 0xFFFF) != 24519) {
@@ -1118,6 +1218,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_quill_checksum_method_tensor_to_bytes() and 0xFFFF) != 1720) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_quill_checksum_constructor_canceltoken_new() and 0xFFFF) != 14417) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_quill_checksum_constructor_quillclient_from_config() and 0xFFFF) != 37915) {
@@ -1674,6 +1777,1026 @@ public object FfiConverterByteArray: FfiConverterRustBuffer<ByteArray> {
 
 
 /**
+ * A bidirectional streaming call: `send` request messages while reading the
+ * `responses()` stream (full duplex), then `finish()` (or `abort`).
+ */
+public interface BidiCallInterface {
+    
+    /**
+     * Breaks the request stream off: the server sees a truncated stream and the call
+     * fails with `Cancelled` giving `reason`.
+     */
+    fun `abort`(`reason`: kotlin.String)
+    
+    /**
+     * Ends the request stream (END_STREAM after the queued messages). Idempotent.
+     */
+    suspend fun `finish`()
+    
+    /**
+     * Starts the call and returns its response stream (once).
+     */
+    suspend fun `responses`(`cancel`: CancelToken? = null): MessageStream
+    
+    /**
+     * Queues one request message, waiting while 16 are queued (backpressure).
+     */
+    suspend fun `send`(`message`: kotlin.ByteArray)
+    
+    companion object
+}
+
+/**
+ * A bidirectional streaming call: `send` request messages while reading the
+ * `responses()` stream (full duplex), then `finish()` (or `abort`).
+ */
+open class BidiCall: Disposable, AutoCloseable, BidiCallInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_quill_fn_free_bidicall(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_quill_fn_clone_bidicall(handle, status)
+        }
+    }
+
+    
+    /**
+     * Breaks the request stream off: the server sees a truncated stream and the call
+     * fails with `Cancelled` giving `reason`.
+     */override fun `abort`(`reason`: kotlin.String)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_quill_fn_method_bidicall_abort(
+        it,
+        
+        FfiConverterString.lower(`reason`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Ends the request stream (END_STREAM after the queued messages). Idempotent.
+     */
+    @Throws(QuillException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `finish`() {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_quill_fn_method_bidicall_finish(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_quill_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_quill_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_quill_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        QuillException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Starts the call and returns its response stream (once).
+     */
+    @Throws(QuillException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `responses`(`cancel`: CancelToken?) : MessageStream {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_quill_fn_method_bidicall_responses(
+                uniffiHandle,
+                
+        FfiConverterOptionalTypeCancelToken.lower(`cancel`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_quill_rust_future_poll_u64(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_quill_rust_future_complete_u64(future, continuation) },
+        { future -> UniffiLib.ffi_quill_rust_future_free_u64(future) },
+        // lift function
+        { FfiConverterTypeMessageStream.lift(it) },
+        // Error FFI converter
+        QuillException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Queues one request message, waiting while 16 are queued (backpressure).
+     */
+    @Throws(QuillException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `send`(`message`: kotlin.ByteArray) {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_quill_fn_method_bidicall_send(
+                uniffiHandle,
+                
+        FfiConverterByteArray.lower(`message`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_quill_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_quill_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_quill_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        QuillException.ErrorHandler,
+    )
+    }
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeBidiCall: FfiConverter<BidiCall, Long> {
+    override fun lower(value: BidiCall): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): BidiCall {
+        return BidiCall(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): BidiCall {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: BidiCall) = 8UL
+
+    override fun write(value: BidiCall, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * Cancels the calls it is passed to (`cancel:` argument), now or later; idempotent.
+ */
+public interface CancelTokenInterface {
+    
+    /**
+     * Fires the token: every call given it ends with `Cancelled`.
+     */
+    fun `cancel`()
+    
+    /**
+     * Whether `cancel()` was called.
+     */
+    fun `isCancelled`(): kotlin.Boolean
+    
+    companion object
+}
+
+/**
+ * Cancels the calls it is passed to (`cancel:` argument), now or later; idempotent.
+ */
+open class CancelToken: Disposable, AutoCloseable, CancelTokenInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+    /**
+     * A token not yet fired.
+     */
+    constructor() :
+        this(UniffiWithHandle, 
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_quill_fn_constructor_canceltoken_new(
+    
+        _status)
+}
+    )
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_quill_fn_free_canceltoken(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_quill_fn_clone_canceltoken(handle, status)
+        }
+    }
+
+    
+    /**
+     * Fires the token: every call given it ends with `Cancelled`.
+     */override fun `cancel`()
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_quill_fn_method_canceltoken_cancel(
+        it,
+        _status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Whether `cancel()` was called.
+     */override fun `isCancelled`(): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_quill_fn_method_canceltoken_is_cancelled(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeCancelToken: FfiConverter<CancelToken, Long> {
+    override fun lower(value: CancelToken): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): CancelToken {
+        return CancelToken(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): CancelToken {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: CancelToken) = 8UL
+
+    override fun write(value: CancelToken, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * A client-streaming call: `send` request messages, `finish()`, and await the one
+ * `response()` (which starts the call; await it while sending).
+ */
+public interface ClientStreamCallInterface {
+    
+    /**
+     * Breaks the request stream off: the call fails with `Cancelled` giving `reason`.
+     */
+    fun `abort`(`reason`: kotlin.String)
+    
+    /**
+     * Ends the request stream (END_STREAM after the queued messages). Idempotent.
+     */
+    suspend fun `finish`()
+    
+    /**
+     * Starts the call and waits for its one reply (once).
+     */
+    suspend fun `response`(`cancel`: CancelToken? = null): kotlin.ByteArray
+    
+    /**
+     * Queues one request message, waiting while 16 are queued (backpressure).
+     */
+    suspend fun `send`(`message`: kotlin.ByteArray)
+    
+    companion object
+}
+
+/**
+ * A client-streaming call: `send` request messages, `finish()`, and await the one
+ * `response()` (which starts the call; await it while sending).
+ */
+open class ClientStreamCall: Disposable, AutoCloseable, ClientStreamCallInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_quill_fn_free_clientstreamcall(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_quill_fn_clone_clientstreamcall(handle, status)
+        }
+    }
+
+    
+    /**
+     * Breaks the request stream off: the call fails with `Cancelled` giving `reason`.
+     */override fun `abort`(`reason`: kotlin.String)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_quill_fn_method_clientstreamcall_abort(
+        it,
+        
+        FfiConverterString.lower(`reason`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Ends the request stream (END_STREAM after the queued messages). Idempotent.
+     */
+    @Throws(QuillException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `finish`() {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_quill_fn_method_clientstreamcall_finish(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_quill_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_quill_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_quill_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        QuillException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Starts the call and waits for its one reply (once).
+     */
+    @Throws(QuillException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `response`(`cancel`: CancelToken?) : kotlin.ByteArray {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_quill_fn_method_clientstreamcall_response(
+                uniffiHandle,
+                
+        FfiConverterOptionalTypeCancelToken.lower(`cancel`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_quill_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_quill_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_quill_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterByteArray.lift(it) },
+        // Error FFI converter
+        QuillException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Queues one request message, waiting while 16 are queued (backpressure).
+     */
+    @Throws(QuillException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `send`(`message`: kotlin.ByteArray) {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_quill_fn_method_clientstreamcall_send(
+                uniffiHandle,
+                
+        FfiConverterByteArray.lower(`message`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_quill_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_quill_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_quill_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        QuillException.ErrorHandler,
+    )
+    }
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeClientStreamCall: FfiConverter<ClientStreamCall, Long> {
+    override fun lower(value: ClientStreamCall): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): ClientStreamCall {
+        return ClientStreamCall(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): ClientStreamCall {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: ClientStreamCall) = 8UL
+
+    override fun write(value: ClientStreamCall, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
  * A server-streaming call's messages.
  */
 public interface MessageStreamInterface {
@@ -1983,17 +3106,17 @@ public interface QuillClientInterface {
     /**
      * A unary `application/proto` call: raw message in, raw message out.
      */
-    suspend fun `call`(`service`: kotlin.String, `method`: kotlin.String, `body`: kotlin.ByteArray, `idempotent`: kotlin.Boolean = false): kotlin.ByteArray
+    suspend fun `call`(`service`: kotlin.String, `method`: kotlin.String, `body`: kotlin.ByteArray, `idempotent`: kotlin.Boolean = false, `cancel`: CancelToken? = null): kotlin.ByteArray
     
     /**
      * A unary JSON call; the response must be UTF-8.
      */
-    suspend fun `callJson`(`service`: kotlin.String, `method`: kotlin.String, `json`: kotlin.String, `idempotent`: kotlin.Boolean = false): kotlin.String
+    suspend fun `callJson`(`service`: kotlin.String, `method`: kotlin.String, `json`: kotlin.String, `idempotent`: kotlin.Boolean = false, `cancel`: CancelToken? = null): kotlin.String
     
     /**
      * A call answered with one tensor in tensor frames.
      */
-    suspend fun `callTensor`(`service`: kotlin.String, `method`: kotlin.String, `body`: kotlin.ByteArray, `contentTypeJson`: kotlin.Boolean = false): Tensor
+    suspend fun `callTensor`(`service`: kotlin.String, `method`: kotlin.String, `body`: kotlin.ByteArray, `contentTypeJson`: kotlin.Boolean = false, `cancel`: CancelToken? = null): Tensor
     
     fun `compressionEnabled`(): kotlin.Boolean
     
@@ -2021,12 +3144,12 @@ public interface QuillClientInterface {
     /**
      * Uploads a tensor as tensor frames (its bytes are not copied); the raw reply.
      */
-    suspend fun `sendTensor`(`service`: kotlin.String, `method`: kotlin.String, `tensor`: Tensor): kotlin.ByteArray
+    suspend fun `sendTensor`(`service`: kotlin.String, `method`: kotlin.String, `tensor`: Tensor, `cancel`: CancelToken? = null): kotlin.ByteArray
     
     /**
      * Opens a server stream (JSON request when `content_type_json`).
      */
-    suspend fun `serverStream`(`service`: kotlin.String, `method`: kotlin.String, `body`: kotlin.ByteArray, `contentTypeJson`: kotlin.Boolean = false): MessageStream
+    suspend fun `serverStream`(`service`: kotlin.String, `method`: kotlin.String, `body`: kotlin.ByteArray, `contentTypeJson`: kotlin.Boolean = false, `cancel`: CancelToken? = null): MessageStream
     
     /**
      * Sets an API key under `header_name` (default `X-API-Key`); other headers stay.
@@ -2053,7 +3176,19 @@ public interface QuillClientInterface {
     /**
      * Opens a server stream of token batches.
      */
-    suspend fun `tokenStream`(`service`: kotlin.String, `method`: kotlin.String, `body`: kotlin.ByteArray, `contentTypeJson`: kotlin.Boolean = false): TokenStream
+    suspend fun `tokenStream`(`service`: kotlin.String, `method`: kotlin.String, `body`: kotlin.ByteArray, `contentTypeJson`: kotlin.Boolean = false, `cancel`: CancelToken? = null): TokenStream
+    
+    /**
+     * A bidirectional streaming call of `service/method`; nothing is sent before
+     * `responses()` is awaited.
+     */
+    fun `openBidi`(`service`: kotlin.String, `method`: kotlin.String): BidiCall
+    
+    /**
+     * A client-streaming call of `service/method`; nothing is sent before
+     * `response()` is awaited.
+     */
+    fun `openClientStream`(`service`: kotlin.String, `method`: kotlin.String): ClientStreamCall
     
     companion object
 }
@@ -2199,7 +3334,7 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
      */
     @Throws(QuillException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `call`(`service`: kotlin.String, `method`: kotlin.String, `body`: kotlin.ByteArray, `idempotent`: kotlin.Boolean) : kotlin.ByteArray {
+    override suspend fun `call`(`service`: kotlin.String, `method`: kotlin.String, `body`: kotlin.ByteArray, `idempotent`: kotlin.Boolean, `cancel`: CancelToken?) : kotlin.ByteArray {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
             UniffiLib.uniffi_quill_fn_method_quillclient_call(
@@ -2209,6 +3344,7 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
         FfiConverterString.lower(`method`),
         FfiConverterByteArray.lower(`body`),
         FfiConverterBoolean.lower(`idempotent`),
+        FfiConverterOptionalTypeCancelToken.lower(`cancel`),
             )
         },
         { future, callback, continuation -> UniffiLib.ffi_quill_rust_future_poll_rust_buffer(future, callback, continuation) },
@@ -2227,7 +3363,7 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
      */
     @Throws(QuillException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `callJson`(`service`: kotlin.String, `method`: kotlin.String, `json`: kotlin.String, `idempotent`: kotlin.Boolean) : kotlin.String {
+    override suspend fun `callJson`(`service`: kotlin.String, `method`: kotlin.String, `json`: kotlin.String, `idempotent`: kotlin.Boolean, `cancel`: CancelToken?) : kotlin.String {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
             UniffiLib.uniffi_quill_fn_method_quillclient_call_json(
@@ -2237,6 +3373,7 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
         FfiConverterString.lower(`method`),
         FfiConverterString.lower(`json`),
         FfiConverterBoolean.lower(`idempotent`),
+        FfiConverterOptionalTypeCancelToken.lower(`cancel`),
             )
         },
         { future, callback, continuation -> UniffiLib.ffi_quill_rust_future_poll_rust_buffer(future, callback, continuation) },
@@ -2255,7 +3392,7 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
      */
     @Throws(QuillException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `callTensor`(`service`: kotlin.String, `method`: kotlin.String, `body`: kotlin.ByteArray, `contentTypeJson`: kotlin.Boolean) : Tensor {
+    override suspend fun `callTensor`(`service`: kotlin.String, `method`: kotlin.String, `body`: kotlin.ByteArray, `contentTypeJson`: kotlin.Boolean, `cancel`: CancelToken?) : Tensor {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
             UniffiLib.uniffi_quill_fn_method_quillclient_call_tensor(
@@ -2265,6 +3402,7 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
         FfiConverterString.lower(`method`),
         FfiConverterByteArray.lower(`body`),
         FfiConverterBoolean.lower(`contentTypeJson`),
+        FfiConverterOptionalTypeCancelToken.lower(`cancel`),
             )
         },
         { future, callback, continuation -> UniffiLib.ffi_quill_rust_future_poll_u64(future, callback, continuation) },
@@ -2362,7 +3500,7 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
      */
     @Throws(QuillException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `sendTensor`(`service`: kotlin.String, `method`: kotlin.String, `tensor`: Tensor) : kotlin.ByteArray {
+    override suspend fun `sendTensor`(`service`: kotlin.String, `method`: kotlin.String, `tensor`: Tensor, `cancel`: CancelToken?) : kotlin.ByteArray {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
             UniffiLib.uniffi_quill_fn_method_quillclient_send_tensor(
@@ -2371,6 +3509,7 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
         FfiConverterString.lower(`service`),
         FfiConverterString.lower(`method`),
         FfiConverterTypeTensor.lower(`tensor`),
+        FfiConverterOptionalTypeCancelToken.lower(`cancel`),
             )
         },
         { future, callback, continuation -> UniffiLib.ffi_quill_rust_future_poll_rust_buffer(future, callback, continuation) },
@@ -2389,7 +3528,7 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
      */
     @Throws(QuillException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `serverStream`(`service`: kotlin.String, `method`: kotlin.String, `body`: kotlin.ByteArray, `contentTypeJson`: kotlin.Boolean) : MessageStream {
+    override suspend fun `serverStream`(`service`: kotlin.String, `method`: kotlin.String, `body`: kotlin.ByteArray, `contentTypeJson`: kotlin.Boolean, `cancel`: CancelToken?) : MessageStream {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
             UniffiLib.uniffi_quill_fn_method_quillclient_server_stream(
@@ -2399,6 +3538,7 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
         FfiConverterString.lower(`method`),
         FfiConverterByteArray.lower(`body`),
         FfiConverterBoolean.lower(`contentTypeJson`),
+        FfiConverterOptionalTypeCancelToken.lower(`cancel`),
             )
         },
         { future, callback, continuation -> UniffiLib.ffi_quill_rust_future_poll_u64(future, callback, continuation) },
@@ -2501,7 +3641,7 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
      */
     @Throws(QuillException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `tokenStream`(`service`: kotlin.String, `method`: kotlin.String, `body`: kotlin.ByteArray, `contentTypeJson`: kotlin.Boolean) : TokenStream {
+    override suspend fun `tokenStream`(`service`: kotlin.String, `method`: kotlin.String, `body`: kotlin.ByteArray, `contentTypeJson`: kotlin.Boolean, `cancel`: CancelToken?) : TokenStream {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
             UniffiLib.uniffi_quill_fn_method_quillclient_token_stream(
@@ -2511,6 +3651,7 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
         FfiConverterString.lower(`method`),
         FfiConverterByteArray.lower(`body`),
         FfiConverterBoolean.lower(`contentTypeJson`),
+        FfiConverterOptionalTypeCancelToken.lower(`cancel`),
             )
         },
         { future, callback, continuation -> UniffiLib.ffi_quill_rust_future_poll_u64(future, callback, continuation) },
@@ -2522,6 +3663,44 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
         QuillException.ErrorHandler,
     )
     }
+
+    
+    /**
+     * A bidirectional streaming call of `service/method`; nothing is sent before
+     * `responses()` is awaited.
+     */override fun `openBidi`(`service`: kotlin.String, `method`: kotlin.String): BidiCall {
+            return FfiConverterTypeBidiCall.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_quill_fn_method_quillclient_open_bidi(
+        it,
+        
+        FfiConverterString.lower(`service`),
+        FfiConverterString.lower(`method`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * A client-streaming call of `service/method`; nothing is sent before
+     * `response()` is awaited.
+     */override fun `openClientStream`(`service`: kotlin.String, `method`: kotlin.String): ClientStreamCall {
+            return FfiConverterTypeClientStreamCall.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_quill_fn_method_quillclient_open_client_stream(
+        it,
+        
+        FfiConverterString.lower(`service`),
+        FfiConverterString.lower(`method`),_status)
+}
+    }
+    )
+    }
+    
 
     
 
@@ -4485,6 +5664,38 @@ public object FfiConverterOptionalByteArray: FfiConverterRustBuffer<kotlin.ByteA
         } else {
             buf.put(1)
             FfiConverterByteArray.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeCancelToken: FfiConverterRustBuffer<CancelToken?> {
+    override fun read(buf: ByteBuffer): CancelToken? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeCancelToken.read(buf)
+    }
+
+    override fun allocationSize(value: CancelToken?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeCancelToken.allocationSize(value)
+        }
+    }
+
+    override fun write(value: CancelToken?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeCancelToken.write(value, buf)
         }
     }
 }
