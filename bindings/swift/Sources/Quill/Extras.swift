@@ -413,3 +413,31 @@ extension TokenBatch {
         try decodeTokenBatch(bytes: bytes)
     }
 }
+
+// MARK: - Logging
+
+/// A `QuillLogger` that hands every event to a closure (point it at `os.Logger`,
+/// `print`, or a test's collector).
+public final class ClosureLogger: QuillLogger {
+    private let body: @Sendable (LogEvent) -> Void
+
+    public init(_ body: @escaping @Sendable (LogEvent) -> Void) {
+        self.body = body
+    }
+
+    public func log(event: LogEvent) throws {
+        body(event)
+    }
+}
+
+/// Routes the client events of this process (connections, finished and failed calls,
+/// retries, timeouts, cancelled streams, size limits) from `level` up to `body`, on the
+/// thread where each happened; keep it quick. Events never carry header values or
+/// bodies. `setLogger(logger: nil, level: .warning)` removes it.
+///
+///     setLogger(level: .info) { event in
+///         os.Logger(subsystem: "dev.quill", category: "client").info("\(event.message)")
+///     }
+public func setLogger(level: Level = .info, _ body: @escaping @Sendable (LogEvent) -> Void) {
+    setLogger(logger: ClosureLogger(body), level: level)
+}

@@ -460,7 +460,13 @@ fileprivate final class UniffiHandleMap<T>: @unchecked Sendable {
 
 
 // Public interface members begin here.
-
+// Magic number for the Rust proxy to call using the same mechanism as every other method,
+// to free the callback once it's dropped by Rust.
+private let IDX_CALLBACK_FREE: Int32 = 0
+// Callback return codes
+private let UNIFFI_CALLBACK_SUCCESS: Int32 = 0
+private let UNIFFI_CALLBACK_ERROR: Int32 = 1
+private let UNIFFI_CALLBACK_UNEXPECTED_ERROR: Int32 = 2
 
 #if swift(>=5.8)
 @_documentation(visibility: private)
@@ -1874,6 +1880,219 @@ public func FfiConverterTypeQuillClient_lower(_ value: QuillClient) -> UInt64 {
 
 
 /**
+ * Receives the client events of this process at or above the level it was installed
+ * with (`set_logger`).
+ */
+public protocol QuillLogger: AnyObject, Sendable {
+    
+    /**
+     * One event; called on the thread where it happened, so keep it quick.
+     */
+    func log(event: LogEvent) throws 
+    
+}
+/**
+ * Receives the client events of this process at or above the level it was installed
+ * with (`set_logger`).
+ */
+open class QuillLoggerImpl: QuillLogger, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_quill_fn_clone_quilllogger(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_quill_fn_free_quilllogger(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * One event; called on the thread where it happened, so keep it quick.
+     */
+open func log(event: LogEvent)throws   {try rustCallWithError(FfiConverterTypeQuillError_lift) {
+        uniffiCallStatus in
+    uniffi_quill_fn_method_quilllogger_log(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeLogEvent_lower(event),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceQuillLogger {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceQuillLogger = UniffiVTableCallbackInterfaceQuillLogger(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeQuillLogger.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface QuillLogger: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeQuillLogger.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface QuillLogger: handle missing in uniffiClone")
+            }
+        },
+        log: { (
+            uniffiHandle: UInt64,
+            event: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeQuillLogger.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return try uniffiObj.log(
+                     event: try FfiConverterTypeLogEvent_lift(event)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCallWithError(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn,
+                lowerError: FfiConverterTypeQuillError_lower
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceQuillLogger> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceQuillLogger>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitQuillLogger() {
+    uniffi_quill_fn_init_callback_vtable_quilllogger(UniffiCallbackInterfaceQuillLogger.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeQuillLogger: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<QuillLogger>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = QuillLogger
+
+    public static func lift(_ handle: UInt64) throws -> QuillLogger {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return QuillLoggerImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: QuillLogger) -> UInt64 {
+         if let rustImpl = value as? QuillLoggerImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> QuillLogger {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: QuillLogger, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeQuillLogger_lift(_ handle: UInt64) throws -> QuillLogger {
+    return try FfiConverterTypeQuillLogger.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeQuillLogger_lower(_ value: QuillLogger) -> UInt64 {
+    return FfiConverterTypeQuillLogger.lower(value)
+}
+
+
+
+
+
+
+/**
  * A tensor: metadata plus little-endian, row-major element bytes in a shared buffer.
  */
 public protocol TensorProtocol: AnyObject, Sendable {
@@ -2628,6 +2847,103 @@ public func FfiConverterTypeHttp2Settings_lower(_ value: Http2Settings) -> RustB
 
 
 /**
+ * One client event.
+ */
+public struct LogEvent: Equatable, Hashable {
+    public var level: Level
+    public var kind: EventKind
+    /**
+     * The call's `service/method`, or the server's `host:port` for connection events.
+     */
+    public var target: String
+    /**
+     * The HTTP status, when there is one.
+     */
+    public var status: UInt16?
+    /**
+     * Time taken, in microseconds (see the kind for what was timed).
+     */
+    public var elapsedUs: UInt64
+    /**
+     * One line for a log; never a header value or a body.
+     */
+    public var message: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(level: Level, kind: EventKind, 
+        /**
+         * The call's `service/method`, or the server's `host:port` for connection events.
+         */target: String, 
+        /**
+         * The HTTP status, when there is one.
+         */status: UInt16?, 
+        /**
+         * Time taken, in microseconds (see the kind for what was timed).
+         */elapsedUs: UInt64, 
+        /**
+         * One line for a log; never a header value or a body.
+         */message: String) {
+        self.level = level
+        self.kind = kind
+        self.target = target
+        self.status = status
+        self.elapsedUs = elapsedUs
+        self.message = message
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension LogEvent: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeLogEvent: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> LogEvent {
+        return
+            try LogEvent(
+                level: FfiConverterTypeLevel.read(from: &buf), 
+                kind: FfiConverterTypeEventKind.read(from: &buf), 
+                target: FfiConverterString.read(from: &buf), 
+                status: FfiConverterOptionUInt16.read(from: &buf), 
+                elapsedUs: FfiConverterUInt64.read(from: &buf), 
+                message: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: LogEvent, into buf: inout [UInt8]) {
+        FfiConverterTypeLevel.write(value.level, into: &buf)
+        FfiConverterTypeEventKind.write(value.kind, into: &buf)
+        FfiConverterString.write(value.target, into: &buf)
+        FfiConverterOptionUInt16.write(value.status, into: &buf)
+        FfiConverterUInt64.write(value.elapsedUs, into: &buf)
+        FfiConverterString.write(value.message, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLogEvent_lift(_ buf: RustBuffer) throws -> LogEvent {
+    return try FfiConverterTypeLogEvent.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLogEvent_lower(_ value: LogEvent) -> RustBuffer {
+    return FfiConverterTypeLogEvent.lower(value)
+}
+
+
+/**
  * Decoded RFC 7807 Problem Details of a failed call (protocol §4).
  */
 public struct Problem: Equatable, Hashable {
@@ -3208,6 +3524,117 @@ public func FfiConverterTypeDevice_lower(_ value: Device) -> RustBuffer {
 
 
 /**
+ * What happened.
+ */
+
+public enum EventKind: Equatable, Hashable {
+    
+    case connectionOpened
+    case connectionReused
+    case callFinished
+    case callFailed
+    case retryScheduled
+    case timeout
+    case streamCancelled
+    case decodeLimit
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension EventKind: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeEventKind: FfiConverterRustBuffer {
+    typealias SwiftType = EventKind
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> EventKind {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .connectionOpened
+        
+        case 2: return .connectionReused
+        
+        case 3: return .callFinished
+        
+        case 4: return .callFailed
+        
+        case 5: return .retryScheduled
+        
+        case 6: return .timeout
+        
+        case 7: return .streamCancelled
+        
+        case 8: return .decodeLimit
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: EventKind, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .connectionOpened:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .connectionReused:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .callFinished:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .callFailed:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .retryScheduled:
+            writeInt(&buf, Int32(5))
+        
+        
+        case .timeout:
+            writeInt(&buf, Int32(6))
+        
+        
+        case .streamCancelled:
+            writeInt(&buf, Int32(7))
+        
+        
+        case .decodeLimit:
+            writeInt(&buf, Int32(8))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeEventKind_lift(_ buf: RustBuffer) throws -> EventKind {
+    return try FfiConverterTypeEventKind.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeEventKind_lower(_ value: EventKind) -> RustBuffer {
+    return FfiConverterTypeEventKind.lower(value)
+}
+
+
+
+/**
  * Which HTTP a client speaks (`AUTO`: h2 or http/1.1 by ALPN over TLS, HTTP/1.1 over
  * cleartext; `HTTP2` over cleartext is h2c with prior knowledge).
  */
@@ -3280,6 +3707,82 @@ public func FfiConverterTypeHttpVersion_lift(_ buf: RustBuffer) throws -> HttpVe
 #endif
 public func FfiConverterTypeHttpVersion_lower(_ value: HttpVersion) -> RustBuffer {
     return FfiConverterTypeHttpVersion.lower(value)
+}
+
+
+
+/**
+ * How much an event matters.
+ */
+
+public enum Level: Equatable, Hashable {
+    
+    case debug
+    case info
+    case warning
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension Level: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeLevel: FfiConverterRustBuffer {
+    typealias SwiftType = Level
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Level {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .debug
+        
+        case 2: return .info
+        
+        case 3: return .warning
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: Level, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .debug:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .info:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .warning:
+            writeInt(&buf, Int32(3))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLevel_lift(_ buf: RustBuffer) throws -> Level {
+    return try FfiConverterTypeLevel.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLevel_lower(_ value: Level) -> RustBuffer {
+    return FfiConverterTypeLevel.lower(value)
 }
 
 
@@ -3439,6 +3942,30 @@ public func FfiConverterTypeQuillError_lift(_ buf: RustBuffer) throws -> QuillEr
 #endif
 public func FfiConverterTypeQuillError_lower(_ value: QuillError) -> RustBuffer {
     return FfiConverterTypeQuillError.lower(value)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionUInt16: FfiConverterRustBuffer {
+    typealias SwiftType = UInt16?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterUInt16.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterUInt16.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
 }
 
 #if swift(>=5.8)
@@ -3604,6 +4131,30 @@ fileprivate struct FfiConverterOptionTypeCancelToken: FfiConverterRustBuffer {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterTypeCancelToken.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeQuillLogger: FfiConverterRustBuffer {
+    typealias SwiftType = QuillLogger?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeQuillLogger.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeQuillLogger.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -3839,6 +4390,18 @@ public func dtypeFromWireValue(value: UInt8)throws  -> DType  {
 })
 }
 /**
+ * Installs `logger` for events at `level` and above, replacing any earlier one; `None`
+ * removes it. With no logger installed an event costs one atomic load.
+ */
+public func setLogger(logger: QuillLogger?, level: Level)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_quill_fn_func_set_logger(
+        FfiConverterOptionTypeQuillLogger.lower(logger),
+        FfiConverterTypeLevel_lower(level),uniffiCallStatus
+    )
+}
+}
+/**
  * Decode one token (protocol §8); leftover bytes are an error. (uniffi gives records
  * no static functions, so the decoders are free functions.)
  */
@@ -3888,6 +4451,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_quill_checksum_func_dtype_from_wire_value() != 29368) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_quill_checksum_func_set_logger() != 8993) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_quill_checksum_func_decode_token() != 55955) {
@@ -3971,6 +4537,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_quill_checksum_method_tokenstream_next() != 10733) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_quill_checksum_method_quilllogger_log() != 10973) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_quill_checksum_method_bidicall_abort() != 50917) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -4041,6 +4610,7 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
 
+    uniffiCallbackInitQuillLogger()
     return InitializationResult.ok
 }()
 

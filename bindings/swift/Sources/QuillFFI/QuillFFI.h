@@ -243,6 +243,22 @@ typedef void (*UniffiForeignFutureCompleteVoid)(uint64_t, UniffiForeignFutureRes
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_QUILL_LOGGER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_QUILL_LOGGER_METHOD0
+typedef void (*UniffiCallbackInterfaceQuillLoggerMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_QUILL_LOGGER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_QUILL_LOGGER
+typedef struct UniffiVTableCallbackInterfaceQuillLogger {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceQuillLoggerMethod0 _Nonnull log;
+} UniffiVTableCallbackInterfaceQuillLogger;
+
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CLONE_CANCELTOKEN
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CLONE_CANCELTOKEN
 uint64_t uniffi_quill_fn_clone_canceltoken(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -422,6 +438,26 @@ void uniffi_quill_fn_method_tokenstream_cancel(uint64_t ptr, RustCallStatus *_No
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_TOKENSTREAM_NEXT
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_TOKENSTREAM_NEXT
 uint64_t uniffi_quill_fn_method_tokenstream_next(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CLONE_QUILLLOGGER
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CLONE_QUILLLOGGER
+uint64_t uniffi_quill_fn_clone_quilllogger(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FREE_QUILLLOGGER
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FREE_QUILLLOGGER
+void uniffi_quill_fn_free_quilllogger(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_INIT_CALLBACK_VTABLE_QUILLLOGGER
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_INIT_CALLBACK_VTABLE_QUILLLOGGER
+void uniffi_quill_fn_init_callback_vtable_quilllogger(const UniffiVTableCallbackInterfaceQuillLogger* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLLOGGER_LOG
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLLOGGER_LOG
+void uniffi_quill_fn_method_quilllogger_log(uint64_t ptr, RustBuffer event, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CLONE_BIDICALL
@@ -613,6 +649,11 @@ RustBuffer uniffi_quill_fn_func_dtype_from_name(RustBuffer name, RustCallStatus 
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FUNC_DTYPE_FROM_WIRE_VALUE
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FUNC_DTYPE_FROM_WIRE_VALUE
 RustBuffer uniffi_quill_fn_func_dtype_from_wire_value(uint8_t value, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FUNC_SET_LOGGER
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FUNC_SET_LOGGER
+void uniffi_quill_fn_func_set_logger(RustBuffer logger, RustBuffer level, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FUNC_DECODE_TOKEN
@@ -903,6 +944,12 @@ uint16_t uniffi_quill_checksum_func_dtype_from_wire_value(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_FUNC_SET_LOGGER
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_FUNC_SET_LOGGER
+uint16_t uniffi_quill_checksum_func_set_logger(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_FUNC_DECODE_TOKEN
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_FUNC_DECODE_TOKEN
 uint16_t uniffi_quill_checksum_func_decode_token(void
@@ -1062,6 +1109,12 @@ uint16_t uniffi_quill_checksum_method_tokenstream_cancel(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_TOKENSTREAM_NEXT
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_TOKENSTREAM_NEXT
 uint16_t uniffi_quill_checksum_method_tokenstream_next(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLLOGGER_LOG
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLLOGGER_LOG
+uint16_t uniffi_quill_checksum_method_quilllogger_log(void
     
 );
 #endif

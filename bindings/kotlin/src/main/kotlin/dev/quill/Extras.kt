@@ -321,3 +321,45 @@ fun DType.Companion.fromWireValue(value: Int): DType {
 
 /** The dtype of a name such as `"float32"`. */
 fun DType.Companion.fromName(name: String): DType = dtypeFromName(name)
+
+// ---------------------------------------------------------------------------------
+// Logging
+// ---------------------------------------------------------------------------------
+
+/** The java.util.logging level of an event level. */
+val Level.julLevel: java.util.logging.Level
+    get() = when (this) {
+        Level.DEBUG -> java.util.logging.Level.FINE
+        Level.INFO -> java.util.logging.Level.INFO
+        Level.WARNING -> java.util.logging.Level.WARNING
+    }
+
+/** A [QuillLogger] that writes each event as a record of [jul]. */
+class JavaUtilLogger(private val jul: java.util.logging.Logger) : QuillLogger {
+    override fun log(event: LogEvent) {
+        val level = event.level.julLevel
+        if (!jul.isLoggable(level)) return
+        val status = event.status?.let { " status=$it" } ?: ""
+        jul.log(level, "${event.kind} ${event.target}$status in ${event.elapsedUs} µs: ${event.message}")
+    }
+}
+
+/**
+ * Routes the client events of this process (connections, finished and failed calls,
+ * retries, timeouts, cancelled streams, size limits) to the java.util.logging logger
+ * [jul] (default `dev.quill`), from [level] up; by default the most detailed level [jul]
+ * takes, so events it would drop are never built. Events never carry header values or
+ * bodies. `setLogger(null, Level.WARNING)` removes it.
+ *
+ * ```
+ * installJavaUtilLogging()   // dev.quill at INFO: failed calls, retries, timeouts
+ * ```
+ */
+fun installJavaUtilLogging(
+    jul: java.util.logging.Logger = java.util.logging.Logger.getLogger("dev.quill"),
+    level: Level = when {
+        jul.isLoggable(java.util.logging.Level.FINE) -> Level.DEBUG
+        jul.isLoggable(java.util.logging.Level.INFO) -> Level.INFO
+        else -> Level.WARNING
+    },
+) = setLogger(JavaUtilLogger(jul), level)

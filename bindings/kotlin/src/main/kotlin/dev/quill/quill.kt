@@ -657,6 +657,28 @@ internal open class UniffiForeignFutureResultVoid(
 internal interface UniffiForeignFutureCompleteVoid : com.sun.jna.Callback {
     fun callback(`callbackData`: Long,`result`: UniffiForeignFutureResultVoid.UniffiByValue,)
 }
+internal interface UniffiCallbackInterfaceQuillLoggerMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`event`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "log")
+internal open class UniffiVTableCallbackInterfaceQuillLogger(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `log`: UniffiCallbackInterfaceQuillLoggerMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `log`: UniffiCallbackInterfaceQuillLoggerMethod0? = null,
+    ): UniffiVTableCallbackInterfaceQuillLogger(`uniffiFree`,`uniffiClone`,`log`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceQuillLogger) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `log` = other.`log`
+    }
+
+}
 
 // A JNA Library to expose the extern-C FFI definitions.
 // This is an implementation detail which will be called internally by the public API.
@@ -687,6 +709,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_quill_checksum_func_dtype_from_name(
     ): Int
     external fun uniffi_quill_checksum_func_dtype_from_wire_value(
+    ): Int
+    external fun uniffi_quill_checksum_func_set_logger(
     ): Int
     external fun uniffi_quill_checksum_func_decode_token(
     ): Int
@@ -741,6 +765,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_quill_checksum_method_tokenstream_cancel(
     ): Int
     external fun uniffi_quill_checksum_method_tokenstream_next(
+    ): Int
+    external fun uniffi_quill_checksum_method_quilllogger_log(
     ): Int
     external fun uniffi_quill_checksum_method_bidicall_abort(
     ): Int
@@ -804,6 +830,7 @@ internal object UniffiLib {
 
     init {
         Native.register(UniffiLib::class.java, findLibraryName(componentName = "quill"))
+        uniffiCallbackInterfaceQuillLogger.register(this)
         
     }
 
@@ -880,6 +907,14 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_quill_fn_method_tokenstream_next(`ptr`: Long,
     ): Long
+    external fun uniffi_quill_fn_clone_quilllogger(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_quill_fn_free_quilllogger(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_quill_fn_init_callback_vtable_quilllogger(`vtable`: UniffiVTableCallbackInterfaceQuillLogger,
+    ): Unit
+    external fun uniffi_quill_fn_method_quilllogger_log(`ptr`: Long,`event`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_quill_fn_clone_bidicall(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_quill_fn_free_bidicall(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -956,6 +991,8 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_quill_fn_func_dtype_from_wire_value(`value`: Byte,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_quill_fn_func_set_logger(`logger`: RustBuffer.ByValue,`level`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_quill_fn_func_decode_token(`bytes`: ForeignBytes.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_quill_fn_func_decode_token_batch(`bytes`: ForeignBytes.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1088,6 +1125,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_quill_checksum_func_dtype_from_wire_value() and 0xFFFF) != 29368) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_quill_checksum_func_set_logger() and 0xFFFF) != 8993) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_quill_checksum_func_decode_token() and 0xFFFF) != 55955) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1167,6 +1207,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_quill_checksum_method_tokenstream_next() and 0xFFFF) != 10733) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_quill_checksum_method_quilllogger_log() and 0xFFFF) != 10973) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_quill_checksum_method_bidicall_abort() and 0xFFFF) != 50917) {
@@ -1369,7 +1412,38 @@ object UniffiWithHandle
  *
  * @suppress
  * */
-object NoHandle
+object NoHandle// Magic number for the Rust proxy to call using the same mechanism as every other method,
+// to free the callback once it's dropped by Rust.
+internal const val IDX_CALLBACK_FREE = 0
+// Callback return codes
+internal const val UNIFFI_CALLBACK_SUCCESS = 0
+internal const val UNIFFI_CALLBACK_ERROR = 1
+internal const val UNIFFI_CALLBACK_UNEXPECTED_ERROR = 2
+
+/**
+ * @suppress
+ */
+public abstract class FfiConverterCallbackInterface<CallbackInterface: Any>: FfiConverter<CallbackInterface, Long> {
+    internal val handleMap = UniffiHandleMap<CallbackInterface>()
+
+    internal fun drop(handle: Long) {
+        handleMap.remove(handle)
+    }
+
+    override fun lift(value: Long): CallbackInterface {
+        return handleMap.get(value)
+    }
+
+    override fun read(buf: ByteBuffer) = lift(buf.getLong())
+
+    override fun lower(value: CallbackInterface) = handleMap.insert(value)
+
+    override fun allocationSize(value: CallbackInterface) = 8UL
+
+    override fun write(value: CallbackInterface, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
 /**
  * The cleaner interface for Object finalization code to run.
  * This is the entry point to any implementation that we're using.
@@ -3851,6 +3925,337 @@ public object FfiConverterTypeQuillClient: FfiConverter<QuillClient, Long> {
 
 
 /**
+ * Receives the client events of this process at or above the level it was installed
+ * with (`set_logger`).
+ */
+public interface QuillLogger {
+    
+    /**
+     * One event; called on the thread where it happened, so keep it quick.
+     */
+    fun `log`(`event`: LogEvent)
+    
+    companion object
+}
+
+/**
+ * Receives the client events of this process at or above the level it was installed
+ * with (`set_logger`).
+ */
+open class QuillLoggerImpl: Disposable, AutoCloseable, QuillLogger
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_quill_fn_free_quilllogger(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_quill_fn_clone_quilllogger(handle, status)
+        }
+    }
+
+    
+    /**
+     * One event; called on the thread where it happened, so keep it quick.
+     */
+    @Throws(QuillException::class)override fun `log`(`event`: LogEvent)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(QuillException) { _status ->
+    UniffiLib.uniffi_quill_fn_method_quilllogger_log(
+        it,
+        
+        FfiConverterTypeLogEvent.lower(`event`),_status)
+}
+    }
+    
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceQuillLogger {
+    internal object `log`: UniffiCallbackInterfaceQuillLoggerMethod0 {
+        override fun callback(`uniffiHandle`: Long,`event`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeQuillLogger.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`log`(
+                    FfiConverterTypeLogEvent.lift(`event`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCallWithError(
+                uniffiCallStatus,
+                makeCall,
+                writeReturn,
+                { e: QuillException -> FfiConverterTypeQuillError.lower(e) }
+            )
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeQuillLogger.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeQuillLogger.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceQuillLogger.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `log`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_quill_fn_init_callback_vtable_quilllogger(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeQuillLogger: FfiConverter<QuillLogger, Long> {
+    internal val handleMap = UniffiHandleMap<QuillLogger>()
+
+    override fun lower(value: QuillLogger): Long {
+        if (value is QuillLoggerImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): QuillLogger {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return QuillLoggerImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): QuillLogger {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: QuillLogger) = 8UL
+
+    override fun write(value: QuillLogger, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
  * A tensor: metadata plus little-endian, row-major element bytes in a shared buffer.
  */
 public interface TensorInterface {
@@ -4769,6 +5174,79 @@ public object FfiConverterTypeHttp2Settings: FfiConverterRustBuffer<Http2Setting
 
 
 /**
+ * One client event.
+ */
+data class LogEvent (
+    var `level`: Level
+    , 
+    var `kind`: EventKind
+    , 
+    /**
+     * The call's `service/method`, or the server's `host:port` for connection events.
+     */
+    var `target`: kotlin.String
+    , 
+    /**
+     * The HTTP status, when there is one.
+     */
+    var `status`: kotlin.UShort?
+    , 
+    /**
+     * Time taken, in microseconds (see the kind for what was timed).
+     */
+    var `elapsedUs`: kotlin.ULong
+    , 
+    /**
+     * One line for a log; never a header value or a body.
+     */
+    var `message`: kotlin.String
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeLogEvent: FfiConverterRustBuffer<LogEvent> {
+    override fun read(buf: ByteBuffer): LogEvent {
+        return LogEvent(
+            FfiConverterTypeLevel.read(buf),
+            FfiConverterTypeEventKind.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterOptionalUShort.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: LogEvent) = (
+            FfiConverterTypeLevel.allocationSize(value.`level`) +
+            FfiConverterTypeEventKind.allocationSize(value.`kind`) +
+            FfiConverterString.allocationSize(value.`target`) +
+            FfiConverterOptionalUShort.allocationSize(value.`status`) +
+            FfiConverterULong.allocationSize(value.`elapsedUs`) +
+            FfiConverterString.allocationSize(value.`message`)
+    )
+
+    override fun write(value: LogEvent, buf: ByteBuffer) {
+            FfiConverterTypeLevel.write(value.`level`, buf)
+            FfiConverterTypeEventKind.write(value.`kind`, buf)
+            FfiConverterString.write(value.`target`, buf)
+            FfiConverterOptionalUShort.write(value.`status`, buf)
+            FfiConverterULong.write(value.`elapsedUs`, buf)
+            FfiConverterString.write(value.`message`, buf)
+    }
+}
+
+
+
+/**
  * Decoded RFC 7807 Problem Details of a failed call (protocol §4).
  */
 data class Problem (
@@ -5207,6 +5685,49 @@ public object FfiConverterTypeDevice: FfiConverterRustBuffer<Device> {
 
 
 /**
+ * What happened.
+ */
+
+enum class EventKind {
+    
+    CONNECTION_OPENED,
+    CONNECTION_REUSED,
+    CALL_FINISHED,
+    CALL_FAILED,
+    RETRY_SCHEDULED,
+    TIMEOUT,
+    STREAM_CANCELLED,
+    DECODE_LIMIT;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeEventKind: FfiConverterRustBuffer<EventKind> {
+    override fun read(buf: ByteBuffer) = try {
+        EventKind.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: EventKind) = 4UL
+
+    override fun write(value: EventKind, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
  * Which HTTP a client speaks (`AUTO`: h2 or http/1.1 by ALPN over TLS, HTTP/1.1 over
  * cleartext; `HTTP2` over cleartext is h2c with prior knowledge).
  */
@@ -5237,6 +5758,44 @@ public object FfiConverterTypeHttpVersion: FfiConverterRustBuffer<HttpVersion> {
     override fun allocationSize(value: HttpVersion) = 4UL
 
     override fun write(value: HttpVersion, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * How much an event matters.
+ */
+
+enum class Level {
+    
+    DEBUG,
+    INFO,
+    WARNING;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeLevel: FfiConverterRustBuffer<Level> {
+    override fun read(buf: ByteBuffer) = try {
+        Level.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: Level) = 4UL
+
+    override fun write(value: Level, buf: ByteBuffer) {
         buf.putInt(value.ordinal + 1)
     }
 }
@@ -5482,6 +6041,38 @@ public object FfiConverterTypeQuillError : FfiConverterRustBuffer<QuillException
 /**
  * @suppress
  */
+public object FfiConverterOptionalUShort: FfiConverterRustBuffer<kotlin.UShort?> {
+    override fun read(buf: ByteBuffer): kotlin.UShort? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterUShort.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.UShort?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterUShort.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.UShort?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterUShort.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalUInt: FfiConverterRustBuffer<kotlin.UInt?> {
     override fun read(buf: ByteBuffer): kotlin.UInt? {
         if (buf.get().toInt() == 0) {
@@ -5696,6 +6287,38 @@ public object FfiConverterOptionalTypeCancelToken: FfiConverterRustBuffer<Cancel
         } else {
             buf.put(1)
             FfiConverterTypeCancelToken.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeQuillLogger: FfiConverterRustBuffer<QuillLogger?> {
+    override fun read(buf: ByteBuffer): QuillLogger? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeQuillLogger.read(buf)
+    }
+
+    override fun allocationSize(value: QuillLogger?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeQuillLogger.allocationSize(value)
+        }
+    }
+
+    override fun write(value: QuillLogger?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeQuillLogger.write(value, buf)
         }
     }
 }
@@ -5931,6 +6554,21 @@ public object FfiConverterMapStringString: FfiConverterRustBuffer<Map<kotlin.Str
 }
     )
     }
+    
+
+        /**
+         * Installs `logger` for events at `level` and above, replacing any earlier one; `None`
+         * removes it. With no logger installed an event costs one atomic load.
+         */ fun `setLogger`(`logger`: QuillLogger?, `level`: Level)
+        = 
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_quill_fn_func_set_logger(
+    
+        
+        FfiConverterOptionalTypeQuillLogger.lower(`logger`),
+        FfiConverterTypeLevel.lower(`level`),_status)
+}
+    
     
 
         /**
