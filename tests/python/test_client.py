@@ -410,3 +410,24 @@ def test_http_version_and_http2_settings(server: Server) -> None:
     defaults = quill.QuillClient(server.url).to_config()
     assert defaults["http_version"] == "auto"
     assert defaults["http2_keep_alive_interval_ms"] == 30000
+
+
+def test_idempotent_calls_are_retried_and_others_are_not(server: Server) -> None:
+    client = quill.QuillClient(server.url, max_retries=2)
+
+    def requests() -> int:
+        return int(client.call_json("test.v1.FaultService", "Stats", {})["requests"])
+
+    for idempotent, attempts in ((True, 3), (False, 1)):
+        before = requests()
+        with pytest.raises(quill.RpcError):
+            client.call_json(
+                "test.v1.FaultService", "Error", {"status": 503}, idempotent=idempotent
+            )
+        # The attempts, plus the Stats call.
+        assert requests() - before == attempts + 1
+    # A 400 is never retried, idempotent or not.
+    before = requests()
+    with pytest.raises(quill.RpcError):
+        client.call_json("test.v1.FaultService", "Error", {"status": 400}, idempotent=True)
+    assert requests() - before == 2

@@ -125,6 +125,25 @@ class ClientTest {
     }
 
     @Test
+    fun `plain-text and HTML error bodies and an unknown route`(server: QuillServer): Unit = runBlocking {
+        client(server).use { c ->
+            for ((method, status, text) in listOf(Triple("PlainText", 502, "bad gateway from proxy"), Triple("Html", 503, "<html"))) {
+                val e = assertThrows<QuillException.Status> {
+                    runBlocking { c.call("test.v1.FaultService", method, ByteArray(0)) }
+                }
+                assertEquals(status, e.problem.status.toInt())
+                assertTrue(e.problem.body.contains(text), e.problem.body)
+                assertEquals(null, e.problem.title)
+            }
+            val missing = assertThrows<QuillException.Status> {
+                runBlocking { c.call("nope.v1.Missing", "Method", ByteArray(0)) }
+            }
+            assertEquals(404, missing.problem.status.toInt())
+            assertEquals("urn:quill:error:404", missing.problem.problemType)
+        }
+    }
+
+    @Test
     fun `Problem Details of an error response`(server: QuillServer): Unit = runBlocking {
         client(server).use { c ->
             val request = """{"status": 429, "title": "Quota exceeded", "detail": "slow down", "retry_after": 2,
