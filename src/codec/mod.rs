@@ -12,6 +12,7 @@
 //! input as a [`QuillError`](crate::QuillError), never a panic; `fuzz/` drives each one.
 
 mod buffer;
+pub(crate) use buffer::receive_buffer;
 pub mod stream;
 pub mod tensor;
 pub mod zstd;

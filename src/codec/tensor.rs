@@ -6,7 +6,6 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::buffer;
 use crate::dtype::DType;
 use crate::error::{QuillError, Result};
 use crate::protocol::{
@@ -348,7 +347,7 @@ impl TensorAssembler {
     /// once, into the tensor's own buffer.
     fn payload_bytes(&mut self, bytes: &[u8]) {
         self.data
-            .get_or_insert_with(|| buffer::receive_buffer(self.expected))
+            .get_or_insert_with(|| super::receive_buffer(self.expected))
             .extend_from_slice(bytes);
     }
 

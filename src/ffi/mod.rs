@@ -10,6 +10,8 @@
 mod cancel;
 mod client;
 mod dtype;
+#[cfg(feature = "jvm")]
+mod jvm;
 mod logger;
 mod request_stream;
 mod tensor;

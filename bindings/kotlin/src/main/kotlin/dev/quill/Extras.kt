@@ -146,32 +146,28 @@ suspend fun QuillClient.clientStream(service: String, method: String, requests: 
 fun directTensorBuffer(size: Int): ByteBuffer =
     ByteBuffer.allocateDirect(size).order(ByteOrder.LITTLE_ENDIAN)
 
-private fun byteSize(count: Int, elementSize: Int): Int {
-    val bytes = count.toLong() * elementSize
-    if (bytes > Int.MAX_VALUE) {
-        throw QuillException.InvalidArgument(
-            "array of $count elements is $bytes bytes; JVM buffers hold at most ${Int.MAX_VALUE}"
-        )
+private fun checkedShape(shape: LongArray): LongArray {
+    for (d in shape) {
+        if (d < 0) {
+            throw QuillException.InvalidArgument("negative dimension $d in shape ${shape.contentToString()}")
+        }
     }
-    return bytes.toInt()
+    return shape
 }
 
-private fun toShape(shape: LongArray): List<ULong> = shape.map { d ->
-    if (d < 0) {
-        throw QuillException.InvalidArgument(
-            "negative dimension $d in shape ${shape.contentToString()}"
-        )
-    }
-    d.toULong()
-}
+// Tensors from JVM memory take one copy, made by the core straight from the array
+// (pinned) or direct buffer into the tensor's own buffer (FastFfi.kt, src/ffi/jvm.rs).
+
+private fun fromArray(array: Any, elementSize: Int, shape: LongArray, dtype: DType, name: String?): Tensor =
+    tensorOf(fast { FastFfi.tensorFromArray(array, elementSize, checkedShape(shape), dtype.wireValue, name) })
 
 /**
  * A tensor over the remaining bytes of [data] (little-endian, row-major element bytes),
  * copied once into the tensor's own buffer by the core.
  *
- * A direct buffer is handed to the core without a JVM-side copy (its position is
- * honoured); a heap buffer is first copied into a direct one. Throws
- * [QuillException.InvalidArgument] when the byte count does not match shape × dtype.
+ * A direct buffer is read in place (its position and limit are honoured); a heap buffer
+ * is read from its backing array. Throws [QuillException.InvalidArgument] when the byte
+ * count does not match shape × dtype.
  */
 fun Tensor.Companion.fromByteBuffer(
     data: ByteBuffer,
@@ -179,13 +175,15 @@ fun Tensor.Companion.fromByteBuffer(
     dtype: DType,
     name: String? = null,
 ): Tensor {
-    val direct = if (data.isDirect) {
-        // uniffi passes the buffer's base address: slice so that position 0 is ours.
-        data.slice()
-    } else {
-        directTensorBuffer(data.remaining()).put(data.duplicate()).flip()
+    if (!data.isDirect) {
+        val bytes = ByteArray(data.remaining()).also { data.duplicate().get(it) }
+        return fromByteArray(bytes, shape, dtype, name)
     }
-    return Tensor.fromBytes(direct, toShape(shape), dtype, name)
+    return tensorOf(
+        fast {
+            FastFfi.tensorFromDirect(data, data.position(), data.remaining(), checkedShape(shape), dtype.wireValue, name)
+        },
+    )
 }
 
 /** A tensor over a copy of [data] (little-endian, row-major element bytes). */
@@ -194,96 +192,141 @@ fun Tensor.Companion.fromByteArray(
     shape: LongArray,
     dtype: DType,
     name: String? = null,
-): Tensor {
-    val buf = directTensorBuffer(data.size)
-    buf.put(data).flip()
-    return Tensor.fromBytes(buf, toShape(shape), dtype, name)
-}
+): Tensor = fromArray(data, 1, shape, dtype, name)
 
 /** A float32 tensor of [values]; the shape defaults to one dimension. */
 fun Tensor.Companion.fromFloatArray(
     values: FloatArray,
     shape: LongArray = longArrayOf(values.size.toLong()),
     name: String? = null,
-): Tensor {
-    val buf = directTensorBuffer(byteSize(values.size, 4))
-    buf.asFloatBuffer().put(values)
-    return Tensor.fromBytes(buf, toShape(shape), DType.FLOAT32, name)
-}
+): Tensor = fromArray(values, 4, shape, DType.FLOAT32, name)
 
 /** A float64 tensor of [values]; the shape defaults to one dimension. */
 fun Tensor.Companion.fromDoubleArray(
     values: DoubleArray,
     shape: LongArray = longArrayOf(values.size.toLong()),
     name: String? = null,
-): Tensor {
-    val buf = directTensorBuffer(byteSize(values.size, 8))
-    buf.asDoubleBuffer().put(values)
-    return Tensor.fromBytes(buf, toShape(shape), DType.FLOAT64, name)
-}
+): Tensor = fromArray(values, 8, shape, DType.FLOAT64, name)
 
 /** An int32 tensor of [values]; the shape defaults to one dimension. */
 fun Tensor.Companion.fromIntArray(
     values: IntArray,
     shape: LongArray = longArrayOf(values.size.toLong()),
     name: String? = null,
-): Tensor {
-    val buf = directTensorBuffer(byteSize(values.size, 4))
-    buf.asIntBuffer().put(values)
-    return Tensor.fromBytes(buf, toShape(shape), DType.INT32, name)
-}
+): Tensor = fromArray(values, 4, shape, DType.INT32, name)
 
 /** An int64 tensor of [values]; the shape defaults to one dimension. */
 fun Tensor.Companion.fromLongArray(
     values: LongArray,
     shape: LongArray = longArrayOf(values.size.toLong()),
     name: String? = null,
-): Tensor {
-    val buf = directTensorBuffer(byteSize(values.size, 8))
-    buf.asLongBuffer().put(values)
-    return Tensor.fromBytes(buf, toShape(shape), DType.INT64, name)
-}
+): Tensor = fromArray(values, 8, shape, DType.INT64, name)
 
 /** Decode a tensor from tensor frames (protocol §6) held in a byte array. */
 fun Tensor.Companion.decode(frames: ByteArray): Tensor =
     Tensor.decode(directTensorBuffer(frames.size).put(frames).flip())
 
-/** The shape as JVM longs. */
-fun Tensor.shapeLongs(): LongArray = shape().map { it.toLong() }.toLongArray()
+/** Number of elements, through the JVM fast path (`numElements()` without its FFI cost). */
+val Tensor.elementCount: Long get() = borrow { FastFfi.tensorNumElements(it) }
 
-private fun Tensor.littleEndianData(expected: DType): ByteBuffer {
-    val actual = dtype()
+/** Size of the element bytes, through the JVM fast path. */
+val Tensor.byteCount: Long get() = borrow { FastFfi.tensorSizeBytes(it) }
+
+/** The dtype, through the JVM fast path. */
+val Tensor.elementType: DType get() = DType.fromWireValue(borrow { FastFfi.tensorDTypeWire(it) })
+
+/** The shape as JVM longs, through the JVM fast path. */
+fun Tensor.shapeLongs(): LongArray = borrow { FastFfi.tensorShape(it) }
+
+private fun Tensor.checkType(expected: DType) {
+    val actual = elementType
     if (actual != expected) {
-        throw QuillException.UnsupportedDType(
-            "tensor is ${actual.canonicalName}, not ${expected.canonicalName}"
-        )
+        throw QuillException.UnsupportedDType("tensor is ${actual.canonicalName}, not ${expected.canonicalName}")
     }
-    return ByteBuffer.wrap(toBytes()).order(ByteOrder.LITTLE_ENDIAN)
 }
 
-/** A copy of the elements of a float32 tensor. */
-fun Tensor.toFloatArray(): FloatArray {
-    val fb = littleEndianData(DType.FLOAT32).asFloatBuffer()
-    return FloatArray(fb.remaining()).also { fb.get(it) }
+private fun Tensor.elements(expected: DType): Int {
+    checkType(expected)
+    val n = elementCount
+    if (n > Int.MAX_VALUE) {
+        throw QuillException.InvalidArgument("tensor of $n elements does not fit a JVM array")
+    }
+    return n.toInt()
 }
+
+/** A copy of the elements of a float32 tensor (one copy, by the core). */
+fun Tensor.toFloatArray(): FloatArray =
+    FloatArray(elements(DType.FLOAT32)).also { out -> borrow { FastFfi.tensorCopyToArray(it, out, 4) } }
 
 /** A copy of the elements of a float64 tensor. */
-fun Tensor.toDoubleArray(): DoubleArray {
-    val db = littleEndianData(DType.FLOAT64).asDoubleBuffer()
-    return DoubleArray(db.remaining()).also { db.get(it) }
-}
+fun Tensor.toDoubleArray(): DoubleArray =
+    DoubleArray(elements(DType.FLOAT64)).also { out -> borrow { FastFfi.tensorCopyToArray(it, out, 8) } }
 
 /** A copy of the elements of an int32 tensor. */
-fun Tensor.toIntArray(): IntArray {
-    val ib = littleEndianData(DType.INT32).asIntBuffer()
-    return IntArray(ib.remaining()).also { ib.get(it) }
-}
+fun Tensor.toIntArray(): IntArray =
+    IntArray(elements(DType.INT32)).also { out -> borrow { FastFfi.tensorCopyToArray(it, out, 4) } }
 
 /** A copy of the elements of an int64 tensor. */
-fun Tensor.toLongArray(): LongArray {
-    val lb = littleEndianData(DType.INT64).asLongBuffer()
-    return LongArray(lb.remaining()).also { lb.get(it) }
+fun Tensor.toLongArray(): LongArray =
+    LongArray(elements(DType.INT64)).also { out -> borrow { FastFfi.tensorCopyToArray(it, out, 8) } }
+
+/** A copy of the element bytes, whatever the dtype (one copy; `toBytes()` makes two). */
+fun Tensor.toByteArray(): ByteArray {
+    val n = byteCount
+    if (n > Int.MAX_VALUE) throw QuillException.InvalidArgument("tensor of $n bytes does not fit a JVM array")
+    return ByteArray(n.toInt()).also { out -> borrow { FastFfi.tensorCopyToArray(it, out, 1) } }
 }
+
+/** Copies the element bytes into the direct buffer [target] at its position (which advances). */
+fun Tensor.copyTo(target: ByteBuffer) {
+    if (!target.isDirect) {
+        target.put(toByteArray())
+        return
+    }
+    borrow { FastFfi.tensorCopyToDirect(it, target, target.position()) }
+    target.position(target.position() + byteCount.toInt())
+}
+
+/**
+ * The element bytes without a copy: a read-only, little-endian direct buffer over the
+ * tensor's own memory, which it keeps alive (even after [Tensor.close]) until the buffer,
+ * and every buffer derived from it, is unreachable.
+ */
+fun Tensor.asReadOnlyBuffer(): ByteBuffer {
+    val retained = borrow { FastFfi.tensorRetain(it) }
+    val raw = try {
+        fast { FastFfi.tensorView(retained) }
+    } catch (e: Throwable) {
+        FastFfi.tensorRelease(retained)
+        throw e
+    }
+    // Views made from `raw` (asReadOnlyBuffer, slice, duplicate) reference it, so the
+    // memory is released only when all of them are gone.
+    UniffiLib.CLEANER.register(raw, ReleaseTensor(retained))
+    return raw.asReadOnlyBuffer().order(ByteOrder.LITTLE_ENDIAN)
+}
+
+private class ReleaseTensor(private val retained: Long) : Runnable {
+    override fun run() = FastFfi.tensorRelease(retained)
+}
+
+// ---------------------------------------------------------------------------------
+// Blocking calls
+// ---------------------------------------------------------------------------------
+
+/**
+ * A unary `application/proto` call that blocks the calling thread, as OkHttp's
+ * `execute()` does: the fastest way to make a small call (no JNA, no coroutine
+ * hand-offs; docs/performance.md). Call it off the main thread, e.g. under
+ * `withContext(Dispatchers.IO)`. It ends at the client's timeout; for a call that a
+ * coroutine's cancellation must end, use the suspend [QuillClient.call].
+ *
+ * ```
+ * val reply = withContext(Dispatchers.IO) { client.callBlocking("echo.v1.EchoService", "Echo", body) }
+ * ```
+ */
+fun QuillClient.callBlocking(service: String, method: String, body: ByteArray, idempotent: Boolean = false): ByteArray =
+    fast { clientBorrowing.with(this) { FastFfi.clientCall(it, service, method, body, idempotent) } }
 
 // ---------------------------------------------------------------------------------
 // Tokens and dtypes
@@ -345,11 +388,27 @@ class JavaUtilLogger(private val jul: java.util.logging.Logger) : QuillLogger {
 }
 
 /**
+ * Installs [logger] for the client events of this process from [level] up, replacing any
+ * earlier one (also one set with the generated `setLogger`); `null` removes it. Events
+ * reach it through one JNI upcall each (about a microsecond; the generated `setLogger`
+ * goes through JNA, about 50 µs an event: docs/performance.md), on the thread where they
+ * happened, so keep it quick. An exception it throws is dropped.
+ *
+ * ```
+ * installLogger(object : QuillLogger { override fun log(event: LogEvent) = println(event.message) })
+ * ```
+ */
+fun installLogger(logger: QuillLogger?, level: Level = Level.INFO) {
+    FastFfi.logger = logger
+    fast { FastFfi.setLogger(logger != null, level.ordinal) }
+}
+
+/**
  * Routes the client events of this process (connections, finished and failed calls,
  * retries, timeouts, cancelled streams, size limits) to the java.util.logging logger
  * [jul] (default `dev.quill`), from [level] up; by default the most detailed level [jul]
  * takes, so events it would drop are never built. Events never carry header values or
- * bodies. `setLogger(null, Level.WARNING)` removes it.
+ * bodies. `installLogger(null)` removes it.
  *
  * ```
  * installJavaUtilLogging()   // dev.quill at INFO: failed calls, retries, timeouts
@@ -362,4 +421,4 @@ fun installJavaUtilLogging(
         jul.isLoggable(java.util.logging.Level.INFO) -> Level.INFO
         else -> Level.WARNING
     },
-) = setLogger(JavaUtilLogger(jul), level)
+) = installLogger(JavaUtilLogger(jul), level)

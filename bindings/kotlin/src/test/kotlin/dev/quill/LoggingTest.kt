@@ -27,7 +27,7 @@ class LoggingTest {
     }
 
     @AfterEach
-    fun removeLogger() = setLogger(null, Level.WARNING)
+    fun removeLogger() = installLogger(null)
 
     @Test
     fun `events reach the logger and secrets never do`(server: QuillServer): Unit = runBlocking {
@@ -58,6 +58,33 @@ class LoggingTest {
         val seen = recorder.events.size
         QuillClient(server.baseUrl, 10_000u, false).use { it.call(echo, "Echo", ByteArray(1)) }
         assertEquals(seen, recorder.events.size)
+    }
+
+    @Test
+    fun `installLogger delivers the same events through the JNI bridge`(server: QuillServer): Unit = runBlocking {
+        val recorder = Recorder()
+        installLogger(recorder, Level.DEBUG)
+        QuillClient(server.baseUrl, 10_000u, false).use { c ->
+            c.setBearerToken("sekrit-bearer-123")
+            c.call(echo, "Echo", "hi".toByteArray())
+            assertThrows<QuillException.Status> { runBlocking { c.callJson(fault, "Error", """{"status": 418}""") } }
+        }
+        val events = recorder.events.toList()
+        val finished = events.first { it.kind == EventKind.CALL_FINISHED }
+        assertEquals("$echo/Echo", finished.target)
+        assertEquals(Level.DEBUG, finished.level)
+        assertTrue(finished.elapsedUs > 0u)
+        assertEquals(418.toUShort(), events.first { it.kind == EventKind.CALL_FAILED }.status)
+        for (e in events) assertFalse("sekrit" in e.message || "sekrit" in e.target, "$e")
+        installLogger(null)
+        val seen = recorder.events.size
+        QuillClient(server.baseUrl, 10_000u, false).use { it.call(echo, "Echo", ByteArray(1)) }
+        assertEquals(seen, recorder.events.size)
+        // A throwing logger on this path is dropped too.
+        installLogger(object : QuillLogger { override fun log(event: LogEvent) = throw IllegalStateException("broke") }, Level.DEBUG)
+        QuillClient(server.baseUrl, 10_000u, false).use { c ->
+            assertEquals("ok", String(c.callBlocking(echo, "Echo", "ok".toByteArray())))
+        }
     }
 
     @Test

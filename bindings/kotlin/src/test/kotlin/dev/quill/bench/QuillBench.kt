@@ -1,19 +1,41 @@
 package dev.quill.bench
 
 import dev.quill.DType
+import dev.quill.Level
+import dev.quill.LogEvent
 import dev.quill.QuillClient
+import dev.quill.QuillException
+import dev.quill.QuillLogger
 import dev.quill.QuillServer
 import dev.quill.QuillServerExtension
 import dev.quill.Tensor
-import dev.quill.Token
-import dev.quill.decode
+import dev.quill.UniffiRustCallStatus
+import dev.quill.asReadOnlyBuffer
+import dev.quill.callBlocking
+import dev.quill.copyTo
+import dev.quill.directTensorBuffer
+import dev.quill.elementCount
+import dev.quill.elementSize
 import dev.quill.fromByteArray
+import dev.quill.fromByteBuffer
+import dev.quill.fromFloatArray
+import dev.quill.installLogger
+import dev.quill.setLogger
+import dev.quill.shapeLongs
+import dev.quill.toByteArray
+import dev.quill.toFloatArray
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.withContext
+import okhttp3.MediaType.Companion.toMediaType
+import okhttp3.OkHttpClient
+import okhttp3.Protocol
+import okhttp3.Request
+import okhttp3.RequestBody.Companion.toRequestBody
 import java.io.File
 import java.net.URI
 import java.net.http.HttpClient
 import java.net.http.HttpRequest
 import java.net.http.HttpResponse
-import java.nio.ByteBuffer
 import java.time.Duration
 import kotlinx.coroutines.runBlocking
 import org.junit.jupiter.api.Assertions.assertArrayEquals
@@ -75,49 +97,159 @@ class QuillBench {
         rows += "| $name | %.1f µs mean, %.1f p50, %.1f p99 | $notes |".format(mean, lat.pct(0.5), lat.pct(0.99))
     }
 
+    /** The native Rust floor (examples/bench_native.rs), driven over stdin like the Python bench. */
+    private class Native(binary: String, url: String) : AutoCloseable {
+        private val proc = ProcessBuilder(binary, url).redirectError(ProcessBuilder.Redirect.INHERIT).start()
+        private val input = proc.outputStream.bufferedWriter()
+        private val output = proc.inputStream.bufferedReader()
+
+        /** Mean µs per call of `kind` over a window of [seconds]. */
+        fun window(kind: String, size: Int, seconds: Double): Double {
+            input.write("$kind $size $seconds\n")
+            input.flush()
+            return output.readLine().toDouble() * 1e6
+        }
+
+        override fun close() {
+            input.close()
+            proc.waitFor()
+        }
+    }
+
+    private class NoOpLogger : QuillLogger {
+        @Volatile var events = 0L
+        override fun log(event: LogEvent) {
+            events++
+        }
+    }
+
     @Test
     fun benchmark(server: QuillServer) {
-        // 1. Trivial calls into the core.
+        // 1. Trivial calls into the core: generated (JNA) against the JNI fast path.
         var sink = 0L
-        val trivial = perOp(1_000, 3_000, 5_000_000, batch = 100) { sink += DType.FLOAT32.info().elementSize.toLong() }
-        rows += "| `DType.FLOAT32.info()` (enum in, record out) | %.2f µs/call | enum and record lowered and lifted through RustBuffers |".format(trivial / 1e3)
         val small = Tensor.fromByteArray(ByteArray(4), longArrayOf(4), DType.UINT8)
-        val handleOnly = perOp(1_000, 3_000, 5_000_000, batch = 100) { sink += small.numElements().toLong() }
+        val generated = perOp(1_000, 3_000, 2_000_000, batch = 100) { sink += small.numElements().toLong() }
+        val fastCount = perOp(1_000, 3_000, 50_000_000, batch = 1000) { sink += small.elementCount }
+        rows += "| `Tensor.numElements()` (generated: JNA, handle in, u64 out) | %.2f µs/call | two JNA calls (handle clone, method), each allocating a call-status `Structure` |".format(generated / 1e3)
+        rows += "| `Tensor.elementCount` (JNI fast path) | %.3f µs/call | %.0f× faster; the object's handle borrowed under its call counter |".format(fastCount / 1e3, generated / fastCount)
+        val status = perOp(1_000, 3_000, 2_000_000, batch = 100) { sink += UniffiRustCallStatus().code }
+        rows += "| JNA call-status `Structure` allocation alone | %.2f µs | what every generated call pays, twice for a method |".format(status / 1e3)
+        val shape = perOp(1_000, 3_000, 20_000_000, batch = 1000) { sink += small.shapeLongs().size }
+        rows += "| `Tensor.shapeLongs()` (JNI, `long[]` out) | %.3f µs/call | an array crossing the boundary |".format(shape / 1e3)
+        val meta = perOp(1_000, 3_000, 1_000_000, batch = 100) { sink += small.meta().shape.size }
+        rows += "| `Tensor.meta()` (generated, record out) | %.2f µs/call | a record through a RustBuffer |".format(meta / 1e3)
+        val elementSize = perOp(500, 2_000, 50_000_000, batch = 1000) { sink += DType.FLOAT32.elementSize }
+        rows += "| `DType.FLOAT32.elementSize` (extras: the core's table read once) | %.3f µs/call | generated `dtypeElementSize()`: see the row above for a JNA call |".format(elementSize / 1e3)
+        val error = perOp(500, 2_000, 1_000_000, batch = 10) {
+            try {
+                Tensor.fromByteArray(ByteArray(3), longArrayOf(4), DType.UINT8)
+            } catch (e: QuillException.InvalidArgument) {
+                sink += e.reason.length
+            }
+        }
+        rows += "| a typed error through the fast path (`fromByteArray`, wrong length) | %.2f µs/op | thrown natively, lifted by the generated error converter |".format(error / 1e3)
         small.close()
-        rows += "| `Tensor.numElements()` (object handle in, u64 out) | %.2f µs/call | primitives only: the floor of a uniffi/JNA call |".format(handleOnly / 1e3)
-        val token = Token(42u, 0u, "hello", -0.5f)
-        val tokenRound = perOp(1_000, 3_000, 1_000_000, batch = 10) { sink += Token.decode(token.encode()).id.toLong() }
-        rows += "| `Token.encode()` + `Token.decode()` (20 B) | %.2f µs/op | record and bytes through RustBuffers, decode via a direct buffer |".format(tokenRound / 1e3)
 
-        // 2. Tensor creation from 16 MiB.
+        // 2. Tensor data in and out, 16 MiB.
         val size = 16 shl 20
-        val shape = listOf(size.toULong())
-        val direct = ByteBuffer.allocateDirect(size)
+        fun gibs(ns: Double) = size / (ns / 1e9) / (1 shl 30)
+        val direct = directTensorBuffer(size)
         for (i in 0 until size step 4096) direct.put(i, i.toByte())
         val array = ByteArray(size) { it.toByte() }
-        val fromDirect = perOp(500, 4_000, 200) { Tensor.fromBytes(direct, shape, DType.UINT8, null).close() }
-        val fromArray = perOp(500, 4_000, 200) { Tensor.fromByteArray(array, longArrayOf(size.toLong()), DType.UINT8).close() }
-        fun gibs(ns: Double) = size / (ns / 1e9) / (1 shl 30)
-        rows += "| Tensor from 16 MiB direct `ByteBuffer` | %.2f ms (%.1f GiB/s) | `Tensor.fromBytes`: pointer passed, one copy in Rust |".format(fromDirect / 1e6, gibs(fromDirect))
-        rows += "| Tensor from 16 MiB `ByteArray` | %.2f ms (%.1f GiB/s) | `Tensor.fromByteArray`: copy into a new direct buffer, then the Rust copy |".format(fromArray / 1e6, gibs(fromArray))
-
-        // 3. Unary Echo, 1 KiB, sequential, against the bundled server.
-        val body = ByteArray(1024) { (it * 31).toByte() }
-        QuillClient(server.baseUrl, 10_000u, false).use { client ->
-            val quill = runBlocking {
-                assertArrayEquals(body, client.call("echo.v1.EchoService", "Echo", body))
-                latencies(500, 5_000, 8_000) { client.call("echo.v1.EchoService", "Echo", body) }
-            }
-            latencyRow("Echo 1 KiB, `QuillClient.call` (suspend)", quill, "${quill.size} sequential calls in one `runBlocking`; HTTP/1.1 keep-alive")
+        val floats = FloatArray(size / 4) { it.toFloat() }
+        val fromDirect = perOp(300, 3_000, 300) { Tensor.fromByteBuffer(direct, longArrayOf(size.toLong()), DType.UINT8).close() }
+        val fromArray = perOp(300, 3_000, 300) { Tensor.fromByteArray(array, longArrayOf(size.toLong()), DType.UINT8).close() }
+        val fromFloats = perOp(300, 3_000, 300) { Tensor.fromFloatArray(floats).close() }
+        val generatedIn = perOp(300, 3_000, 100) { Tensor.fromBytes(direct, listOf(size.toULong()), DType.UINT8, null).close() }
+        rows += "| 16 MiB in: `Tensor.fromByteBuffer` (direct) | %.2f ms (%.1f GiB/s) | one copy, by the core |".format(fromDirect / 1e6, gibs(fromDirect))
+        rows += "| 16 MiB in: `Tensor.fromByteArray` | %.2f ms (%.1f GiB/s) | one copy from the pinned array |".format(fromArray / 1e6, gibs(fromArray))
+        rows += "| 16 MiB in: `Tensor.fromFloatArray` | %.2f ms (%.1f GiB/s) | one copy from the pinned array |".format(fromFloats / 1e6, gibs(fromFloats))
+        rows += "| 16 MiB in: generated `Tensor.fromBytes` (direct buffer) | %.2f ms (%.1f GiB/s) | uniffi's path, for comparison |".format(generatedIn / 1e6, gibs(generatedIn))
+        Tensor.fromByteArray(array, longArrayOf(size.toLong()), DType.UINT8).use { t ->
+            val outDirect = directTensorBuffer(size)
+            val copyTo = perOp(300, 3_000, 300) { outDirect.clear(); t.copyTo(outDirect) }
+            val toArray = perOp(300, 3_000, 300) { sink += t.toByteArray().size }
+            val view = perOp(300, 2_000, 100_000, batch = 10) { sink += t.asReadOnlyBuffer().get(0) }
+            val generatedOut = perOp(300, 3_000, 100) { sink += t.toBytes().size }
+            rows += "| 16 MiB out: `Tensor.copyTo` (direct buffer) | %.2f ms (%.1f GiB/s) | one copy |".format(copyTo / 1e6, gibs(copyTo))
+            rows += "| 16 MiB out: `Tensor.toByteArray` | %.2f ms (%.1f GiB/s) | one copy into a new array |".format(toArray / 1e6, gibs(toArray))
+            rows += "| 16 MiB out: `Tensor.asReadOnlyBuffer` | %.2f µs | no copy: a direct buffer over the tensor's memory |".format(view / 1e3)
+            rows += "| 16 MiB out: generated `Tensor.toBytes` | %.2f ms (%.1f GiB/s) | uniffi's path (a RustBuffer, then a `ByteArray`) |".format(generatedOut / 1e6, gibs(generatedOut))
         }
-        val http = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).connectTimeout(Duration.ofSeconds(5)).build()
-        val request = HttpRequest.newBuilder(URI.create("${server.baseUrl}/echo.v1.EchoService/Echo"))
+        Tensor.fromFloatArray(floats).use { t ->
+            val toFloats = perOp(300, 3_000, 300) { sink += t.toFloatArray().size }
+            rows += "| 16 MiB out: `Tensor.toFloatArray` | %.2f ms (%.1f GiB/s) | one copy into a new array |".format(toFloats / 1e6, gibs(toFloats))
+        }
+
+        // 3. Unary Echo, 1 KiB, sequential, against the bundled server; every client in
+        //    the same run, interleaved with the native Rust floor.
+        val body = ByteArray(1024) { (it * 31).toByte() }
+        val echoUrl = "${server.baseUrl}/echo.v1.EchoService/Echo"
+        val jdk = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).connectTimeout(Duration.ofSeconds(5)).build()
+        val jdkRequest = HttpRequest.newBuilder(URI.create(echoUrl))
             .header("Content-Type", "application/proto")
             .POST(HttpRequest.BodyPublishers.ofByteArray(body))
             .build()
-        assertArrayEquals(body, http.send(request, HttpResponse.BodyHandlers.ofByteArray()).body())
-        val jdk = latencies(500, 5_000, 8_000) { http.send(request, HttpResponse.BodyHandlers.ofByteArray()) }
-        latencyRow("Echo 1 KiB, `java.net.http.HttpClient.send`", jdk, "${jdk.size} sequential blocking calls; HTTP/1.1 keep-alive, same route")
+        val ok = OkHttpClient.Builder().protocols(listOf(Protocol.HTTP_1_1)).build()
+        val okRequest = Request.Builder().url(echoUrl).post(body.toRequestBody("application/proto".toMediaType())).build()
+        val nativeBinary = System.getProperty("quill.native")?.takeIf { it.isNotBlank() }
+        QuillClient(server.baseUrl, 10_000u, false).use { client ->
+            val calls = linkedMapOf<String, () -> Unit>(
+                "`QuillClient.callBlocking` (JNI, calling thread)" to { client.callBlocking("echo.v1.EchoService", "Echo", body) },
+                "`QuillClient.callBlocking` under `withContext(Dispatchers.IO)`" to {
+                    runBlocking { withContext(Dispatchers.IO) { client.callBlocking("echo.v1.EchoService", "Echo", body) } }
+                },
+                "`QuillClient.call` (generated suspend, uniffi future)" to { runBlocking { client.call("echo.v1.EchoService", "Echo", body) } },
+                "OkHttp 5 `execute()`" to { ok.newCall(okRequest).execute().use { it.body.bytes() } },
+                "`java.net.http.HttpClient.send`" to { jdk.send(jdkRequest, HttpResponse.BodyHandlers.ofByteArray()) },
+            )
+            for ((_, call) in calls) repeat(300) { call() }
+            assertArrayEquals(body, client.callBlocking("echo.v1.EchoService", "Echo", body))
+            // Five rounds; each round gives every client 1,000 calls (or 1.5 s) in turn.
+            val samples = calls.keys.associateWith { mutableListOf<Long>() }
+            val nativeMeans = mutableListOf<Double>()
+            val nativeQuill = mutableListOf<Double>()
+            val native = nativeBinary?.let { Native(it, server.baseUrl) }
+            native?.window("reqwest", 1024, 0.5)
+            repeat(5) {
+                for ((name, call) in calls) samples.getValue(name) += latencies(0, 1_000, 1_500, call).toList()
+                native?.let {
+                    nativeMeans += it.window("reqwest", 1024, 1.0)
+                    nativeQuill += it.window("quill_blocking", 1024, 1.0)
+                }
+            }
+            native?.close()
+            val floor = nativeMeans.sorted().getOrNull(nativeMeans.size / 2)
+            if (floor != null) {
+                rows += "| Echo 1 KiB, native Rust reqwest loop (the floor) | %.1f µs mean (median of 5 windows) | `examples/bench_native.rs`, same server, same run |".format(floor)
+                val core = nativeQuill.sorted()[nativeQuill.size / 2]
+                rows += "| Echo 1 KiB, quill's Rust client, blocking, from Rust | %.1f µs mean | the core's own cost over plain reqwest (%.2f×) |".format(core, core / floor)
+            }
+            for ((name, lat) in samples) {
+                val sorted = lat.toLongArray().also { it.sort() }
+                val ratio = floor?.let { " (%.2f× the native floor)".format(sorted.average() / 1000.0 / it) } ?: ""
+                latencyRow("Echo 1 KiB, $name", sorted, "${sorted.size} sequential calls; HTTP/1.1 keep-alive$ratio")
+            }
+
+            // 4. The logger's cost: the fast call with no logger, then with a no-op one
+            //    taking every event (two per call: connection reused, call finished).
+            val fastCall = calls.values.first()
+            val without = latencies(200, 3_000, 3_000, fastCall)
+            for ((how, install) in listOf<Pair<String, (QuillLogger?) -> Unit>>(
+                "`installLogger` (JNI upcall)" to { l -> installLogger(l, Level.DEBUG) },
+                "generated `setLogger` (JNA callback)" to { l -> setLogger(l, Level.DEBUG) },
+            )) {
+                val logger = NoOpLogger()
+                install(logger)
+                val with = latencies(200, 3_000, 3_000, fastCall)
+                install(null)
+                val perCall = logger.events.toDouble() / (200 + with.size)
+                val perEvent = (with.average() - without.average()) / 1000.0 / perCall
+                rows += "| logger: Echo 1 KiB `callBlocking` without / with a no-op logger at DEBUG, $how | %.1f / %.1f µs mean | %.1f events per call, about %.1f µs each |".format(
+                    without.average() / 1000, with.average() / 1000, perCall, perEvent,
+                )
+            }
+        }
 
         val lib = System.getProperty("jna.library.path") ?: "?"
         val header = listOf(
