@@ -24,6 +24,7 @@ pub mod codec;
 pub mod dtype;
 pub mod error;
 pub mod problem;
+pub mod proto;
 pub mod protocol;
 #[cfg(feature = "server")]
 pub mod server;
