@@ -569,3 +569,177 @@ fn abandoned_stream_is_closed_server_side() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+mod inference_v1 {
+    //! `quill.inference.v1.InferenceService` over protobuf.
+    use prost::Message;
+    use quill::proto::inference::v1 as pb;
+    use quill::proto::token_batch_from_proto;
+    use quill::Tensor;
+
+    use super::*;
+
+    const SERVICE: &str = "/quill.inference.v1.InferenceService";
+
+    fn generate(srv: &Server, req: &pb::GenerateRequest) -> Vec<pb::GenerateResponse> {
+        let r = srv.post(&format!("{SERVICE}/Generate"), &req.encode_to_vec());
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        decode_messages(&r.body)
+            .unwrap()
+            .into_iter()
+            .map(|m| pb::GenerateResponse::decode(m).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn generate_streams_batches_to_a_complete_response() {
+        let srv = Server::start(&[]);
+        let req = pb::GenerateRequest {
+            input_ids: vec![3, 1, 4],
+            max_new_tokens: Some(20),
+            temperature: Some(0.0),
+            stream_embeddings: true,
+            ..Default::default()
+        };
+        let responses = generate(&srv, &req);
+        // 20 tokens in responses of 8: 8, 8, 4.
+        let sizes: Vec<usize> = responses
+            .iter()
+            .map(|r| r.tokens.as_ref().unwrap().tokens.len())
+            .collect();
+        assert_eq!(sizes, [8, 8, 4]);
+        let last = responses.last().unwrap();
+        assert!(last.is_complete && last.total_generated == 20);
+        assert_eq!(last.finish_reason.as_deref(), Some("length"));
+        assert!(responses[..2]
+            .iter()
+            .all(|r| !r.is_complete && r.finish_reason.is_none()));
+        let mut position = 0;
+        for r in &responses {
+            let (batch, _) = token_batch_from_proto(r.tokens.clone().unwrap()).unwrap();
+            for t in &batch.tokens {
+                assert_eq!(t.position, position);
+                position += 1;
+            }
+            let e = Tensor::try_from(r.embedding.clone().unwrap()).unwrap();
+            assert_eq!(e.shape(), [1, 8]);
+        }
+        // Deterministic for the same ids; greedy at temperature 0.
+        assert_eq!(generate(&srv, &req), responses);
+        // A stop token ends the generation early, included.
+        let first_id = responses[0].tokens.as_ref().unwrap().tokens[2].id;
+        let stopped = generate(
+            &srv,
+            &pb::GenerateRequest {
+                stop_token_ids: vec![first_id],
+                stream_embeddings: false,
+                ..req.clone()
+            },
+        );
+        let last = stopped.last().unwrap();
+        assert_eq!(last.finish_reason.as_deref(), Some("stop"));
+        assert_eq!(
+            last.tokens.as_ref().unwrap().tokens.last().unwrap().id,
+            first_id
+        );
+        assert!(last.total_generated <= 3);
+    }
+
+    #[test]
+    fn embed_pools_and_keeps_per_token_rows() {
+        let srv = Server::start(&[]);
+        let call = |req: pb::EmbedRequest| {
+            let r = srv.post(&format!("{SERVICE}/Embed"), &req.encode_to_vec());
+            (r.status, r.body)
+        };
+        let (status, body) = call(pb::EmbedRequest {
+            input_ids: vec![5, 6, 7],
+            layers: vec![-1, -2],
+            ..Default::default()
+        });
+        assert_eq!(status, 200);
+        let resp = pb::EmbedResponse::decode(&body[..]).unwrap();
+        assert_eq!(resp.embeddings.len(), 2);
+        assert_eq!(resp.metadata.len(), 2);
+        let t = Tensor::try_from(resp.embeddings[0].clone()).unwrap();
+        assert_eq!((t.shape(), t.dtype()), (&[3u64, 64][..], DType::Float32));
+        let (_, pooled) = call(pb::EmbedRequest {
+            input_ids: vec![5, 6, 7],
+            pool: true,
+            ..Default::default()
+        });
+        let pooled =
+            Tensor::try_from(pb::EmbedResponse::decode(&pooled[..]).unwrap().embeddings[0].clone())
+                .unwrap();
+        assert_eq!(pooled.shape(), [1, 64]);
+        // Mean pooling: each value is the mean of the rows.
+        let rows: Vec<f32> = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        let mean0 = (rows[0] + rows[64] + rows[128]) / 3.0;
+        let got0 = f32::from_le_bytes(pooled.data()[..4].try_into().unwrap());
+        assert!((mean0 - got0).abs() < 1e-6);
+        // Bad requests are 400 Problem Details.
+        assert_eq!(call(pb::EmbedRequest::default()).0, 400);
+        assert_eq!(
+            call(pb::EmbedRequest {
+                input_ids: vec![1],
+                pool_strategy: Some("median".into()),
+                ..Default::default()
+            })
+            .0,
+            400
+        );
+        let r = srv.post(&format!("{SERVICE}/Embed"), &[0x0a, 0x05, 0x01]);
+        assert_eq!(r.status, 400);
+        assert!(r.problem()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("malformed protobuf"));
+    }
+
+    #[test]
+    fn chat_answers_each_request_of_the_stream() {
+        let srv = Server::start(&[]);
+        let turn = |ids: Vec<u32>, n: u32| pb::GenerateRequest {
+            input_ids: ids,
+            max_new_tokens: Some(n),
+            temperature: Some(0.0),
+            ..Default::default()
+        };
+        let (a, b) = (
+            turn(vec![1], 3).encode_to_vec(),
+            turn(vec![2, 3], 10).encode_to_vec(),
+        );
+        let body = encode_messages([&a[..], &b[..]]).unwrap();
+        let r = srv.post(&format!("{SERVICE}/Chat"), &body);
+        assert_eq!(r.status, 200);
+        let responses: Vec<pb::GenerateResponse> = decode_messages(&r.body)
+            .unwrap()
+            .into_iter()
+            .map(|m| pb::GenerateResponse::decode(m).unwrap())
+            .collect();
+        // Turn 1: 3 tokens in one response; turn 2: 10 tokens in 8 + 2.
+        let seq: Vec<(Option<u32>, usize, bool)> = responses
+            .iter()
+            .map(|r| {
+                let b = r.tokens.as_ref().unwrap();
+                (b.sequence_id, b.tokens.len(), r.is_complete)
+            })
+            .collect();
+        assert_eq!(
+            seq,
+            [(Some(1), 3, true), (Some(2), 8, false), (Some(2), 2, true)]
+        );
+        // Each turn is the generation Generate gives for the same request.
+        let alone = generate(&srv, &turn(vec![2, 3], 10));
+        let ids = |rs: &[pb::GenerateResponse]| -> Vec<u32> {
+            rs.iter()
+                .flat_map(|r| r.tokens.as_ref().unwrap().tokens.iter().map(|t| t.id))
+                .collect()
+        };
+        assert_eq!(ids(&responses[1..]), ids(&alone));
+    }
+}

@@ -154,6 +154,23 @@ impl Sampler {
         })
     }
 
+    /// Continues `input_ids` (the typed `quill.inference.v1` service): seeded by FNV-1a
+    /// 64 of the ids (little-endian u32s), starting after the last id when it is a
+    /// word of the corpus. `temperature` as in [`new`](Self::new).
+    pub fn from_ids(input_ids: &[u32], temperature: f64) -> Result<Sampler, String> {
+        let mut h = Fnv1a64::new();
+        for id in input_ids {
+            h.update(&id.to_le_bytes());
+        }
+        let mut sampler = Sampler::new("", &[], temperature, Some(h.finish()))?;
+        if let Some(&last) = input_ids.last() {
+            if (last as usize) < sampler.model.vocab_size() {
+                sampler.state = last;
+            }
+        }
+        Ok(sampler)
+    }
+
     /// The next token: one word, with a leading space except at position 0.
     pub fn next_token(&mut self) -> Token {
         let succ = &self.model.next[self.state as usize];

@@ -24,6 +24,7 @@ mod fault;
 pub mod generator;
 mod hash;
 mod inference;
+mod inference_v1;
 mod layer;
 mod listen;
 mod problem;
@@ -204,6 +205,18 @@ pub fn router(config: Config) -> Router {
             post(inference::generate_stream),
         )
         .route("/inference.v1.LLMService/Embed", post(inference::embed))
+        .route(
+            "/quill.inference.v1.InferenceService/Generate",
+            post(inference_v1::generate),
+        )
+        .route(
+            "/quill.inference.v1.InferenceService/Embed",
+            post(inference_v1::embed),
+        )
+        .route(
+            "/quill.inference.v1.InferenceService/Chat",
+            post(inference_v1::chat),
+        )
         .route("/tensor.v1.TensorService/Upload", post(tensor::upload))
         .route("/tensor.v1.TensorService/Download", post(tensor::download))
         .route("/tensor.v1.TensorService/Sink", post(tensor::sink))

@@ -1,0 +1,310 @@
+//! `quill.inference.v1.InferenceService` over protobuf (protocol.md §9), backed by the
+//! demo generator: `Generate` (a server stream of `GenerateResponse`), `Embed` (unary)
+//! and `Chat` (bidirectional: one generation per request, as the requests arrive).
+//! Requests are protobuf bodies; stream messages travel in the frames of §3.
+
+use axum::body::{Body, Bytes};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, Stream, StreamExt};
+use prost::Message;
+
+use super::body::{
+    infallible_stream_response, stream_response, Abort, RequestBody, CONTENT_TYPE_STREAM,
+};
+use super::generator::Sampler;
+use super::inference::{embedding_bytes, MAX_TOKENS};
+use super::problem::bad_request;
+use crate::codec::stream::{encode_data, Event, MessageReader, END_STREAM_FRAME};
+use crate::proto::inference::v1 as pb;
+use crate::proto::tensor::v1 as pbt;
+use crate::proto::token_batch_to_proto;
+use crate::{DType, Tensor, TensorMeta, TokenBatch};
+
+/// Tokens per `GenerateResponse` (the last one may hold fewer).
+pub const TOKENS_PER_RESPONSE: usize = 8;
+/// `max_new_tokens` when the request leaves it out.
+pub const DEFAULT_MAX_NEW_TOKENS: u32 = 16;
+/// Width of every embedding this service returns.
+pub const EMBEDDING_DIM: u64 = 64;
+/// Width of the per-response embedding of `stream_embeddings`.
+const STREAM_EMBEDDING_DIM: u64 = 8;
+
+#[allow(clippy::result_large_err)]
+async fn read_message<M: Message + Default>(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<M, Response> {
+    let bytes = RequestBody::new(headers, body)?
+        .collect()
+        .await
+        .map_err(IntoResponse::into_response)?;
+    M::decode(bytes).map_err(|e| bad_request(format!("malformed protobuf request: {e}")))
+}
+
+/// The generations of one request, as encoded `GenerateResponse`s.
+struct Generation {
+    sampler: Sampler,
+    max_new: u32,
+    generated: u32,
+    stop: Vec<u32>,
+    embeddings: bool,
+    sequence_id: u32,
+    done: bool,
+}
+
+impl Generation {
+    fn new(req: &pb::GenerateRequest, sequence_id: u32) -> Result<Generation, String> {
+        let max_new = req.max_new_tokens.unwrap_or(DEFAULT_MAX_NEW_TOKENS);
+        if max_new > MAX_TOKENS {
+            return Err(format!("max_new_tokens is {max_new}; at most {MAX_TOKENS}"));
+        }
+        let temperature = f64::from(req.temperature.unwrap_or(1.0));
+        Ok(Generation {
+            sampler: Sampler::from_ids(&req.input_ids, temperature)?,
+            max_new,
+            generated: 0,
+            stop: req.stop_token_ids.clone(),
+            embeddings: req.stream_embeddings,
+            sequence_id,
+            done: false,
+        })
+    }
+
+    /// The next response, `None` after the one marked complete.
+    fn next_response(&mut self) -> Option<pb::GenerateResponse> {
+        if self.done {
+            return None;
+        }
+        let mut batch = TokenBatch::new(Some(self.sequence_id));
+        let mut finish = None;
+        while batch.tokens.len() < TOKENS_PER_RESPONSE && self.generated < self.max_new {
+            let token = self.sampler.next_token();
+            self.generated += 1;
+            let stop = self.stop.contains(&token.id);
+            batch.tokens.push(token);
+            if stop {
+                finish = Some("stop");
+                break;
+            }
+        }
+        if finish.is_none() && self.generated >= self.max_new {
+            finish = Some("length");
+        }
+        self.done = finish.is_some();
+        batch.is_final = self.done;
+        let embedding = self.embeddings.then(|| {
+            let last = batch.tokens.last().map_or(0, |t| t.id);
+            vector(&format!("token {last}"), STREAM_EMBEDDING_DIM)
+        });
+        Some(pb::GenerateResponse {
+            tokens: Some(token_batch_to_proto(&batch, &[]).expect("no attention mask")),
+            embedding: embedding.map(|t| pbt::Tensor::from(&t)),
+            total_generated: self.generated,
+            is_complete: self.done,
+            finish_reason: finish.map(str::to_owned),
+        })
+    }
+}
+
+/// A deterministic unit vector `[1, dim]` float32 for `key`.
+fn vector(key: &str, dim: u64) -> Tensor {
+    let meta = TensorMeta::new(vec![1, dim], DType::Float32, Some("embedding".into()))
+        .expect("a valid shape");
+    Tensor::new(meta, embedding_bytes(key, dim as usize).into()).expect("matching bytes")
+}
+
+fn frame(resp: &pb::GenerateResponse) -> Bytes {
+    Bytes::from(encode_data(&resp.encode_to_vec()).expect("a response fits a frame"))
+}
+
+/// `POST /quill.inference.v1.InferenceService/Generate`: `GenerateResponse`s of up to
+/// 8 tokens, the last `is_complete` with `finish_reason` `"length"` or `"stop"` (a
+/// generated id in `stop_token_ids`, which is included), then END_STREAM.
+pub async fn generate(headers: HeaderMap, body: Body) -> Response {
+    let req: pb::GenerateRequest = match read_message(&headers, body).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let generation = match Generation::new(&req, 1) {
+        Ok(g) => g,
+        Err(e) => return bad_request(e),
+    };
+    let frames = stream::unfold(generation, |mut g| async move {
+        g.next_response().map(|r| (frame(&r), g))
+    })
+    .chain(stream::once(async {
+        Bytes::from_static(&END_STREAM_FRAME)
+    }));
+    infallible_stream_response(CONTENT_TYPE_STREAM, frames)
+}
+
+/// `POST /quill.inference.v1.InferenceService/Embed`: per layer asked for (default
+/// `[-1]`), a float32 tensor of width 64: `[n, 64]` for n input ids, or `[1, 64]`
+/// pooled (`pool_strategy` `"mean"` (default), `"first"` or `"max"`); `metadata` holds
+/// their metas.
+pub async fn embed(headers: HeaderMap, body: Body) -> Response {
+    let req: pb::EmbedRequest = match read_message(&headers, body).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    if req.input_ids.is_empty() {
+        return bad_request("input_ids is empty");
+    }
+    if req.input_ids.len() > MAX_TOKENS as usize {
+        return bad_request(format!(
+            "{} input ids; at most {MAX_TOKENS}",
+            req.input_ids.len()
+        ));
+    }
+    let strategy = req.pool_strategy.as_deref().unwrap_or("mean");
+    if !matches!(strategy, "mean" | "first" | "max") {
+        return bad_request(format!(
+            "unknown pool_strategy {strategy:?}; \"mean\", \"first\" or \"max\""
+        ));
+    }
+    let layers = if req.layers.is_empty() {
+        vec![-1]
+    } else {
+        req.layers.clone()
+    };
+    let mut embeddings = Vec::new();
+    for layer in layers {
+        let rows: Vec<Vec<f32>> = req
+            .input_ids
+            .iter()
+            .map(|id| floats(&vector(&format!("layer {layer} id {id}"), EMBEDDING_DIM)))
+            .collect();
+        let rows = if req.pool {
+            vec![pool(&rows, strategy)]
+        } else {
+            rows
+        };
+        let data: Vec<u8> = rows
+            .iter()
+            .flatten()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let meta = TensorMeta::new(
+            vec![rows.len() as u64, EMBEDDING_DIM],
+            DType::Float32,
+            Some(format!("layer {layer}")),
+        )
+        .expect("a valid shape");
+        embeddings.push(Tensor::new(meta, data.into()).expect("matching bytes"));
+    }
+    let resp = pb::EmbedResponse {
+        metadata: embeddings
+            .iter()
+            .map(|t| pbt::TensorMeta::from(t.meta()))
+            .collect(),
+        embeddings: embeddings.iter().map(pbt::Tensor::from).collect(),
+    };
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::protocol::CONTENT_TYPE_PROTO,
+        )],
+        resp.encode_to_vec(),
+    )
+        .into_response()
+}
+
+fn floats(t: &Tensor) -> Vec<f32> {
+    t.data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+fn pool(rows: &[Vec<f32>], strategy: &str) -> Vec<f32> {
+    let width = rows[0].len();
+    (0..width)
+        .map(|i| match strategy {
+            "first" => rows[0][i],
+            "max" => rows.iter().map(|r| r[i]).fold(f32::NEG_INFINITY, f32::max),
+            _ => rows.iter().map(|r| r[i]).sum::<f32>() / rows.len() as f32,
+        })
+        .collect()
+}
+
+struct ChatState {
+    body: RequestBody,
+    reader: MessageReader,
+    current: Option<Generation>,
+    requests: u32,
+    ended: bool,
+}
+
+/// `POST /quill.inference.v1.InferenceService/Chat`: each `GenerateRequest` of the
+/// request stream starts a generation (its `sequence_id` is the request's 1-based
+/// index) streamed as `GenerateResponse`s as soon as the request has arrived; END_STREAM
+/// after the request's END_STREAM and the last generation. A malformed request message
+/// or a truncated request stream aborts the response without END_STREAM.
+pub async fn chat(headers: HeaderMap, body: Body) -> Response {
+    let body = match RequestBody::new(&headers, body) {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let state = ChatState {
+        body,
+        reader: MessageReader::new(),
+        current: None,
+        requests: 0,
+        ended: false,
+    };
+    stream_response(CONTENT_TYPE_STREAM, chat_frames(state))
+}
+
+fn chat_frames(state: ChatState) -> impl Stream<Item = Result<Bytes, Abort>> + Send {
+    stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(g) = st.current.as_mut() {
+                if let Some(resp) = g.next_response() {
+                    return Some((Ok(frame(&resp)), st));
+                }
+                st.current = None;
+            }
+            if st.ended {
+                return None;
+            }
+            match st.reader.next_event() {
+                Ok(Some(Event::Message(m))) => {
+                    st.requests += 1;
+                    let generation = pb::GenerateRequest::decode(m)
+                        .map_err(|_| Abort("malformed GenerateRequest in the chat stream"))
+                        .and_then(|req| {
+                            Generation::new(&req, st.requests)
+                                .map_err(|_| Abort("invalid GenerateRequest"))
+                        });
+                    match generation {
+                        Ok(g) => st.current = Some(g),
+                        Err(e) => {
+                            st.ended = true;
+                            return Some((Err(e), st));
+                        }
+                    }
+                }
+                Ok(Some(Event::Credit(_))) => {}
+                Ok(Some(Event::End)) => {
+                    st.ended = true;
+                    return Some((Ok(Bytes::from_static(&END_STREAM_FRAME)), st));
+                }
+                Ok(None) => match st.body.chunk().await {
+                    Ok(Some(chunk)) => st.reader.push(&chunk),
+                    Ok(None) | Err(_) => {
+                        st.ended = true;
+                        return Some((
+                            Err(Abort("chat request stream ended before END_STREAM")),
+                            st,
+                        ));
+                    }
+                },
+                Err(_) => {
+                    st.ended = true;
+                    return Some((Err(Abort("malformed chat request stream")), st));
+                }
+            }
+        }
+    })
+}
