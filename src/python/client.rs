@@ -125,14 +125,14 @@ impl PyQuillClient {
 
     /// Runs `call` on this thread with the GIL released (signals checked meanwhile).
     fn run_blocking<A: Answer>(&self, py: Python<'_>, call: Call) -> PyResult<A> {
-        logging::tick(py);
+        logging::tick(py)?;
         wait::blocking(py, |tick| self.inner.run_blocking_with(call, tick, None))
     }
 
     /// `run_blocking` for a reply returned as `bytes`: a large reply of known length is
     /// read straight into the `bytes` object (see `ReplyInBytes`).
     fn run_for_bytes<'py>(&self, py: Python<'py>, call: Call) -> PyResult<Bound<'py, PyBytes>> {
-        logging::tick(py);
+        logging::tick(py)?;
         let target = Arc::new(ReplyInBytes::default());
         let provider = target.clone().provider();
         let reply: Reply = wait::blocking(py, |tick| {
@@ -723,9 +723,9 @@ impl PyQuillClient {
     /// `CallCancelledError`, the connections close, and later calls raise
     /// `CallCancelledError` ("the client is closed"). Idempotent; `with` and
     /// `async with` call it on exit.
-    fn close(&self, py: Python<'_>) {
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
         self.inner.close();
-        logging::tick(py);
+        logging::tick(py)
     }
 
     /// Whether `close()` was called.
@@ -744,8 +744,8 @@ impl PyQuillClient {
         _t: &Bound<'_, PyAny>,
         _v: &Bound<'_, PyAny>,
         _tb: &Bound<'_, PyAny>,
-    ) {
-        self.close(py);
+    ) -> PyResult<()> {
+        self.close(py)
     }
 
     fn __aenter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, PyAny>> {
@@ -760,7 +760,7 @@ impl PyQuillClient {
         _v: &Bound<'py, PyAny>,
         _tb: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.close(py);
+        self.close(py)?;
         wait::ready(py, py.None().into_bound(py))
     }
 

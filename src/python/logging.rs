@@ -92,22 +92,33 @@ pub(crate) fn refresh_level(py: Python<'_>) -> PyResult<()> {
 
 /// At a call boundary, with the GIL: the queued events become log records, and the
 /// level is read again when it is due. Errors from logging handlers are Python's
-/// business (`logging` reports them itself), never the call's.
-pub(crate) fn tick(py: Python<'_>) {
+/// business (`logging` reports them itself), never the call's. But a signal that
+/// arrives while the logging code runs has its handler run there: a KeyboardInterrupt
+/// (or any exception that is not an `Exception`) raised so is the program's, and is
+/// returned for the caller to raise instead of being lost.
+pub(crate) fn tick(py: Python<'_>) -> PyResult<()> {
     let _inside = super::exit::enter(py);
     let due = now_ns().saturating_sub(REFRESHED_NS.load(Ordering::Relaxed))
         >= LEVEL_REFRESH.as_nanos() as u64;
     if due {
-        let _ = refresh_level(py);
+        interrupts_only(py, refresh_level(py))?;
     }
     let events: Vec<Event> = {
         let mut q = queue();
         if q.is_empty() {
-            return;
+            return Ok(());
         }
         q.drain(..).collect()
     };
-    let _ = emit(py, events);
+    interrupts_only(py, emit(py, events))
+}
+
+/// Keeps only the errors that must not be swallowed: those that are not `Exception`s.
+fn interrupts_only(py: Python<'_>, result: PyResult<()>) -> PyResult<()> {
+    match result {
+        Err(e) if !e.is_instance_of::<pyo3::exceptions::PyException>(py) => Err(e),
+        _ => Ok(()),
+    }
 }
 
 fn kind_name(kind: EventKind) -> &'static str {

@@ -36,7 +36,7 @@ where
             }
         }
     });
-    logging::tick(py);
+    logging::tick(py)?;
     unstop(out)
 }
 
@@ -44,8 +44,7 @@ where
 /// exception stops the wait) and log the client's events so far.
 fn check(py: Python<'_>) -> PyResult<()> {
     py.check_signals()?;
-    logging::tick(py);
-    Ok(())
+    logging::tick(py)
 }
 
 /// Why a blocking core call stopped: the core's error, or one raised by Python while
@@ -72,7 +71,7 @@ where
     let out = exit::detach(py, || {
         call(&mut || exit::attach(check).map_err(Stopped::Python))
     });
-    logging::tick(py);
+    logging::tick(py)?;
     unstop(out)
 }
 
@@ -115,7 +114,9 @@ where
     let task = handle.spawn(async move {
         let result = fut.await;
         let _ = from_foreign_thread(|py| -> PyResult<()> {
-            logging::tick(py);
+            // Not the main thread: no signal handler runs here, and the future must be
+            // resolved whatever the logging does.
+            let _ = logging::tick(py);
             let (value, error) = match result.py().and_then(|v| convert(py, v)) {
                 Ok(v) => (v, py.None().into_bound(py)),
                 Err(e) => (

@@ -322,3 +322,42 @@ def test_nothing_is_printed_when_logging_is_not_configured(server: Server) -> No
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "done\n" and proc.stderr == ""
+
+
+class _Raising(logging.Handler):
+    """A handler raising `error` on every record (a signal handler's KeyboardInterrupt
+    runs wherever Python code runs, logging code included)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
+
+    def emit(self, record: logging.LogRecord) -> None:
+        raise self.error
+
+
+def test_an_interrupt_raised_in_logging_code_is_not_swallowed(server: Server) -> None:
+    logger = logging.getLogger("quill")
+    old_level = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        # An ordinary handler error is logging's business: the call still succeeds.
+        broken = _Raising(ValueError("handler bug"))
+        logger.addHandler(broken)
+        try:
+            client = quill.QuillClient(server.url)
+            assert client.call("echo.v1.EchoService", "Echo", b"x") == b"x"
+        finally:
+            logger.removeHandler(broken)
+        # A KeyboardInterrupt raised while the client logs is the program's: it
+        # propagates (it used to be dropped, losing a Ctrl-C that landed there).
+        interrupting = _Raising(KeyboardInterrupt())
+        logger.addHandler(interrupting)
+        try:
+            client = quill.QuillClient(server.url)
+            with pytest.raises(KeyboardInterrupt):
+                client.call("echo.v1.EchoService", "Echo", b"x")
+        finally:
+            logger.removeHandler(interrupting)
+    finally:
+        logger.setLevel(old_level)
