@@ -88,7 +88,10 @@ def test_ten_thousand_concurrent_unary_calls(wide_server: Server, version: str) 
     grown = rss_mib() - before
     print(f"\n{version}: 10 000 calls in {elapsed:.2f} s, RSS +{grown:.1f} MiB")
     assert replies == [b"%d" % i for i in range(10_000)]
-    assert grown < 256, f"RSS grew by {grown:.1f} MiB"
+    # About 30 KiB per waiting call: measured +128 to +257 MiB in debug test runs and
+    # +298 MiB in the release benchmark (docs/performance.md). The bound catches a
+    # leak or a per-call buffer, not that spread.
+    assert grown < 384, f"RSS grew by {grown:.1f} MiB"
 
 
 @pytest.mark.parametrize("version", VERSIONS)

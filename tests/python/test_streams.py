@@ -247,7 +247,11 @@ def test_embed_returns_a_tensor(client: quill.QuillClient) -> None:
 
 
 INTERRUPT_SCRIPT = """
-import sys, time, quill
+import signal, sys, time, quill
+# A shell that starts jobs in the background starts them with SIGINT ignored, and Python
+# then installs no KeyboardInterrupt handler: install it, so the test does not depend
+# on how it was launched.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 client = quill.QuillClient(sys.argv[1])
 print("ready", flush=True)
 t0 = time.monotonic()
