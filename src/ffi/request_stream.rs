@@ -21,13 +21,13 @@ const QUEUE: usize = 16;
 
 /// The request side shared by both objects: the sender until `finish`/`abort`, the call
 /// until it is started.
-struct Requests {
+pub(super) struct Requests {
     sender: Mutex<Option<RequestSender>>,
     call: Mutex<Option<(Arc<QuillClient>, Call)>>,
 }
 
 impl Requests {
-    fn open(client: Arc<QuillClient>, service: String, method: String) -> Requests {
+    pub(super) fn open(client: Arc<QuillClient>, service: String, method: String) -> Requests {
         let (tx, rx) = request_stream(QUEUE);
         Requests {
             sender: Mutex::new(Some(tx)),
@@ -41,7 +41,7 @@ impl Requests {
         }
     }
 
-    async fn send(&self, message: Vec<u8>) -> Result<()> {
+    pub(super) async fn send(&self, message: Vec<u8>) -> Result<()> {
         // The lock is never held across an await: the queue handle waits on its own.
         let queue = match &*self.sender.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(sender) => sender.queue()?,
@@ -51,7 +51,7 @@ impl Requests {
     }
 
     /// Ends the request stream with END_STREAM after the queued messages.
-    async fn finish(&self) -> Result<()> {
+    pub(super) async fn finish(&self) -> Result<()> {
         let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner()).take();
         match sender {
             Some(sender) => sender.finish().await,
@@ -59,13 +59,13 @@ impl Requests {
         }
     }
 
-    fn abort(&self, reason: String) {
+    pub(super) fn abort(&self, reason: String) {
         if let Some(sender) = self.sender.lock().unwrap_or_else(|p| p.into_inner()).take() {
             sender.abort(reason);
         }
     }
 
-    fn start(&self) -> Result<(Arc<QuillClient>, Call)> {
+    pub(super) fn start(&self) -> Result<(Arc<QuillClient>, Call)> {
         self.call
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -108,7 +108,7 @@ impl QuillClient {
 #[uniffi::export(async_runtime = "tokio")]
 impl BidiCall {
     /// Queues one request message, waiting while 16 are queued (backpressure).
-    async fn send(&self, message: Vec<u8>) -> Result<()> {
+    pub(super) async fn send(&self, message: Vec<u8>) -> Result<()> {
         self.0.send(message).await
     }
 
@@ -136,7 +136,7 @@ impl BidiCall {
 #[uniffi::export(async_runtime = "tokio")]
 impl ClientStreamCall {
     /// Queues one request message, waiting while 16 are queued (backpressure).
-    async fn send(&self, message: Vec<u8>) -> Result<()> {
+    pub(super) async fn send(&self, message: Vec<u8>) -> Result<()> {
         self.0.send(message).await
     }
 

@@ -6,10 +6,12 @@
 use crate::client::{ClientConfig, Http2Settings, HttpVersion};
 use crate::dtype::DType;
 use crate::error::QuillError;
+use crate::inference::{EmbedRequest, GenerateRequest, GenerateResponse, StreamTiming};
 use crate::problem::Problem;
 use crate::tensor::{Device, TensorMeta};
 use crate::token::{Token, TokenBatch};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Element type of a tensor (protocol §7).
 #[uniffi::remote(Enum)]
@@ -65,6 +67,62 @@ pub struct TokenBatch {
     // uniffi 0.32's Kotlin generator refuses `default = []` on a map.
     #[uniffi(default)]
     pub metadata: HashMap<String, String>,
+}
+
+/// `quill.inference.v1.GenerateRequest`: the prompt's token ids and the sampling
+/// settings (unset: the server's defaults).
+#[uniffi::remote(Record)]
+pub struct GenerateRequest {
+    pub input_ids: Vec<u32>,
+    #[uniffi(default = None)]
+    pub max_new_tokens: Option<u32>,
+    #[uniffi(default = None)]
+    pub temperature: Option<f32>,
+    #[uniffi(default = None)]
+    pub top_p: Option<f32>,
+    #[uniffi(default = None)]
+    pub top_k: Option<u32>,
+    #[uniffi(default = false)]
+    pub stream_embeddings: bool,
+    #[uniffi(default = [])]
+    pub stop_token_ids: Vec<u32>,
+    #[uniffi(default = None)]
+    pub repetition_penalty: Option<f32>,
+}
+
+/// `quill.inference.v1.EmbedRequest`: layers to read (empty: the last) and pooling.
+#[uniffi::remote(Record)]
+pub struct EmbedRequest {
+    pub input_ids: Vec<u32>,
+    #[uniffi(default = [])]
+    pub layers: Vec<i32>,
+    #[uniffi(default = false)]
+    pub pool: bool,
+    #[uniffi(default = None)]
+    pub pool_strategy: Option<String>,
+}
+
+/// One response of a generate or chat stream.
+#[uniffi::remote(Record)]
+pub struct GenerateResponse {
+    pub tokens: TokenBatch,
+    pub attention_mask: Vec<bool>,
+    pub embedding: Option<Arc<crate::tensor::Tensor>>,
+    pub total_generated: u32,
+    pub is_complete: bool,
+    pub finish_reason: Option<String>,
+}
+
+/// Timing of a generate or chat stream (milliseconds from the start of the call).
+#[uniffi::remote(Record)]
+pub struct StreamTiming {
+    pub tokens: u64,
+    pub responses: u64,
+    pub time_to_first_token_ms: Option<f64>,
+    pub inter_token_p50_ms: Option<f64>,
+    pub inter_token_p99_ms: Option<f64>,
+    pub elapsed_ms: Option<f64>,
+    pub tokens_per_second: Option<f64>,
 }
 
 /// Decoded RFC 7807 Problem Details of a failed call (protocol §4).

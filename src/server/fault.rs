@@ -291,18 +291,23 @@ pub async fn stream_combined() -> Response {
 
 /// Counts a StreamSlow stream as open while it exists; dropped before its end (the
 /// client went away) it counts as cancelled.
-struct OpenStream {
+pub(super) struct OpenStream {
     state: SharedState,
     completed: bool,
 }
 
 impl OpenStream {
-    fn new(state: SharedState) -> Self {
+    pub(super) fn new(state: SharedState) -> Self {
         bump(&state.stats.open_streams);
         OpenStream {
             state,
             completed: false,
         }
+    }
+
+    /// The stream ran to its end: not counted as cancelled.
+    pub(super) fn complete(mut self) {
+        self.completed = true;
     }
 }
 

@@ -4,6 +4,7 @@
 //! Requests are protobuf bodies; stream messages travel in the frames of §3.
 
 use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream, StreamExt};
@@ -12,9 +13,11 @@ use prost::Message;
 use super::body::{
     infallible_stream_response, stream_response, Abort, RequestBody, CONTENT_TYPE_STREAM,
 };
+use super::fault::OpenStream;
 use super::generator::Sampler;
 use super::inference::{embedding_bytes, MAX_TOKENS};
 use super::problem::bad_request;
+use super::SharedState;
 use crate::codec::stream::{encode_data, Event, MessageReader, END_STREAM_FRAME};
 use crate::proto::inference::v1 as pb;
 use crate::proto::tensor::v1 as pbt;
@@ -29,6 +32,12 @@ pub const DEFAULT_MAX_NEW_TOKENS: u32 = 16;
 pub const EMBEDDING_DIM: u64 = 64;
 /// Width of the per-response embedding of `stream_embeddings`.
 const STREAM_EMBEDDING_DIM: u64 = 8;
+/// Request header of the benchmark mode of `Generate`: tokens per response. The whole
+/// stream is then generated and encoded before the response starts, so a client is
+/// measured against a server that only writes bytes.
+pub const PREGENERATE_HEADER: &str = "quill-pregenerate";
+/// Most tokens one pre-generated `Generate` stream may hold.
+pub const MAX_PREGENERATED_TOKENS: u32 = 4_000_000;
 
 #[allow(clippy::result_large_err)]
 async fn read_message<M: Message + Default>(
@@ -50,14 +59,24 @@ struct Generation {
     stop: Vec<u32>,
     embeddings: bool,
     sequence_id: u32,
+    per_response: usize,
     done: bool,
 }
 
 impl Generation {
     fn new(req: &pb::GenerateRequest, sequence_id: u32) -> Result<Generation, String> {
+        Generation::limited(req, sequence_id, MAX_TOKENS, TOKENS_PER_RESPONSE)
+    }
+
+    fn limited(
+        req: &pb::GenerateRequest,
+        sequence_id: u32,
+        max_tokens: u32,
+        per_response: usize,
+    ) -> Result<Generation, String> {
         let max_new = req.max_new_tokens.unwrap_or(DEFAULT_MAX_NEW_TOKENS);
-        if max_new > MAX_TOKENS {
-            return Err(format!("max_new_tokens is {max_new}; at most {MAX_TOKENS}"));
+        if max_new > max_tokens {
+            return Err(format!("max_new_tokens is {max_new}; at most {max_tokens}"));
         }
         let temperature = f64::from(req.temperature.unwrap_or(1.0));
         Ok(Generation {
@@ -67,6 +86,7 @@ impl Generation {
             stop: req.stop_token_ids.clone(),
             embeddings: req.stream_embeddings,
             sequence_id,
+            per_response,
             done: false,
         })
     }
@@ -78,7 +98,7 @@ impl Generation {
         }
         let mut batch = TokenBatch::new(Some(self.sequence_id));
         let mut finish = None;
-        while batch.tokens.len() < TOKENS_PER_RESPONSE && self.generated < self.max_new {
+        while batch.tokens.len() < self.per_response && self.generated < self.max_new {
             let token = self.sampler.next_token();
             self.generated += 1;
             let stop = self.stop.contains(&token.id);
@@ -114,6 +134,60 @@ fn vector(key: &str, dim: u64) -> Tensor {
     Tensor::new(meta, embedding_bytes(key, dim as usize).into()).expect("matching bytes")
 }
 
+/// `frames`, completing `guard` once they all went out.
+fn counted(
+    frames: impl Stream<Item = Bytes> + Send + 'static,
+    guard: OpenStream,
+) -> impl Stream<Item = Bytes> + Send + 'static {
+    stream::unfold(
+        (Box::pin(frames), guard),
+        |(mut frames, guard)| async move {
+            match frames.next().await {
+                Some(b) => Some((b, (frames, guard))),
+                None => {
+                    guard.complete();
+                    None
+                }
+            }
+        },
+    )
+}
+
+/// The tokens per response asked for by [`PREGENERATE_HEADER`], if present.
+fn pregenerate_batch(headers: &HeaderMap) -> Result<Option<usize>, String> {
+    let Some(value) = headers.get(PREGENERATE_HEADER) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| (1..=crate::protocol::MAX_BATCH_TOKENS).contains(n))
+        .map(Some)
+        .ok_or_else(|| {
+            format!(
+                "{PREGENERATE_HEADER} must be a number of tokens in 1..={}",
+                crate::protocol::MAX_BATCH_TOKENS
+            )
+        })
+}
+
+/// The whole stream of `generation` with END_STREAM, encoded into chunks of ~64 KiB.
+fn pregenerated(generation: &mut Generation) -> Vec<Bytes> {
+    const CHUNK: usize = 64 * 1024;
+    let mut chunks = Vec::new();
+    let mut cur = Vec::with_capacity(CHUNK + 1024);
+    while let Some(resp) = generation.next_response() {
+        cur.extend_from_slice(&frame(&resp));
+        if cur.len() >= CHUNK {
+            chunks.push(Bytes::from(std::mem::take(&mut cur)));
+        }
+    }
+    cur.extend_from_slice(&END_STREAM_FRAME);
+    chunks.push(Bytes::from(cur));
+    chunks
+}
+
 fn frame(resp: &pb::GenerateResponse) -> Bytes {
     Bytes::from(encode_data(&resp.encode_to_vec()).expect("a response fits a frame"))
 }
@@ -121,21 +195,45 @@ fn frame(resp: &pb::GenerateResponse) -> Bytes {
 /// `POST /quill.inference.v1.InferenceService/Generate`: `GenerateResponse`s of up to
 /// 8 tokens, the last `is_complete` with `finish_reason` `"length"` or `"stop"` (a
 /// generated id in `stop_token_ids`, which is included), then END_STREAM.
-pub async fn generate(headers: HeaderMap, body: Body) -> Response {
+///
+/// With the header `quill-pregenerate: N` (the benchmark mode), responses hold up to N
+/// tokens (at most 65 535), `max_new_tokens` may reach 4 000 000, and the whole stream
+/// is encoded before the response starts.
+pub async fn generate(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let pregenerate = match pregenerate_batch(&headers) {
+        Ok(n) => n,
+        Err(e) => return bad_request(e),
+    };
     let req: pb::GenerateRequest = match read_message(&headers, body).await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let generation = match Generation::new(&req, 1) {
+    let generation = match pregenerate {
+        Some(n) => Generation::limited(&req, 1, MAX_PREGENERATED_TOKENS, n),
+        None => Generation::new(&req, 1),
+    };
+    let mut generation = match generation {
         Ok(g) => g,
         Err(e) => return bad_request(e),
     };
+    // Counted as an open stream for `Stats`, and as cancelled unless it runs to the end.
+    let guard = OpenStream::new(state);
+    if pregenerate.is_some() {
+        let chunks = pregenerated(&mut generation);
+        let frames = counted(stream::iter(chunks), guard);
+        return infallible_stream_response(CONTENT_TYPE_STREAM, frames);
+    }
     let frames = stream::unfold(generation, |mut g| async move {
         g.next_response().map(|r| (frame(&r), g))
     })
     .chain(stream::once(async {
         Bytes::from_static(&END_STREAM_FRAME)
     }));
+    let frames = counted(frames, guard);
     infallible_stream_response(CONTENT_TYPE_STREAM, frames)
 }
 

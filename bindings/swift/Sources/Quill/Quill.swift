@@ -519,6 +519,22 @@ fileprivate struct FfiConverterUInt32: FfiConverterPrimitive {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterInt32: FfiConverterPrimitive {
+    typealias FfiType = Int32
+    typealias SwiftType = Int32
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Int32 {
+        return try lift(readInt(&buf))
+    }
+
+    public static func write(_ value: Int32, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterUInt64: FfiConverterPrimitive {
     typealias FfiType = UInt64
     typealias SwiftType = UInt64
@@ -1017,6 +1033,209 @@ public func FfiConverterTypeCancelToken_lower(_ value: CancelToken) -> UInt64 {
 
 
 /**
+ * A chat: `send` generate requests as the conversation goes while reading
+ * `responses()`, then `finish()` (or `abort`).
+ */
+public protocol ChatCallProtocol: AnyObject, Sendable {
+    
+    /**
+     * Breaks the conversation off: the call fails with `Cancelled` giving `reason`.
+     */
+    func abort(reason: String) 
+    
+    /**
+     * Ends the conversation after the queued requests. Idempotent.
+     */
+    func finish() async throws 
+    
+    /**
+     * Starts the call and returns its response stream (once), timed from now.
+     */
+    func responses(cancel: CancelToken?) async throws  -> GenerateStream
+    
+    /**
+     * Sends one request (a new generation), waiting while 16 are queued.
+     */
+    func send(request: GenerateRequest) async throws 
+    
+}
+/**
+ * A chat: `send` generate requests as the conversation goes while reading
+ * `responses()`, then `finish()` (or `abort`).
+ */
+open class ChatCall: ChatCallProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_quill_fn_clone_chatcall(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_quill_fn_free_chatcall(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Breaks the conversation off: the call fails with `Cancelled` giving `reason`.
+     */
+open func abort(reason: String)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_quill_fn_method_chatcall_abort(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(reason),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Ends the conversation after the queued requests. Idempotent.
+     */
+open func finish()async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_quill_fn_method_chatcall_finish(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_quill_rust_future_poll_void,
+            completeFunc: ffi_quill_rust_future_complete_void,
+            freeFunc: ffi_quill_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeQuillError_lift
+        )
+}
+    
+    /**
+     * Starts the call and returns its response stream (once), timed from now.
+     */
+open func responses(cancel: CancelToken? = nil)async throws  -> GenerateStream  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_quill_fn_method_chatcall_responses(
+                        self.uniffiCloneHandle(),FfiConverterOptionTypeCancelToken.lower(cancel)
+                )
+            },
+            pollFunc: ffi_quill_rust_future_poll_u64,
+            completeFunc: ffi_quill_rust_future_complete_u64,
+            freeFunc: ffi_quill_rust_future_free_u64,
+            liftFunc: FfiConverterTypeGenerateStream_lift,
+            errorHandler: FfiConverterTypeQuillError_lift
+        )
+}
+    
+    /**
+     * Sends one request (a new generation), waiting while 16 are queued.
+     */
+open func send(request: GenerateRequest)async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_quill_fn_method_chatcall_send(
+                        self.uniffiCloneHandle(),FfiConverterTypeGenerateRequest_lower(request)
+                )
+            },
+            pollFunc: ffi_quill_rust_future_poll_void,
+            completeFunc: ffi_quill_rust_future_complete_void,
+            freeFunc: ffi_quill_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeQuillError_lift
+        )
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeChatCall: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = ChatCall
+
+    public static func lift(_ handle: UInt64) throws -> ChatCall {
+        return ChatCall(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: ChatCall) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ChatCall {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: ChatCall, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeChatCall_lift(_ handle: UInt64) throws -> ChatCall {
+    return try FfiConverterTypeChatCall.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeChatCall_lower(_ value: ChatCall) -> UInt64 {
+    return FfiConverterTypeChatCall.lower(value)
+}
+
+
+
+
+
+
+/**
  * A client-streaming call: `send` request messages, `finish()`, and await the one
  * `response()` (which starts the call; await it while sending).
  */
@@ -1212,6 +1431,223 @@ public func FfiConverterTypeClientStreamCall_lift(_ handle: UInt64) throws -> Cl
 #endif
 public func FfiConverterTypeClientStreamCall_lower(_ value: ClientStreamCall) -> UInt64 {
     return FfiConverterTypeClientStreamCall.lower(value)
+}
+
+
+
+
+
+
+/**
+ * The responses of a `generate` or chat call, decoded, checked and timed.
+ */
+public protocol GenerateStreamProtocol: AnyObject, Sendable {
+    
+    /**
+     * Stops the call: the server sees the client go. Idempotent.
+     */
+    func cancel() 
+    
+    /**
+     * The next response, null after the stream ended complete.
+     */
+    func next() async throws  -> GenerateResponse?
+    
+    /**
+     * The tokens of the next response, null after the end.
+     */
+    func nextBatch() async throws  -> TokenBatch?
+    
+    /**
+     * The text of every remaining token, once the stream ended complete.
+     */
+    func text() async throws  -> String
+    
+    /**
+     * Time to first token, inter-token p50/p99 and tokens/s so far.
+     */
+    func timing()  -> StreamTiming
+    
+}
+/**
+ * The responses of a `generate` or chat call, decoded, checked and timed.
+ */
+open class GenerateStream: GenerateStreamProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_quill_fn_clone_generatestream(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_quill_fn_free_generatestream(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Stops the call: the server sees the client go. Idempotent.
+     */
+open func cancel()  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_quill_fn_method_generatestream_cancel(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * The next response, null after the stream ended complete.
+     */
+open func next()async throws  -> GenerateResponse?  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_quill_fn_method_generatestream_next(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_quill_rust_future_poll_rust_buffer,
+            completeFunc: ffi_quill_rust_future_complete_rust_buffer,
+            freeFunc: ffi_quill_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterOptionTypeGenerateResponse.lift,
+            errorHandler: FfiConverterTypeQuillError_lift
+        )
+}
+    
+    /**
+     * The tokens of the next response, null after the end.
+     */
+open func nextBatch()async throws  -> TokenBatch?  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_quill_fn_method_generatestream_next_batch(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_quill_rust_future_poll_rust_buffer,
+            completeFunc: ffi_quill_rust_future_complete_rust_buffer,
+            freeFunc: ffi_quill_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterOptionTypeTokenBatch.lift,
+            errorHandler: FfiConverterTypeQuillError_lift
+        )
+}
+    
+    /**
+     * The text of every remaining token, once the stream ended complete.
+     */
+open func text()async throws  -> String  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_quill_fn_method_generatestream_text(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_quill_rust_future_poll_rust_buffer,
+            completeFunc: ffi_quill_rust_future_complete_rust_buffer,
+            freeFunc: ffi_quill_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterString.lift,
+            errorHandler: FfiConverterTypeQuillError_lift
+        )
+}
+    
+    /**
+     * Time to first token, inter-token p50/p99 and tokens/s so far.
+     */
+open func timing() -> StreamTiming  {
+    return try!  FfiConverterTypeStreamTiming_lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_quill_fn_method_generatestream_timing(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeGenerateStream: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = GenerateStream
+
+    public static func lift(_ handle: UInt64) throws -> GenerateStream {
+        return GenerateStream(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: GenerateStream) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> GenerateStream {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: GenerateStream, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeGenerateStream_lift(_ handle: UInt64) throws -> GenerateStream {
+    return try FfiConverterTypeGenerateStream.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeGenerateStream_lower(_ value: GenerateStream) -> UInt64 {
+    return FfiConverterTypeGenerateStream.lower(value)
 }
 
 
@@ -1457,6 +1893,22 @@ public protocol QuillClientProtocol: AnyObject, Sendable {
      * Opens a server stream of token batches.
      */
     func tokenStream(service: String, method: String, body: Data, contentTypeJson: Bool, cancel: CancelToken?) async throws  -> TokenStream
+    
+    /**
+     * `quill.inference.v1.InferenceService/Embed`: one tensor per layer asked for.
+     */
+    func embed(request: EmbedRequest, cancel: CancelToken?) async throws  -> [Tensor]
+    
+    /**
+     * `quill.inference.v1.InferenceService/Generate`: a stream of responses.
+     */
+    func generate(request: GenerateRequest, cancel: CancelToken?) async throws  -> GenerateStream
+    
+    /**
+     * A chat call (`quill.inference.v1.InferenceService/Chat`); nothing is sent before
+     * `responses()` is awaited.
+     */
+    func openChat()  -> ChatCall
     
     /**
      * A bidirectional streaming call of `service/method`; nothing is sent before
@@ -1797,6 +2249,57 @@ open func tokenStream(service: String, method: String, body: Data, contentTypeJs
             liftFunc: FfiConverterTypeTokenStream_lift,
             errorHandler: FfiConverterTypeQuillError_lift
         )
+}
+    
+    /**
+     * `quill.inference.v1.InferenceService/Embed`: one tensor per layer asked for.
+     */
+open func embed(request: EmbedRequest, cancel: CancelToken? = nil)async throws  -> [Tensor]  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_quill_fn_method_quillclient_embed(
+                        self.uniffiCloneHandle(),FfiConverterTypeEmbedRequest_lower(request),FfiConverterOptionTypeCancelToken.lower(cancel)
+                )
+            },
+            pollFunc: ffi_quill_rust_future_poll_rust_buffer,
+            completeFunc: ffi_quill_rust_future_complete_rust_buffer,
+            freeFunc: ffi_quill_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterSequenceTypeTensor.lift,
+            errorHandler: FfiConverterTypeQuillError_lift
+        )
+}
+    
+    /**
+     * `quill.inference.v1.InferenceService/Generate`: a stream of responses.
+     */
+open func generate(request: GenerateRequest, cancel: CancelToken? = nil)async throws  -> GenerateStream  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_quill_fn_method_quillclient_generate(
+                        self.uniffiCloneHandle(),FfiConverterTypeGenerateRequest_lower(request),FfiConverterOptionTypeCancelToken.lower(cancel)
+                )
+            },
+            pollFunc: ffi_quill_rust_future_poll_u64,
+            completeFunc: ffi_quill_rust_future_complete_u64,
+            freeFunc: ffi_quill_rust_future_free_u64,
+            liftFunc: FfiConverterTypeGenerateStream_lift,
+            errorHandler: FfiConverterTypeQuillError_lift
+        )
+}
+    
+    /**
+     * A chat call (`quill.inference.v1.InferenceService/Chat`); nothing is sent before
+     * `responses()` is awaited.
+     */
+open func openChat() -> ChatCall  {
+    return try!  FfiConverterTypeChatCall_lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_quill_fn_method_quillclient_open_chat(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
 }
     
     /**
@@ -2721,6 +3224,226 @@ public func FfiConverterTypeDTypeInfo_lower(_ value: DTypeInfo) -> RustBuffer {
 
 
 /**
+ * `quill.inference.v1.EmbedRequest`: layers to read (empty: the last) and pooling.
+ */
+public struct EmbedRequest: Equatable, Hashable {
+    public var inputIds: [UInt32]
+    public var layers: [Int32]
+    public var pool: Bool
+    public var poolStrategy: String?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(inputIds: [UInt32], layers: [Int32] = [], pool: Bool = false, poolStrategy: String? = nil) {
+        self.inputIds = inputIds
+        self.layers = layers
+        self.pool = pool
+        self.poolStrategy = poolStrategy
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension EmbedRequest: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeEmbedRequest: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> EmbedRequest {
+        return
+            try EmbedRequest(
+                inputIds: FfiConverterSequenceUInt32.read(from: &buf), 
+                layers: FfiConverterSequenceInt32.read(from: &buf), 
+                pool: FfiConverterBool.read(from: &buf), 
+                poolStrategy: FfiConverterOptionString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: EmbedRequest, into buf: inout [UInt8]) {
+        FfiConverterSequenceUInt32.write(value.inputIds, into: &buf)
+        FfiConverterSequenceInt32.write(value.layers, into: &buf)
+        FfiConverterBool.write(value.pool, into: &buf)
+        FfiConverterOptionString.write(value.poolStrategy, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeEmbedRequest_lift(_ buf: RustBuffer) throws -> EmbedRequest {
+    return try FfiConverterTypeEmbedRequest.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeEmbedRequest_lower(_ value: EmbedRequest) -> RustBuffer {
+    return FfiConverterTypeEmbedRequest.lower(value)
+}
+
+
+/**
+ * `quill.inference.v1.GenerateRequest`: the prompt's token ids and the sampling
+ * settings (unset: the server's defaults).
+ */
+public struct GenerateRequest: Equatable, Hashable {
+    public var inputIds: [UInt32]
+    public var maxNewTokens: UInt32?
+    public var temperature: Float?
+    public var topP: Float?
+    public var topK: UInt32?
+    public var streamEmbeddings: Bool
+    public var stopTokenIds: [UInt32]
+    public var repetitionPenalty: Float?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(inputIds: [UInt32], maxNewTokens: UInt32? = nil, temperature: Float? = nil, topP: Float? = nil, topK: UInt32? = nil, streamEmbeddings: Bool = false, stopTokenIds: [UInt32] = [], repetitionPenalty: Float? = nil) {
+        self.inputIds = inputIds
+        self.maxNewTokens = maxNewTokens
+        self.temperature = temperature
+        self.topP = topP
+        self.topK = topK
+        self.streamEmbeddings = streamEmbeddings
+        self.stopTokenIds = stopTokenIds
+        self.repetitionPenalty = repetitionPenalty
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension GenerateRequest: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeGenerateRequest: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> GenerateRequest {
+        return
+            try GenerateRequest(
+                inputIds: FfiConverterSequenceUInt32.read(from: &buf), 
+                maxNewTokens: FfiConverterOptionUInt32.read(from: &buf), 
+                temperature: FfiConverterOptionFloat.read(from: &buf), 
+                topP: FfiConverterOptionFloat.read(from: &buf), 
+                topK: FfiConverterOptionUInt32.read(from: &buf), 
+                streamEmbeddings: FfiConverterBool.read(from: &buf), 
+                stopTokenIds: FfiConverterSequenceUInt32.read(from: &buf), 
+                repetitionPenalty: FfiConverterOptionFloat.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: GenerateRequest, into buf: inout [UInt8]) {
+        FfiConverterSequenceUInt32.write(value.inputIds, into: &buf)
+        FfiConverterOptionUInt32.write(value.maxNewTokens, into: &buf)
+        FfiConverterOptionFloat.write(value.temperature, into: &buf)
+        FfiConverterOptionFloat.write(value.topP, into: &buf)
+        FfiConverterOptionUInt32.write(value.topK, into: &buf)
+        FfiConverterBool.write(value.streamEmbeddings, into: &buf)
+        FfiConverterSequenceUInt32.write(value.stopTokenIds, into: &buf)
+        FfiConverterOptionFloat.write(value.repetitionPenalty, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeGenerateRequest_lift(_ buf: RustBuffer) throws -> GenerateRequest {
+    return try FfiConverterTypeGenerateRequest.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeGenerateRequest_lower(_ value: GenerateRequest) -> RustBuffer {
+    return FfiConverterTypeGenerateRequest.lower(value)
+}
+
+
+/**
+ * One response of a generate or chat stream.
+ */
+public struct GenerateResponse {
+    public var tokens: TokenBatch
+    public var attentionMask: [Bool]
+    public var embedding: Tensor?
+    public var totalGenerated: UInt32
+    public var isComplete: Bool
+    public var finishReason: String?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(tokens: TokenBatch, attentionMask: [Bool], embedding: Tensor?, totalGenerated: UInt32, isComplete: Bool, finishReason: String?) {
+        self.tokens = tokens
+        self.attentionMask = attentionMask
+        self.embedding = embedding
+        self.totalGenerated = totalGenerated
+        self.isComplete = isComplete
+        self.finishReason = finishReason
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension GenerateResponse: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeGenerateResponse: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> GenerateResponse {
+        return
+            try GenerateResponse(
+                tokens: FfiConverterTypeTokenBatch.read(from: &buf), 
+                attentionMask: FfiConverterSequenceBool.read(from: &buf), 
+                embedding: FfiConverterOptionTypeTensor.read(from: &buf), 
+                totalGenerated: FfiConverterUInt32.read(from: &buf), 
+                isComplete: FfiConverterBool.read(from: &buf), 
+                finishReason: FfiConverterOptionString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: GenerateResponse, into buf: inout [UInt8]) {
+        FfiConverterTypeTokenBatch.write(value.tokens, into: &buf)
+        FfiConverterSequenceBool.write(value.attentionMask, into: &buf)
+        FfiConverterOptionTypeTensor.write(value.embedding, into: &buf)
+        FfiConverterUInt32.write(value.totalGenerated, into: &buf)
+        FfiConverterBool.write(value.isComplete, into: &buf)
+        FfiConverterOptionString.write(value.finishReason, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeGenerateResponse_lift(_ buf: RustBuffer) throws -> GenerateResponse {
+    return try FfiConverterTypeGenerateResponse.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeGenerateResponse_lower(_ value: GenerateResponse) -> RustBuffer {
+    return FfiConverterTypeGenerateResponse.lower(value)
+}
+
+
+/**
  * One configured header as shown by `headers()` (secret values redacted).
  */
 public struct HeaderEntry: Equatable, Hashable {
@@ -3029,6 +3752,83 @@ public func FfiConverterTypeProblem_lift(_ buf: RustBuffer) throws -> Problem {
 #endif
 public func FfiConverterTypeProblem_lower(_ value: Problem) -> RustBuffer {
     return FfiConverterTypeProblem.lower(value)
+}
+
+
+/**
+ * Timing of a generate or chat stream (milliseconds from the start of the call).
+ */
+public struct StreamTiming: Equatable, Hashable {
+    public var tokens: UInt64
+    public var responses: UInt64
+    public var timeToFirstTokenMs: Double?
+    public var interTokenP50Ms: Double?
+    public var interTokenP99Ms: Double?
+    public var elapsedMs: Double?
+    public var tokensPerSecond: Double?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(tokens: UInt64, responses: UInt64, timeToFirstTokenMs: Double?, interTokenP50Ms: Double?, interTokenP99Ms: Double?, elapsedMs: Double?, tokensPerSecond: Double?) {
+        self.tokens = tokens
+        self.responses = responses
+        self.timeToFirstTokenMs = timeToFirstTokenMs
+        self.interTokenP50Ms = interTokenP50Ms
+        self.interTokenP99Ms = interTokenP99Ms
+        self.elapsedMs = elapsedMs
+        self.tokensPerSecond = tokensPerSecond
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension StreamTiming: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeStreamTiming: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> StreamTiming {
+        return
+            try StreamTiming(
+                tokens: FfiConverterUInt64.read(from: &buf), 
+                responses: FfiConverterUInt64.read(from: &buf), 
+                timeToFirstTokenMs: FfiConverterOptionDouble.read(from: &buf), 
+                interTokenP50Ms: FfiConverterOptionDouble.read(from: &buf), 
+                interTokenP99Ms: FfiConverterOptionDouble.read(from: &buf), 
+                elapsedMs: FfiConverterOptionDouble.read(from: &buf), 
+                tokensPerSecond: FfiConverterOptionDouble.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: StreamTiming, into buf: inout [UInt8]) {
+        FfiConverterUInt64.write(value.tokens, into: &buf)
+        FfiConverterUInt64.write(value.responses, into: &buf)
+        FfiConverterOptionDouble.write(value.timeToFirstTokenMs, into: &buf)
+        FfiConverterOptionDouble.write(value.interTokenP50Ms, into: &buf)
+        FfiConverterOptionDouble.write(value.interTokenP99Ms, into: &buf)
+        FfiConverterOptionDouble.write(value.elapsedMs, into: &buf)
+        FfiConverterOptionDouble.write(value.tokensPerSecond, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeStreamTiming_lift(_ buf: RustBuffer) throws -> StreamTiming {
+    return try FfiConverterTypeStreamTiming.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeStreamTiming_lower(_ value: StreamTiming) -> RustBuffer {
+    return FfiConverterTypeStreamTiming.lower(value)
 }
 
 
@@ -4163,6 +4963,54 @@ fileprivate struct FfiConverterOptionTypeQuillLogger: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeTensor: FfiConverterRustBuffer {
+    typealias SwiftType = Tensor?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeTensor.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeTensor.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeGenerateResponse: FfiConverterRustBuffer {
+    typealias SwiftType = GenerateResponse?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeGenerateResponse.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeGenerateResponse.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeTokenBatch: FfiConverterRustBuffer {
     typealias SwiftType = TokenBatch?
 
@@ -4212,6 +5060,31 @@ fileprivate struct FfiConverterSequenceUInt32: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceInt32: FfiConverterRustBuffer {
+    typealias SwiftType = [Int32]
+
+    public static func write(_ value: [Int32], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterInt32.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Int32] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Int32]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterInt32.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceUInt64: FfiConverterRustBuffer {
     typealias SwiftType = [UInt64]
 
@@ -4229,6 +5102,56 @@ fileprivate struct FfiConverterSequenceUInt64: FfiConverterRustBuffer {
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterUInt64.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceBool: FfiConverterRustBuffer {
+    typealias SwiftType = [Bool]
+
+    public static func write(_ value: [Bool], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterBool.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Bool] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Bool]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterBool.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeTensor: FfiConverterRustBuffer {
+    typealias SwiftType = [Tensor]
+
+    public static func write(_ value: [Tensor], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeTensor.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Tensor] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Tensor]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeTensor.read(from: &buf))
         }
         return seq
     }
@@ -4525,6 +5448,15 @@ private let initializationResult: InitializationResult = {
     if (uniffi_quill_checksum_method_quillclient_token_stream() != 51345) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_quill_checksum_method_quillclient_embed() != 10696) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_quill_checksum_method_quillclient_generate() != 22204) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_quill_checksum_method_quillclient_open_chat() != 59270) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_quill_checksum_method_quillclient_open_bidi() != 58162) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -4535,6 +5467,33 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_quill_checksum_method_tokenstream_next() != 10733) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_quill_checksum_method_chatcall_abort() != 9966) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_quill_checksum_method_chatcall_finish() != 55089) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_quill_checksum_method_chatcall_responses() != 13177) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_quill_checksum_method_chatcall_send() != 18961) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_quill_checksum_method_generatestream_cancel() != 3511) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_quill_checksum_method_generatestream_next() != 3861) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_quill_checksum_method_generatestream_next_batch() != 181) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_quill_checksum_method_generatestream_text() != 62855) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_quill_checksum_method_generatestream_timing() != 54177) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_quill_checksum_method_quilllogger_log() != 10973) {

@@ -410,6 +410,21 @@ uint64_t uniffi_quill_fn_method_quillclient_timeout_ms(uint64_t ptr, RustCallSta
 uint64_t uniffi_quill_fn_method_quillclient_token_stream(uint64_t ptr, RustBuffer service, RustBuffer method, RustBuffer body, int8_t content_type_json, RustBuffer cancel
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_EMBED
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_EMBED
+uint64_t uniffi_quill_fn_method_quillclient_embed(uint64_t ptr, RustBuffer request, RustBuffer cancel
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_GENERATE
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_GENERATE
+uint64_t uniffi_quill_fn_method_quillclient_generate(uint64_t ptr, RustBuffer request, RustBuffer cancel
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_OPEN_CHAT
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_OPEN_CHAT
+uint64_t uniffi_quill_fn_method_quillclient_open_chat(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_OPEN_BIDI
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_OPEN_BIDI
 uint64_t uniffi_quill_fn_method_quillclient_open_bidi(uint64_t ptr, RustBuffer service, RustBuffer method, RustCallStatus *_Nonnull out_status
@@ -438,6 +453,71 @@ void uniffi_quill_fn_method_tokenstream_cancel(uint64_t ptr, RustCallStatus *_No
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_TOKENSTREAM_NEXT
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_TOKENSTREAM_NEXT
 uint64_t uniffi_quill_fn_method_tokenstream_next(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CLONE_CHATCALL
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CLONE_CHATCALL
+uint64_t uniffi_quill_fn_clone_chatcall(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FREE_CHATCALL
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FREE_CHATCALL
+void uniffi_quill_fn_free_chatcall(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_CHATCALL_ABORT
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_CHATCALL_ABORT
+void uniffi_quill_fn_method_chatcall_abort(uint64_t ptr, RustBuffer reason, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_CHATCALL_FINISH
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_CHATCALL_FINISH
+uint64_t uniffi_quill_fn_method_chatcall_finish(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_CHATCALL_RESPONSES
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_CHATCALL_RESPONSES
+uint64_t uniffi_quill_fn_method_chatcall_responses(uint64_t ptr, RustBuffer cancel
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_CHATCALL_SEND
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_CHATCALL_SEND
+uint64_t uniffi_quill_fn_method_chatcall_send(uint64_t ptr, RustBuffer request
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CLONE_GENERATESTREAM
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CLONE_GENERATESTREAM
+uint64_t uniffi_quill_fn_clone_generatestream(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FREE_GENERATESTREAM
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_FREE_GENERATESTREAM
+void uniffi_quill_fn_free_generatestream(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_GENERATESTREAM_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_GENERATESTREAM_CANCEL
+void uniffi_quill_fn_method_generatestream_cancel(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_GENERATESTREAM_NEXT
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_GENERATESTREAM_NEXT
+uint64_t uniffi_quill_fn_method_generatestream_next(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_GENERATESTREAM_NEXT_BATCH
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_GENERATESTREAM_NEXT_BATCH
+uint64_t uniffi_quill_fn_method_generatestream_next_batch(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_GENERATESTREAM_TEXT
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_GENERATESTREAM_TEXT
+uint64_t uniffi_quill_fn_method_generatestream_text(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_GENERATESTREAM_TIMING
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_GENERATESTREAM_TIMING
+RustBuffer uniffi_quill_fn_method_generatestream_timing(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CLONE_QUILLLOGGER
@@ -1088,6 +1168,24 @@ uint16_t uniffi_quill_checksum_method_quillclient_token_stream(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_EMBED
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_EMBED
+uint16_t uniffi_quill_checksum_method_quillclient_embed(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_GENERATE
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_GENERATE
+uint16_t uniffi_quill_checksum_method_quillclient_generate(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_OPEN_CHAT
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_OPEN_CHAT
+uint16_t uniffi_quill_checksum_method_quillclient_open_chat(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_OPEN_BIDI
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_OPEN_BIDI
 uint16_t uniffi_quill_checksum_method_quillclient_open_bidi(void
@@ -1109,6 +1207,60 @@ uint16_t uniffi_quill_checksum_method_tokenstream_cancel(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_TOKENSTREAM_NEXT
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_TOKENSTREAM_NEXT
 uint16_t uniffi_quill_checksum_method_tokenstream_next(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_CHATCALL_ABORT
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_CHATCALL_ABORT
+uint16_t uniffi_quill_checksum_method_chatcall_abort(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_CHATCALL_FINISH
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_CHATCALL_FINISH
+uint16_t uniffi_quill_checksum_method_chatcall_finish(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_CHATCALL_RESPONSES
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_CHATCALL_RESPONSES
+uint16_t uniffi_quill_checksum_method_chatcall_responses(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_CHATCALL_SEND
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_CHATCALL_SEND
+uint16_t uniffi_quill_checksum_method_chatcall_send(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_GENERATESTREAM_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_GENERATESTREAM_CANCEL
+uint16_t uniffi_quill_checksum_method_generatestream_cancel(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_GENERATESTREAM_NEXT
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_GENERATESTREAM_NEXT
+uint16_t uniffi_quill_checksum_method_generatestream_next(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_GENERATESTREAM_NEXT_BATCH
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_GENERATESTREAM_NEXT_BATCH
+uint16_t uniffi_quill_checksum_method_generatestream_next_batch(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_GENERATESTREAM_TEXT
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_GENERATESTREAM_TEXT
+uint16_t uniffi_quill_checksum_method_generatestream_text(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_GENERATESTREAM_TIMING
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_GENERATESTREAM_TIMING
+uint16_t uniffi_quill_checksum_method_generatestream_timing(void
     
 );
 #endif

@@ -758,6 +758,12 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_quill_checksum_method_quillclient_token_stream(
     ): Int
+    external fun uniffi_quill_checksum_method_quillclient_embed(
+    ): Int
+    external fun uniffi_quill_checksum_method_quillclient_generate(
+    ): Int
+    external fun uniffi_quill_checksum_method_quillclient_open_chat(
+    ): Int
     external fun uniffi_quill_checksum_method_quillclient_open_bidi(
     ): Int
     external fun uniffi_quill_checksum_method_quillclient_open_client_stream(
@@ -765,6 +771,24 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_quill_checksum_method_tokenstream_cancel(
     ): Int
     external fun uniffi_quill_checksum_method_tokenstream_next(
+    ): Int
+    external fun uniffi_quill_checksum_method_chatcall_abort(
+    ): Int
+    external fun uniffi_quill_checksum_method_chatcall_finish(
+    ): Int
+    external fun uniffi_quill_checksum_method_chatcall_responses(
+    ): Int
+    external fun uniffi_quill_checksum_method_chatcall_send(
+    ): Int
+    external fun uniffi_quill_checksum_method_generatestream_cancel(
+    ): Int
+    external fun uniffi_quill_checksum_method_generatestream_next(
+    ): Int
+    external fun uniffi_quill_checksum_method_generatestream_next_batch(
+    ): Int
+    external fun uniffi_quill_checksum_method_generatestream_text(
+    ): Int
+    external fun uniffi_quill_checksum_method_generatestream_timing(
     ): Int
     external fun uniffi_quill_checksum_method_quilllogger_log(
     ): Int
@@ -895,6 +919,12 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_quill_fn_method_quillclient_token_stream(`ptr`: Long,`service`: RustBuffer.ByValue,`method`: RustBuffer.ByValue,`body`: RustBuffer.ByValue,`contentTypeJson`: Byte,`cancel`: RustBuffer.ByValue,
     ): Long
+    external fun uniffi_quill_fn_method_quillclient_embed(`ptr`: Long,`request`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_quill_fn_method_quillclient_generate(`ptr`: Long,`request`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_quill_fn_method_quillclient_open_chat(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_quill_fn_method_quillclient_open_bidi(`ptr`: Long,`service`: RustBuffer.ByValue,`method`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_quill_fn_method_quillclient_open_client_stream(`ptr`: Long,`service`: RustBuffer.ByValue,`method`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -907,6 +937,32 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_quill_fn_method_tokenstream_next(`ptr`: Long,
     ): Long
+    external fun uniffi_quill_fn_clone_chatcall(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_quill_fn_free_chatcall(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_quill_fn_method_chatcall_abort(`ptr`: Long,`reason`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_quill_fn_method_chatcall_finish(`ptr`: Long,
+    ): Long
+    external fun uniffi_quill_fn_method_chatcall_responses(`ptr`: Long,`cancel`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_quill_fn_method_chatcall_send(`ptr`: Long,`request`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_quill_fn_clone_generatestream(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_quill_fn_free_generatestream(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_quill_fn_method_generatestream_cancel(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_quill_fn_method_generatestream_next(`ptr`: Long,
+    ): Long
+    external fun uniffi_quill_fn_method_generatestream_next_batch(`ptr`: Long,
+    ): Long
+    external fun uniffi_quill_fn_method_generatestream_text(`ptr`: Long,
+    ): Long
+    external fun uniffi_quill_fn_method_generatestream_timing(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_quill_fn_clone_quilllogger(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_quill_fn_free_quilllogger(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1197,6 +1253,15 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_quill_checksum_method_quillclient_token_stream() and 0xFFFF) != 51345) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_quill_checksum_method_quillclient_embed() and 0xFFFF) != 10696) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_quill_checksum_method_quillclient_generate() and 0xFFFF) != 22204) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_quill_checksum_method_quillclient_open_chat() and 0xFFFF) != 59270) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_quill_checksum_method_quillclient_open_bidi() and 0xFFFF) != 58162) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1207,6 +1272,33 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_quill_checksum_method_tokenstream_next() and 0xFFFF) != 10733) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_quill_checksum_method_chatcall_abort() and 0xFFFF) != 9966) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_quill_checksum_method_chatcall_finish() and 0xFFFF) != 55089) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_quill_checksum_method_chatcall_responses() and 0xFFFF) != 13177) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_quill_checksum_method_chatcall_send() and 0xFFFF) != 18961) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_quill_checksum_method_generatestream_cancel() and 0xFFFF) != 3511) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_quill_checksum_method_generatestream_next() and 0xFFFF) != 3861) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_quill_checksum_method_generatestream_next_batch() and 0xFFFF) != 181) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_quill_checksum_method_generatestream_text() and 0xFFFF) != 62855) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_quill_checksum_method_generatestream_timing() and 0xFFFF) != 54177) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_quill_checksum_method_quilllogger_log() and 0xFFFF) != 10973) {
@@ -1583,6 +1675,29 @@ public object FfiConverterUInt: FfiConverter<UInt, Int> {
 
     override fun write(value: UInt, buf: ByteBuffer) {
         buf.putInt(value.toInt())
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterInt: FfiConverter<Int, Int> {
+    override fun lift(value: Int): Int {
+        return value
+    }
+
+    override fun read(buf: ByteBuffer): Int {
+        return buf.getInt()
+    }
+
+    override fun lower(value: Int): Int {
+        return value
+    }
+
+    override fun allocationSize(value: Int) = 4UL
+
+    override fun write(value: Int, buf: ByteBuffer) {
+        buf.putInt(value)
     }
 }
 
@@ -2511,6 +2626,366 @@ public object FfiConverterTypeCancelToken: FfiConverter<CancelToken, Long> {
 
 
 /**
+ * A chat: `send` generate requests as the conversation goes while reading
+ * `responses()`, then `finish()` (or `abort`).
+ */
+public interface ChatCallInterface {
+    
+    /**
+     * Breaks the conversation off: the call fails with `Cancelled` giving `reason`.
+     */
+    fun `abort`(`reason`: kotlin.String)
+    
+    /**
+     * Ends the conversation after the queued requests. Idempotent.
+     */
+    suspend fun `finish`()
+    
+    /**
+     * Starts the call and returns its response stream (once), timed from now.
+     */
+    suspend fun `responses`(`cancel`: CancelToken? = null): GenerateStream
+    
+    /**
+     * Sends one request (a new generation), waiting while 16 are queued.
+     */
+    suspend fun `send`(`request`: GenerateRequest)
+    
+    companion object
+}
+
+/**
+ * A chat: `send` generate requests as the conversation goes while reading
+ * `responses()`, then `finish()` (or `abort`).
+ */
+open class ChatCall: Disposable, AutoCloseable, ChatCallInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_quill_fn_free_chatcall(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_quill_fn_clone_chatcall(handle, status)
+        }
+    }
+
+    
+    /**
+     * Breaks the conversation off: the call fails with `Cancelled` giving `reason`.
+     */override fun `abort`(`reason`: kotlin.String)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_quill_fn_method_chatcall_abort(
+        it,
+        
+        FfiConverterString.lower(`reason`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Ends the conversation after the queued requests. Idempotent.
+     */
+    @Throws(QuillException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `finish`() {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_quill_fn_method_chatcall_finish(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_quill_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_quill_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_quill_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        QuillException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Starts the call and returns its response stream (once), timed from now.
+     */
+    @Throws(QuillException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `responses`(`cancel`: CancelToken?) : GenerateStream {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_quill_fn_method_chatcall_responses(
+                uniffiHandle,
+                
+        FfiConverterOptionalTypeCancelToken.lower(`cancel`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_quill_rust_future_poll_u64(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_quill_rust_future_complete_u64(future, continuation) },
+        { future -> UniffiLib.ffi_quill_rust_future_free_u64(future) },
+        // lift function
+        { FfiConverterTypeGenerateStream.lift(it) },
+        // Error FFI converter
+        QuillException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Sends one request (a new generation), waiting while 16 are queued.
+     */
+    @Throws(QuillException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `send`(`request`: GenerateRequest) {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_quill_fn_method_chatcall_send(
+                uniffiHandle,
+                
+        FfiConverterTypeGenerateRequest.lower(`request`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_quill_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_quill_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_quill_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        QuillException.ErrorHandler,
+    )
+    }
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeChatCall: FfiConverter<ChatCall, Long> {
+    override fun lower(value: ChatCall): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): ChatCall {
+        return ChatCall(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): ChatCall {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: ChatCall) = 8UL
+
+    override fun write(value: ChatCall, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
  * A client-streaming call: `send` request messages, `finish()`, and await the one
  * `response()` (which starts the call; await it while sending).
  */
@@ -2770,6 +3245,380 @@ public object FfiConverterTypeClientStreamCall: FfiConverter<ClientStreamCall, L
     override fun allocationSize(value: ClientStreamCall) = 8UL
 
     override fun write(value: ClientStreamCall, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * The responses of a `generate` or chat call, decoded, checked and timed.
+ */
+public interface GenerateStreamInterface {
+    
+    /**
+     * Stops the call: the server sees the client go. Idempotent.
+     */
+    fun `cancel`()
+    
+    /**
+     * The next response, null after the stream ended complete.
+     */
+    suspend fun `next`(): GenerateResponse?
+    
+    /**
+     * The tokens of the next response, null after the end.
+     */
+    suspend fun `nextBatch`(): TokenBatch?
+    
+    /**
+     * The text of every remaining token, once the stream ended complete.
+     */
+    suspend fun `text`(): kotlin.String
+    
+    /**
+     * Time to first token, inter-token p50/p99 and tokens/s so far.
+     */
+    fun `timing`(): StreamTiming
+    
+    companion object
+}
+
+/**
+ * The responses of a `generate` or chat call, decoded, checked and timed.
+ */
+open class GenerateStream: Disposable, AutoCloseable, GenerateStreamInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_quill_fn_free_generatestream(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_quill_fn_clone_generatestream(handle, status)
+        }
+    }
+
+    
+    /**
+     * Stops the call: the server sees the client go. Idempotent.
+     */override fun `cancel`()
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_quill_fn_method_generatestream_cancel(
+        it,
+        _status)
+}
+    }
+    
+    
+
+    
+    /**
+     * The next response, null after the stream ended complete.
+     */
+    @Throws(QuillException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `next`() : GenerateResponse? {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_quill_fn_method_generatestream_next(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_quill_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_quill_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_quill_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterOptionalTypeGenerateResponse.lift(it) },
+        // Error FFI converter
+        QuillException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * The tokens of the next response, null after the end.
+     */
+    @Throws(QuillException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `nextBatch`() : TokenBatch? {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_quill_fn_method_generatestream_next_batch(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_quill_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_quill_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_quill_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterOptionalTypeTokenBatch.lift(it) },
+        // Error FFI converter
+        QuillException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * The text of every remaining token, once the stream ended complete.
+     */
+    @Throws(QuillException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `text`() : kotlin.String {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_quill_fn_method_generatestream_text(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_quill_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_quill_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_quill_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterString.lift(it) },
+        // Error FFI converter
+        QuillException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Time to first token, inter-token p50/p99 and tokens/s so far.
+     */override fun `timing`(): StreamTiming {
+            return FfiConverterTypeStreamTiming.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_quill_fn_method_generatestream_timing(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeGenerateStream: FfiConverter<GenerateStream, Long> {
+    override fun lower(value: GenerateStream): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): GenerateStream {
+        return GenerateStream(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): GenerateStream {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: GenerateStream) = 8UL
+
+    override fun write(value: GenerateStream, buf: ByteBuffer) {
         buf.putLong(lower(value))
     }
 }
@@ -3251,6 +4100,22 @@ public interface QuillClientInterface {
      * Opens a server stream of token batches.
      */
     suspend fun `tokenStream`(`service`: kotlin.String, `method`: kotlin.String, `body`: kotlin.ByteArray, `contentTypeJson`: kotlin.Boolean = false, `cancel`: CancelToken? = null): TokenStream
+    
+    /**
+     * `quill.inference.v1.InferenceService/Embed`: one tensor per layer asked for.
+     */
+    suspend fun `embed`(`request`: EmbedRequest, `cancel`: CancelToken? = null): List<Tensor>
+    
+    /**
+     * `quill.inference.v1.InferenceService/Generate`: a stream of responses.
+     */
+    suspend fun `generate`(`request`: GenerateRequest, `cancel`: CancelToken? = null): GenerateStream
+    
+    /**
+     * A chat call (`quill.inference.v1.InferenceService/Chat`); nothing is sent before
+     * `responses()` is awaited.
+     */
+    fun `openChat`(): ChatCall
     
     /**
      * A bidirectional streaming call of `service/method`; nothing is sent before
@@ -3737,6 +4602,75 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
         QuillException.ErrorHandler,
     )
     }
+
+    
+    /**
+     * `quill.inference.v1.InferenceService/Embed`: one tensor per layer asked for.
+     */
+    @Throws(QuillException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `embed`(`request`: EmbedRequest, `cancel`: CancelToken?) : List<Tensor> {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_quill_fn_method_quillclient_embed(
+                uniffiHandle,
+                
+        FfiConverterTypeEmbedRequest.lower(`request`),
+        FfiConverterOptionalTypeCancelToken.lower(`cancel`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_quill_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_quill_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_quill_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterSequenceTypeTensor.lift(it) },
+        // Error FFI converter
+        QuillException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * `quill.inference.v1.InferenceService/Generate`: a stream of responses.
+     */
+    @Throws(QuillException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `generate`(`request`: GenerateRequest, `cancel`: CancelToken?) : GenerateStream {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_quill_fn_method_quillclient_generate(
+                uniffiHandle,
+                
+        FfiConverterTypeGenerateRequest.lower(`request`),
+        FfiConverterOptionalTypeCancelToken.lower(`cancel`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_quill_rust_future_poll_u64(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_quill_rust_future_complete_u64(future, continuation) },
+        { future -> UniffiLib.ffi_quill_rust_future_free_u64(future) },
+        // lift function
+        { FfiConverterTypeGenerateStream.lift(it) },
+        // Error FFI converter
+        QuillException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * A chat call (`quill.inference.v1.InferenceService/Chat`); nothing is sent before
+     * `responses()` is awaited.
+     */override fun `openChat`(): ChatCall {
+            return FfiConverterTypeChatCall.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_quill_fn_method_quillclient_open_chat(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
 
     
     /**
@@ -5077,6 +6011,203 @@ public object FfiConverterTypeDTypeInfo: FfiConverterRustBuffer<DTypeInfo> {
 
 
 /**
+ * `quill.inference.v1.EmbedRequest`: layers to read (empty: the last) and pooling.
+ */
+data class EmbedRequest (
+    var `inputIds`: List<kotlin.UInt>
+    , 
+    var `layers`: List<kotlin.Int> = listOf() 
+    , 
+    var `pool`: kotlin.Boolean = false 
+    , 
+    var `poolStrategy`: kotlin.String? = null 
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeEmbedRequest: FfiConverterRustBuffer<EmbedRequest> {
+    override fun read(buf: ByteBuffer): EmbedRequest {
+        return EmbedRequest(
+            FfiConverterSequenceUInt.read(buf),
+            FfiConverterSequenceInt.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterOptionalString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: EmbedRequest) = (
+            FfiConverterSequenceUInt.allocationSize(value.`inputIds`) +
+            FfiConverterSequenceInt.allocationSize(value.`layers`) +
+            FfiConverterBoolean.allocationSize(value.`pool`) +
+            FfiConverterOptionalString.allocationSize(value.`poolStrategy`)
+    )
+
+    override fun write(value: EmbedRequest, buf: ByteBuffer) {
+            FfiConverterSequenceUInt.write(value.`inputIds`, buf)
+            FfiConverterSequenceInt.write(value.`layers`, buf)
+            FfiConverterBoolean.write(value.`pool`, buf)
+            FfiConverterOptionalString.write(value.`poolStrategy`, buf)
+    }
+}
+
+
+
+/**
+ * `quill.inference.v1.GenerateRequest`: the prompt's token ids and the sampling
+ * settings (unset: the server's defaults).
+ */
+data class GenerateRequest (
+    var `inputIds`: List<kotlin.UInt>
+    , 
+    var `maxNewTokens`: kotlin.UInt? = null 
+    , 
+    var `temperature`: kotlin.Float? = null 
+    , 
+    var `topP`: kotlin.Float? = null 
+    , 
+    var `topK`: kotlin.UInt? = null 
+    , 
+    var `streamEmbeddings`: kotlin.Boolean = false 
+    , 
+    var `stopTokenIds`: List<kotlin.UInt> = listOf() 
+    , 
+    var `repetitionPenalty`: kotlin.Float? = null 
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeGenerateRequest: FfiConverterRustBuffer<GenerateRequest> {
+    override fun read(buf: ByteBuffer): GenerateRequest {
+        return GenerateRequest(
+            FfiConverterSequenceUInt.read(buf),
+            FfiConverterOptionalUInt.read(buf),
+            FfiConverterOptionalFloat.read(buf),
+            FfiConverterOptionalFloat.read(buf),
+            FfiConverterOptionalUInt.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterSequenceUInt.read(buf),
+            FfiConverterOptionalFloat.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: GenerateRequest) = (
+            FfiConverterSequenceUInt.allocationSize(value.`inputIds`) +
+            FfiConverterOptionalUInt.allocationSize(value.`maxNewTokens`) +
+            FfiConverterOptionalFloat.allocationSize(value.`temperature`) +
+            FfiConverterOptionalFloat.allocationSize(value.`topP`) +
+            FfiConverterOptionalUInt.allocationSize(value.`topK`) +
+            FfiConverterBoolean.allocationSize(value.`streamEmbeddings`) +
+            FfiConverterSequenceUInt.allocationSize(value.`stopTokenIds`) +
+            FfiConverterOptionalFloat.allocationSize(value.`repetitionPenalty`)
+    )
+
+    override fun write(value: GenerateRequest, buf: ByteBuffer) {
+            FfiConverterSequenceUInt.write(value.`inputIds`, buf)
+            FfiConverterOptionalUInt.write(value.`maxNewTokens`, buf)
+            FfiConverterOptionalFloat.write(value.`temperature`, buf)
+            FfiConverterOptionalFloat.write(value.`topP`, buf)
+            FfiConverterOptionalUInt.write(value.`topK`, buf)
+            FfiConverterBoolean.write(value.`streamEmbeddings`, buf)
+            FfiConverterSequenceUInt.write(value.`stopTokenIds`, buf)
+            FfiConverterOptionalFloat.write(value.`repetitionPenalty`, buf)
+    }
+}
+
+
+
+/**
+ * One response of a generate or chat stream.
+ */
+data class GenerateResponse (
+    var `tokens`: TokenBatch
+    , 
+    var `attentionMask`: List<kotlin.Boolean>
+    , 
+    var `embedding`: Tensor?
+    , 
+    var `totalGenerated`: kotlin.UInt
+    , 
+    var `isComplete`: kotlin.Boolean
+    , 
+    var `finishReason`: kotlin.String?
+    
+): Disposable{
+    
+
+    
+
+    
+    @Suppress("UNNECESSARY_SAFE_CALL") // codegen is much simpler if we unconditionally emit safe calls here
+    override fun destroy() {
+        
+    Disposable.destroy(
+        this.`tokens`,
+        this.`attentionMask`,
+        this.`embedding`,
+        this.`totalGenerated`,
+        this.`isComplete`,
+        this.`finishReason`
+    )
+    }
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeGenerateResponse: FfiConverterRustBuffer<GenerateResponse> {
+    override fun read(buf: ByteBuffer): GenerateResponse {
+        return GenerateResponse(
+            FfiConverterTypeTokenBatch.read(buf),
+            FfiConverterSequenceBoolean.read(buf),
+            FfiConverterOptionalTypeTensor.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterOptionalString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: GenerateResponse) = (
+            FfiConverterTypeTokenBatch.allocationSize(value.`tokens`) +
+            FfiConverterSequenceBoolean.allocationSize(value.`attentionMask`) +
+            FfiConverterOptionalTypeTensor.allocationSize(value.`embedding`) +
+            FfiConverterUInt.allocationSize(value.`totalGenerated`) +
+            FfiConverterBoolean.allocationSize(value.`isComplete`) +
+            FfiConverterOptionalString.allocationSize(value.`finishReason`)
+    )
+
+    override fun write(value: GenerateResponse, buf: ByteBuffer) {
+            FfiConverterTypeTokenBatch.write(value.`tokens`, buf)
+            FfiConverterSequenceBoolean.write(value.`attentionMask`, buf)
+            FfiConverterOptionalTypeTensor.write(value.`embedding`, buf)
+            FfiConverterUInt.write(value.`totalGenerated`, buf)
+            FfiConverterBoolean.write(value.`isComplete`, buf)
+            FfiConverterOptionalString.write(value.`finishReason`, buf)
+    }
+}
+
+
+
+/**
  * One configured header as shown by `headers()` (secret values redacted).
  */
 data class HeaderEntry (
@@ -5322,6 +6453,72 @@ public object FfiConverterTypeProblem: FfiConverterRustBuffer<Problem> {
             FfiConverterOptionalULong.write(value.`retryAfterMs`, buf)
             FfiConverterString.write(value.`body`, buf)
             FfiConverterOptionalString.write(value.`requestId`, buf)
+    }
+}
+
+
+
+/**
+ * Timing of a generate or chat stream (milliseconds from the start of the call).
+ */
+data class StreamTiming (
+    var `tokens`: kotlin.ULong
+    , 
+    var `responses`: kotlin.ULong
+    , 
+    var `timeToFirstTokenMs`: kotlin.Double?
+    , 
+    var `interTokenP50Ms`: kotlin.Double?
+    , 
+    var `interTokenP99Ms`: kotlin.Double?
+    , 
+    var `elapsedMs`: kotlin.Double?
+    , 
+    var `tokensPerSecond`: kotlin.Double?
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeStreamTiming: FfiConverterRustBuffer<StreamTiming> {
+    override fun read(buf: ByteBuffer): StreamTiming {
+        return StreamTiming(
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterOptionalDouble.read(buf),
+            FfiConverterOptionalDouble.read(buf),
+            FfiConverterOptionalDouble.read(buf),
+            FfiConverterOptionalDouble.read(buf),
+            FfiConverterOptionalDouble.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: StreamTiming) = (
+            FfiConverterULong.allocationSize(value.`tokens`) +
+            FfiConverterULong.allocationSize(value.`responses`) +
+            FfiConverterOptionalDouble.allocationSize(value.`timeToFirstTokenMs`) +
+            FfiConverterOptionalDouble.allocationSize(value.`interTokenP50Ms`) +
+            FfiConverterOptionalDouble.allocationSize(value.`interTokenP99Ms`) +
+            FfiConverterOptionalDouble.allocationSize(value.`elapsedMs`) +
+            FfiConverterOptionalDouble.allocationSize(value.`tokensPerSecond`)
+    )
+
+    override fun write(value: StreamTiming, buf: ByteBuffer) {
+            FfiConverterULong.write(value.`tokens`, buf)
+            FfiConverterULong.write(value.`responses`, buf)
+            FfiConverterOptionalDouble.write(value.`timeToFirstTokenMs`, buf)
+            FfiConverterOptionalDouble.write(value.`interTokenP50Ms`, buf)
+            FfiConverterOptionalDouble.write(value.`interTokenP99Ms`, buf)
+            FfiConverterOptionalDouble.write(value.`elapsedMs`, buf)
+            FfiConverterOptionalDouble.write(value.`tokensPerSecond`, buf)
     }
 }
 
@@ -6329,6 +7526,70 @@ public object FfiConverterOptionalTypeQuillLogger: FfiConverterRustBuffer<QuillL
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypeTensor: FfiConverterRustBuffer<Tensor?> {
+    override fun read(buf: ByteBuffer): Tensor? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeTensor.read(buf)
+    }
+
+    override fun allocationSize(value: Tensor?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeTensor.allocationSize(value)
+        }
+    }
+
+    override fun write(value: Tensor?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeTensor.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeGenerateResponse: FfiConverterRustBuffer<GenerateResponse?> {
+    override fun read(buf: ByteBuffer): GenerateResponse? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeGenerateResponse.read(buf)
+    }
+
+    override fun allocationSize(value: GenerateResponse?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeGenerateResponse.allocationSize(value)
+        }
+    }
+
+    override fun write(value: GenerateResponse?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeGenerateResponse.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalTypeTokenBatch: FfiConverterRustBuffer<TokenBatch?> {
     override fun read(buf: ByteBuffer): TokenBatch? {
         if (buf.get().toInt() == 0) {
@@ -6389,6 +7650,34 @@ public object FfiConverterSequenceUInt: FfiConverterRustBuffer<List<kotlin.UInt>
 /**
  * @suppress
  */
+public object FfiConverterSequenceInt: FfiConverterRustBuffer<List<kotlin.Int>> {
+    override fun read(buf: ByteBuffer): List<kotlin.Int> {
+        val len = buf.getInt()
+        return List<kotlin.Int>(len) {
+            FfiConverterInt.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<kotlin.Int>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterInt.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<kotlin.Int>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterInt.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterSequenceULong: FfiConverterRustBuffer<List<kotlin.ULong>> {
     override fun read(buf: ByteBuffer): List<kotlin.ULong> {
         val len = buf.getInt()
@@ -6407,6 +7696,62 @@ public object FfiConverterSequenceULong: FfiConverterRustBuffer<List<kotlin.ULon
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterULong.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceBoolean: FfiConverterRustBuffer<List<kotlin.Boolean>> {
+    override fun read(buf: ByteBuffer): List<kotlin.Boolean> {
+        val len = buf.getInt()
+        return List<kotlin.Boolean>(len) {
+            FfiConverterBoolean.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<kotlin.Boolean>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterBoolean.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<kotlin.Boolean>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterBoolean.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeTensor: FfiConverterRustBuffer<List<Tensor>> {
+    override fun read(buf: ByteBuffer): List<Tensor> {
+        val len = buf.getInt()
+        return List<Tensor>(len) {
+            FfiConverterTypeTensor.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<Tensor>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeTensor.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<Tensor>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeTensor.write(it, buf)
         }
     }
 }

@@ -1,0 +1,172 @@
+//! The typed calls on [`QuillClient`]: each describes a [`Call`] of
+//! `quill.inference.v1.InferenceService` and runs it like any other.
+
+use bytes::Bytes;
+use prost::Message;
+
+use super::response::{Expect, GenerateTracker};
+use super::stream::GenerateStream;
+use super::{EmbedRequest, GenerateRequest, SERVICE};
+use crate::client::{
+    request_stream, Call, CallOptions, MessageStream, QuillClient, Reply, RequestSender,
+    RequestStream,
+};
+use crate::error::{QuillError, Result};
+use crate::proto::inference::v1 as pb;
+use crate::tensor::{Tensor, TensorMeta};
+
+/// The `Generate` call of `request`.
+pub fn generate_call(request: &GenerateRequest) -> Call {
+    Call::proto(SERVICE, "Generate", request.encode_to_vec())
+}
+
+/// The `Embed` call of `request`. Embedding has no side effects, so the call is
+/// idempotent (retried when the client has `max_retries`).
+pub fn embed_call(request: &EmbedRequest) -> Call {
+    Call::proto(SERVICE, "Embed", request.encode_to_vec()).idempotent(true)
+}
+
+/// The `Chat` call reading its requests from `requests` (see [`chat_requests`]).
+pub fn chat_call(requests: RequestStream) -> Call {
+    Call::messages(SERVICE, "Chat", requests)
+}
+
+/// A tracker for a `Generate` (or, with `chat`, a `Chat`) stream, started now.
+pub(crate) fn tracker_for(chat: bool) -> GenerateTracker {
+    GenerateTracker::start(if chat {
+        Expect::Generations
+    } else {
+        Expect::OneGeneration
+    })
+}
+
+/// The tensors of an `EmbedResponse`, each checked; `metadata`, when sent, must
+/// describe them one for one.
+pub fn embeddings_from_reply(body: Bytes) -> Result<Vec<Tensor>> {
+    let resp = pb::EmbedResponse::decode(body)
+        .map_err(|e| QuillError::protocol(format!("invalid EmbedResponse: {e}")))?;
+    let tensors = resp
+        .embeddings
+        .into_iter()
+        .map(Tensor::try_from)
+        .collect::<Result<Vec<_>>>()
+        .map_err(|e| QuillError::protocol(format!("invalid EmbedResponse: {e}")))?;
+    if !resp.metadata.is_empty() {
+        let metas = resp
+            .metadata
+            .into_iter()
+            .map(TensorMeta::try_from)
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| QuillError::protocol(format!("invalid EmbedResponse: {e}")))?;
+        let same = metas.len() == tensors.len()
+            && metas
+                .iter()
+                .zip(&tensors)
+                .all(|(m, t)| m.shape == t.meta().shape && m.dtype == t.meta().dtype);
+        if !same {
+            return Err(QuillError::protocol(
+                "invalid EmbedResponse: metadata does not describe its embeddings",
+            ));
+        }
+    }
+    Ok(tensors)
+}
+
+/// The sending side of a [`QuillClient::chat`] call: one `GenerateRequest` per turn.
+#[derive(Debug)]
+pub struct ChatSender(RequestSender);
+
+/// A chat request stream holding at most `capacity` requests not yet sent: the sender
+/// and the stream to give [`QuillClient::chat`].
+pub fn chat_requests(capacity: usize) -> (ChatSender, RequestStream) {
+    let (tx, rx) = request_stream(capacity);
+    (ChatSender(tx), rx)
+}
+
+impl ChatSender {
+    /// Sends one request (a new generation), waiting while the stream is full.
+    pub async fn send(&self, request: &GenerateRequest) -> Result<()> {
+        self.0.send(request.encode_to_vec().into()).await
+    }
+
+    /// Ends the conversation: the server finishes the generations it has and ends.
+    pub async fn finish(self) -> Result<()> {
+        self.0.finish().await
+    }
+
+    /// Breaks the conversation off: the call fails with `Cancelled` giving `reason`.
+    pub fn abort(self, reason: impl Into<String>) {
+        self.0.abort(reason)
+    }
+}
+
+impl QuillClient {
+    /// `quill.inference.v1.InferenceService/Generate`: a stream of responses, timed
+    /// from now.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &quill::QuillClient) -> quill::Result<()> {
+    /// use quill::inference::GenerateRequest;
+    /// let request = GenerateRequest { input_ids: vec![1, 2, 3], max_new_tokens: Some(32), ..Default::default() };
+    /// let text = client.generate(&request, Default::default()).await?.text().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn generate(
+        &self,
+        request: &GenerateRequest,
+        options: CallOptions,
+    ) -> Result<GenerateStream> {
+        self.typed_stream(generate_call(request).with_options(options), false)
+            .await
+    }
+
+    /// `quill.inference.v1.InferenceService/Embed`: one tensor per layer asked for.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &quill::QuillClient) -> quill::Result<()> {
+    /// use quill::inference::EmbedRequest;
+    /// let request = EmbedRequest { input_ids: vec![1, 2, 3], pool: true, ..Default::default() };
+    /// let tensors = client.embed(&request, Default::default()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn embed(&self, request: &EmbedRequest, options: CallOptions) -> Result<Vec<Tensor>> {
+        let call = embed_call(request).with_options(CallOptions {
+            idempotent: true,
+            ..options
+        });
+        let reply: Reply = self.run(call).await?;
+        embeddings_from_reply(reply.body)
+    }
+
+    /// `quill.inference.v1.InferenceService/Chat`: one generation per request sent on
+    /// the [`ChatSender`] of `requests`, streamed back as they are produced. Send the
+    /// first request before awaiting this (a server may answer only then), e.g. from
+    /// another task.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &quill::QuillClient) -> quill::Result<()> {
+    /// use quill::inference::{chat_requests, GenerateRequest};
+    /// let (tx, requests) = chat_requests(4);
+    /// tx.send(&GenerateRequest { input_ids: vec![7], ..Default::default() }).await?;
+    /// let replies = client.chat(requests, Default::default()).await?;
+    /// tx.finish().await?;
+    /// while let Some(r) = replies.next_response().await? { /* ... */ }
+    /// # Ok(()) }
+    /// ```
+    pub async fn chat(
+        &self,
+        requests: RequestStream,
+        options: CallOptions,
+    ) -> Result<GenerateStream> {
+        self.typed_stream(chat_call(requests).with_options(options), true)
+            .await
+    }
+
+    /// Runs a `Generate` or `Chat` call into a timed [`GenerateStream`].
+    pub(crate) async fn typed_stream(&self, call: Call, chat: bool) -> Result<GenerateStream> {
+        let path = call.path();
+        let tracker = tracker_for(chat);
+        let messages: MessageStream = self.run(call).await?;
+        Ok(GenerateStream::from_parts(messages, tracker, path))
+    }
+}
