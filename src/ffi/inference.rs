@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::cancel::{unless_cancelled, CancelToken};
 use super::request_stream::Requests;
+use super::types::HeaderEntry;
 use crate::client::{CallOptions, MessageStream, QuillClient};
 use crate::error::Result;
 use crate::inference::{
@@ -26,27 +27,30 @@ pub struct ChatCall(Requests);
 
 #[uniffi::export(async_runtime = "tokio")]
 impl QuillClient {
-    /// `quill.inference.v1.InferenceService/Generate`: a stream of responses.
-    #[uniffi::method(name = "generate", default(cancel = None))]
+    /// `quill.inference.v1.InferenceService/Generate`: a stream of responses, timed
+    /// from now; `headers` go on this call only.
+    #[uniffi::method(name = "generate", default(headers = [], cancel = None))]
     async fn ffi_generate(
         &self,
         request: GenerateRequest,
+        headers: Vec<HeaderEntry>,
         cancel: Option<Arc<CancelToken>>,
     ) -> Result<Arc<GenerateStream>> {
-        unless_cancelled(cancel, self.generate(&request, CallOptions::default()))
+        unless_cancelled(cancel, self.generate(&request, with_headers(headers)))
             .await
             .map(Arc::new)
     }
 
-    /// `quill.inference.v1.InferenceService/Embed`: one tensor per layer asked for.
-    #[uniffi::method(name = "embed", default(cancel = None))]
+    /// `quill.inference.v1.InferenceService/Embed`: one tensor per layer asked for;
+    /// `headers` go on this call only.
+    #[uniffi::method(name = "embed", default(headers = [], cancel = None))]
     async fn ffi_embed(
         &self,
         request: EmbedRequest,
+        headers: Vec<HeaderEntry>,
         cancel: Option<Arc<CancelToken>>,
     ) -> Result<Vec<Arc<Tensor>>> {
-        let tensors =
-            unless_cancelled(cancel, self.embed(&request, CallOptions::default())).await?;
+        let tensors = unless_cancelled(cancel, self.embed(&request, with_headers(headers))).await?;
         Ok(tensors.into_iter().map(Arc::new).collect())
     }
 
@@ -59,6 +63,13 @@ impl QuillClient {
             SERVICE.into(),
             "Chat".into(),
         )))
+    }
+}
+
+fn with_headers(headers: Vec<HeaderEntry>) -> CallOptions {
+    CallOptions {
+        headers: headers.into_iter().map(|h| (h.name, h.value)).collect(),
+        ..CallOptions::default()
     }
 }
 

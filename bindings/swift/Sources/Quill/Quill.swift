@@ -1895,14 +1895,16 @@ public protocol QuillClientProtocol: AnyObject, Sendable {
     func tokenStream(service: String, method: String, body: Data, contentTypeJson: Bool, cancel: CancelToken?) async throws  -> TokenStream
     
     /**
-     * `quill.inference.v1.InferenceService/Embed`: one tensor per layer asked for.
+     * `quill.inference.v1.InferenceService/Embed`: one tensor per layer asked for;
+     * `headers` go on this call only.
      */
-    func embed(request: EmbedRequest, cancel: CancelToken?) async throws  -> [Tensor]
+    func embed(request: EmbedRequest, headers: [HeaderEntry], cancel: CancelToken?) async throws  -> [Tensor]
     
     /**
-     * `quill.inference.v1.InferenceService/Generate`: a stream of responses.
+     * `quill.inference.v1.InferenceService/Generate`: a stream of responses, timed
+     * from now; `headers` go on this call only.
      */
-    func generate(request: GenerateRequest, cancel: CancelToken?) async throws  -> GenerateStream
+    func generate(request: GenerateRequest, headers: [HeaderEntry], cancel: CancelToken?) async throws  -> GenerateStream
     
     /**
      * A chat call (`quill.inference.v1.InferenceService/Chat`); nothing is sent before
@@ -2252,14 +2254,15 @@ open func tokenStream(service: String, method: String, body: Data, contentTypeJs
 }
     
     /**
-     * `quill.inference.v1.InferenceService/Embed`: one tensor per layer asked for.
+     * `quill.inference.v1.InferenceService/Embed`: one tensor per layer asked for;
+     * `headers` go on this call only.
      */
-open func embed(request: EmbedRequest, cancel: CancelToken? = nil)async throws  -> [Tensor]  {
+open func embed(request: EmbedRequest, headers: [HeaderEntry] = [], cancel: CancelToken? = nil)async throws  -> [Tensor]  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
                 uniffi_quill_fn_method_quillclient_embed(
-                        self.uniffiCloneHandle(),FfiConverterTypeEmbedRequest_lower(request),FfiConverterOptionTypeCancelToken.lower(cancel)
+                        self.uniffiCloneHandle(),FfiConverterTypeEmbedRequest_lower(request),FfiConverterSequenceTypeHeaderEntry.lower(headers),FfiConverterOptionTypeCancelToken.lower(cancel)
                 )
             },
             pollFunc: ffi_quill_rust_future_poll_rust_buffer,
@@ -2271,14 +2274,15 @@ open func embed(request: EmbedRequest, cancel: CancelToken? = nil)async throws  
 }
     
     /**
-     * `quill.inference.v1.InferenceService/Generate`: a stream of responses.
+     * `quill.inference.v1.InferenceService/Generate`: a stream of responses, timed
+     * from now; `headers` go on this call only.
      */
-open func generate(request: GenerateRequest, cancel: CancelToken? = nil)async throws  -> GenerateStream  {
+open func generate(request: GenerateRequest, headers: [HeaderEntry] = [], cancel: CancelToken? = nil)async throws  -> GenerateStream  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
                 uniffi_quill_fn_method_quillclient_generate(
-                        self.uniffiCloneHandle(),FfiConverterTypeGenerateRequest_lower(request),FfiConverterOptionTypeCancelToken.lower(cancel)
+                        self.uniffiCloneHandle(),FfiConverterTypeGenerateRequest_lower(request),FfiConverterSequenceTypeHeaderEntry.lower(headers),FfiConverterOptionTypeCancelToken.lower(cancel)
                 )
             },
             pollFunc: ffi_quill_rust_future_poll_u64,
@@ -5448,10 +5452,10 @@ private let initializationResult: InitializationResult = {
     if (uniffi_quill_checksum_method_quillclient_token_stream() != 51345) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_quillclient_embed() != 10696) {
+    if (uniffi_quill_checksum_method_quillclient_embed() != 3919) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_quillclient_generate() != 22204) {
+    if (uniffi_quill_checksum_method_quillclient_generate() != 23181) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_quill_checksum_method_quillclient_open_chat() != 59270) {

@@ -412,12 +412,12 @@ uint64_t uniffi_quill_fn_method_quillclient_token_stream(uint64_t ptr, RustBuffe
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_EMBED
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_EMBED
-uint64_t uniffi_quill_fn_method_quillclient_embed(uint64_t ptr, RustBuffer request, RustBuffer cancel
+uint64_t uniffi_quill_fn_method_quillclient_embed(uint64_t ptr, RustBuffer request, RustBuffer headers, RustBuffer cancel
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_GENERATE
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_GENERATE
-uint64_t uniffi_quill_fn_method_quillclient_generate(uint64_t ptr, RustBuffer request, RustBuffer cancel
+uint64_t uniffi_quill_fn_method_quillclient_generate(uint64_t ptr, RustBuffer request, RustBuffer headers, RustBuffer cancel
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_OPEN_CHAT

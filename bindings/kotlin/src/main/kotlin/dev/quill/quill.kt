@@ -919,9 +919,9 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_quill_fn_method_quillclient_token_stream(`ptr`: Long,`service`: RustBuffer.ByValue,`method`: RustBuffer.ByValue,`body`: RustBuffer.ByValue,`contentTypeJson`: Byte,`cancel`: RustBuffer.ByValue,
     ): Long
-    external fun uniffi_quill_fn_method_quillclient_embed(`ptr`: Long,`request`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,
+    external fun uniffi_quill_fn_method_quillclient_embed(`ptr`: Long,`request`: RustBuffer.ByValue,`headers`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,
     ): Long
-    external fun uniffi_quill_fn_method_quillclient_generate(`ptr`: Long,`request`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,
+    external fun uniffi_quill_fn_method_quillclient_generate(`ptr`: Long,`request`: RustBuffer.ByValue,`headers`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_quill_fn_method_quillclient_open_chat(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -1253,10 +1253,10 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_quill_checksum_method_quillclient_token_stream() and 0xFFFF) != 51345) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_quillclient_embed() and 0xFFFF) != 10696) {
+    if ((lib.uniffi_quill_checksum_method_quillclient_embed() and 0xFFFF) != 3919) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_quillclient_generate() and 0xFFFF) != 22204) {
+    if ((lib.uniffi_quill_checksum_method_quillclient_generate() and 0xFFFF) != 23181) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_quill_checksum_method_quillclient_open_chat() and 0xFFFF) != 59270) {
@@ -4102,14 +4102,16 @@ public interface QuillClientInterface {
     suspend fun `tokenStream`(`service`: kotlin.String, `method`: kotlin.String, `body`: kotlin.ByteArray, `contentTypeJson`: kotlin.Boolean = false, `cancel`: CancelToken? = null): TokenStream
     
     /**
-     * `quill.inference.v1.InferenceService/Embed`: one tensor per layer asked for.
+     * `quill.inference.v1.InferenceService/Embed`: one tensor per layer asked for;
+     * `headers` go on this call only.
      */
-    suspend fun `embed`(`request`: EmbedRequest, `cancel`: CancelToken? = null): List<Tensor>
+    suspend fun `embed`(`request`: EmbedRequest, `headers`: List<HeaderEntry> = listOf(), `cancel`: CancelToken? = null): List<Tensor>
     
     /**
-     * `quill.inference.v1.InferenceService/Generate`: a stream of responses.
+     * `quill.inference.v1.InferenceService/Generate`: a stream of responses, timed
+     * from now; `headers` go on this call only.
      */
-    suspend fun `generate`(`request`: GenerateRequest, `cancel`: CancelToken? = null): GenerateStream
+    suspend fun `generate`(`request`: GenerateRequest, `headers`: List<HeaderEntry> = listOf(), `cancel`: CancelToken? = null): GenerateStream
     
     /**
      * A chat call (`quill.inference.v1.InferenceService/Chat`); nothing is sent before
@@ -4605,17 +4607,19 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
 
     
     /**
-     * `quill.inference.v1.InferenceService/Embed`: one tensor per layer asked for.
+     * `quill.inference.v1.InferenceService/Embed`: one tensor per layer asked for;
+     * `headers` go on this call only.
      */
     @Throws(QuillException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `embed`(`request`: EmbedRequest, `cancel`: CancelToken?) : List<Tensor> {
+    override suspend fun `embed`(`request`: EmbedRequest, `headers`: List<HeaderEntry>, `cancel`: CancelToken?) : List<Tensor> {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
             UniffiLib.uniffi_quill_fn_method_quillclient_embed(
                 uniffiHandle,
                 
         FfiConverterTypeEmbedRequest.lower(`request`),
+        FfiConverterSequenceTypeHeaderEntry.lower(`headers`),
         FfiConverterOptionalTypeCancelToken.lower(`cancel`),
             )
         },
@@ -4631,17 +4635,19 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
 
     
     /**
-     * `quill.inference.v1.InferenceService/Generate`: a stream of responses.
+     * `quill.inference.v1.InferenceService/Generate`: a stream of responses, timed
+     * from now; `headers` go on this call only.
      */
     @Throws(QuillException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `generate`(`request`: GenerateRequest, `cancel`: CancelToken?) : GenerateStream {
+    override suspend fun `generate`(`request`: GenerateRequest, `headers`: List<HeaderEntry>, `cancel`: CancelToken?) : GenerateStream {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
             UniffiLib.uniffi_quill_fn_method_quillclient_generate(
                 uniffiHandle,
                 
         FfiConverterTypeGenerateRequest.lower(`request`),
+        FfiConverterSequenceTypeHeaderEntry.lower(`headers`),
         FfiConverterOptionalTypeCancelToken.lower(`cancel`),
             )
         },
