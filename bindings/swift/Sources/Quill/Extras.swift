@@ -15,7 +15,8 @@
 import Foundation
 
 /// A response stream of the generated bindings: `next()` until `nil`, `cancel()` to stop
-/// early. `MessageStream` (raw messages) and `TokenStream` (decoded token batches) conform.
+/// early. `MessageStream` (raw messages), `TokenStream` (decoded token batches) and
+/// `GenerateStream` (typed `GenerateResponse`s) conform.
 public protocol QuillStreamSource: AnyObject, Sendable {
     associatedtype Item: Sendable
     /// The next item, `nil` after the end of the stream.
@@ -33,7 +34,11 @@ extension TokenStream: QuillStreamSource {
     public typealias Item = TokenBatch
 }
 
-/// An `AsyncSequence` over a `MessageStream` or `TokenStream`.
+extension GenerateStream: QuillStreamSource {
+    public typealias Item = GenerateResponse
+}
+
+/// An `AsyncSequence` over a `MessageStream`, `TokenStream` or `GenerateStream`.
 ///
 /// - The items come from `next()` until it returns `nil`; errors are the stream's
 ///   `QuillError`s (`.Stream`, `.Protocol`, `.Timeout`, `.Cancelled`, …).
@@ -125,6 +130,17 @@ extension TokenStream {
     public var batches: QuillAsyncStream<TokenStream> { QuillAsyncStream(self) }
 }
 
+extension GenerateStream {
+    /// The responses as an `AsyncSequence`; see `QuillAsyncStream`. `timing()` stays
+    /// available on the stream (or on the sequence) while and after iterating.
+    public var responses: QuillAsyncStream<GenerateStream> { QuillAsyncStream(self) }
+}
+
+extension QuillAsyncStream where Source == GenerateStream {
+    /// The timing of the underlying `GenerateStream` so far; final once it ended.
+    public func timing() -> StreamTiming { source.timing() }
+}
+
 // MARK: - Cancellation
 
 /// Runs `body` with a `CancelToken` that cancelling the current `Task` fires, so a call
@@ -184,21 +200,34 @@ private final class PumpOutcome: @unchecked Sendable {
 private func pump<S: AsyncSequence & Sendable>(
     _ requests: S, into call: QuillRequestSink, outcome: PumpOutcome
 ) async where S.Element == Data {
+    await pump(
+        requests, outcome: outcome, send: { try await call.send(message: $0) },
+        finish: { try await call.finish() }, abort: { call.abort(reason: $0) })
+}
+
+/// The pump for any request type: the generated call objects each have their own `send`
+/// (`Data` for raw calls, `GenerateRequest` for chat), the rest is the same.
+private func pump<S: AsyncSequence & Sendable>(
+    _ requests: S, outcome: PumpOutcome,
+    send: (S.Element) async throws -> Void,
+    finish: () async throws -> Void,
+    abort: (String) -> Void
+) async {
     do {
-        for try await message in requests {
+        for try await request in requests {
             try Task.checkCancellation()
-            try await call.send(message: message)
+            try await send(request)
         }
         try Task.checkCancellation()
-        try await call.finish()
+        try await finish()
     } catch QuillError.Cancelled {
         return
     } catch is CancellationError {
-        call.abort(reason: "the request sequence was cancelled")
+        abort("the request sequence was cancelled")
     } catch {
         // Recorded first: the answer side, failing on the abort, reports this error.
         outcome.fail(error)
-        call.abort(reason: "the request sequence failed: \(error)")
+        abort("the request sequence failed: \(error)")
     }
 }
 
@@ -271,6 +300,100 @@ extension QuillClient {
                 throw outcome.failure ?? error
             }
             throw outcome.failure ?? QuillError.Cancelled(reason: "the call ended without a reply")
+        }
+    }
+}
+
+// MARK: - Typed inference API (quill.inference.v1.InferenceService)
+
+extension QuillClient {
+    /// `Generate` as an `AsyncSequence` of `GenerateResponse`s, timed from the call.
+    ///
+    ///     let request = GenerateRequest(inputIds: [101, 2023], maxNewTokens: 64, temperature: 0.7)
+    ///     let stream = try await client.generateStream(request)
+    ///     for try await response in stream {
+    ///         print(response.tokens.text(), terminator: "")
+    ///     }
+    ///     print(stream.timing().tokensPerSecond ?? 0)
+    ///
+    /// Cancelling the task while the call opens or while iterating, or leaving the loop
+    /// early, ends the call (the server sees the client go; the generated `generate` alone
+    /// would keep waiting, as uniffi's futures ignore `Task` cancellation). A stream that
+    /// ends before a response marked `isComplete` throws `QuillError.Stream`.
+    public func generateStream(
+        _ request: GenerateRequest, headers: [HeaderEntry] = []
+    ) async throws -> QuillAsyncStream<GenerateStream> {
+        let stream = try await withCancellation { token in
+            try await generate(request: request, headers: headers, cancel: token)
+        }
+        return stream.responses
+    }
+
+    /// The whole text of a `Generate` call (the tokens' texts joined, as
+    /// `GenerateStream.text()`), once its last response arrived.
+    ///
+    ///     let text = try await client.generateText(GenerateRequest(inputIds: ids, maxNewTokens: 32))
+    ///
+    /// Cancelling the task ends the call at any point with `QuillError.Cancelled`.
+    public func generateText(
+        _ request: GenerateRequest, headers: [HeaderEntry] = []
+    ) async throws -> String {
+        let stream = try await withCancellation { token in
+            try await generate(request: request, headers: headers, cancel: token)
+        }
+        // `text()` is one Rust future over the whole stream: only `cancel()` can stop it.
+        return try await withTaskCancellationHandler {
+            try await stream.text()
+        } onCancel: {
+            stream.cancel()
+        }
+    }
+
+    /// `Chat`: every element of `requests` starts a generation as it is produced, and
+    /// the responses of the generations come back in order (`tokens.sequenceId` tells
+    /// them apart), while later requests are still being produced.
+    ///
+    ///     let (turns, next) = AsyncStream<GenerateRequest>.makeStream()
+    ///     next.yield(GenerateRequest(inputIds: prompt, maxNewTokens: 64))
+    ///     for try await response in client.chat(turns) {
+    ///         print(response.tokens.text(), terminator: "")
+    ///         if response.isComplete { next.finish() }   // or yield the next turn
+    ///     }
+    ///
+    /// As `bidiStream`: leaving the loop early or cancelling the consuming task cancels
+    /// both directions; a server error ends the sequence with its `QuillError` after the
+    /// responses before it; a failing request sequence breaks the request off and its
+    /// own error ends the sequence. A generation cut off before its complete response is
+    /// `QuillError.Stream`.
+    public func chat<S: AsyncSequence & Sendable>(
+        _ requests: S
+    ) -> AsyncThrowingStream<GenerateResponse, Error> where S.Element == GenerateRequest {
+        let call = openChat()
+        return AsyncThrowingStream { continuation in
+            let task = Task {
+                let outcome = PumpOutcome()
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        await pump(
+                            requests, outcome: outcome,
+                            send: { try await call.send(request: $0) },
+                            finish: { try await call.finish() },
+                            abort: { call.abort(reason: $0) })
+                    }
+                    do {
+                        let responses = try await withCancellation { try await call.responses(cancel: $0) }
+                        for try await response in responses.responses {
+                            continuation.yield(response)
+                        }
+                        continuation.finish(throwing: outcome.failure)
+                    } catch {
+                        continuation.finish(throwing: outcome.failure ?? error)
+                    }
+                    // The call is over: requests not yet sent have nowhere to go.
+                    group.cancelAll()
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
         }
     }
 }
