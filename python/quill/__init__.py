@@ -12,8 +12,12 @@ import os
 
 from quill._quill import (
     DType,
+    GenerateRequest,
+    GenerateResponse,
+    GenerateStream,
     QuillClient,
     Stream,
+    StreamTiming,
     Tensor,
     TensorMeta,
     Token,
@@ -47,6 +51,10 @@ __all__ = [
     "__version__",
     "QuillClient",
     "Stream",
+    "GenerateStream",
+    "GenerateRequest",
+    "GenerateResponse",
+    "StreamTiming",
     "DType",
     "Tensor",
     "TensorMeta",

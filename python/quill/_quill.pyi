@@ -8,6 +8,8 @@ if sys.version_info >= (3, 11):
     from typing import NotRequired, Self
 else:
     from typing_extensions import NotRequired, Self
+from typing_extensions import disjoint_base
+
 if sys.version_info >= (3, 13):
     from types import CapsuleType
 else:
@@ -17,8 +19,12 @@ import numpy.typing as npt
 
 __all__ = [
     "DType",
+    "GenerateRequest",
+    "GenerateResponse",
+    "GenerateStream",
     "QuillClient",
     "Stream",
+    "StreamTiming",
     "Tensor",
     "TensorMeta",
     "Token",
@@ -363,6 +369,68 @@ class QuillClient:
         timeout_ms: int | None = None,
         headers: _Headers | None = None,
     ) -> Stream: ...
+    def generate(
+        self,
+        input_ids: Iterable[int],
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        stop_token_ids: Iterable[int] | None = None,
+        repetition_penalty: float | None = None,
+        stream_embeddings: bool = False,
+        timeout_ms: int | None = None,
+        headers: _Headers | None = None,
+    ) -> GenerateStream: ...
+    def generate_async(
+        self,
+        input_ids: Iterable[int],
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        stop_token_ids: Iterable[int] | None = None,
+        repetition_penalty: float | None = None,
+        stream_embeddings: bool = False,
+        timeout_ms: int | None = None,
+        headers: _Headers | None = None,
+    ) -> GenerateStream: ...
+    def chat(
+        self,
+        requests: Iterable[GenerateRequest | Mapping[str, Any]],
+        *,
+        timeout_ms: int | None = None,
+        headers: _Headers | None = None,
+    ) -> GenerateStream: ...
+    def chat_async(
+        self,
+        requests: Iterable[GenerateRequest | Mapping[str, Any]],
+        *,
+        timeout_ms: int | None = None,
+        headers: _Headers | None = None,
+    ) -> GenerateStream: ...
+    def embed(
+        self,
+        input_ids: Iterable[int],
+        *,
+        layers: Iterable[int] | None = None,
+        pool: bool = False,
+        pool_strategy: str | None = None,
+        timeout_ms: int | None = None,
+        headers: _Headers | None = None,
+    ) -> list[Tensor]: ...
+    def embed_async(
+        self,
+        input_ids: Iterable[int],
+        *,
+        layers: Iterable[int] | None = None,
+        pool: bool = False,
+        pool_strategy: str | None = None,
+        timeout_ms: int | None = None,
+        headers: _Headers | None = None,
+    ) -> Awaitable[list[Tensor]]: ...
     def bidi_stream(
         self,
         service: str,
@@ -427,7 +495,7 @@ class QuillClient:
     @property
     def selected_prism(self) -> str | None: ...
 
-@final
+@disjoint_base
 class Stream:
     """Messages (bytes) or TokenBatch objects, depending on how it was opened."""
 
@@ -440,6 +508,94 @@ class Stream:
     def __exit__(self, t: object, v: object, tb: object, /) -> None: ...
     def __aenter__(self) -> Awaitable[Stream]: ...
     def __aexit__(self, t: object, v: object, tb: object, /) -> Awaitable[None]: ...
+
+@final
+class GenerateRequest:
+    """quill.inference.v1.GenerateRequest: one turn of QuillClient.chat."""
+
+    def __new__(
+        cls,
+        input_ids: Iterable[int],
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        stop_token_ids: Iterable[int] | None = None,
+        repetition_penalty: float | None = None,
+        stream_embeddings: bool = False,
+    ) -> Self: ...
+    @property
+    def input_ids(self) -> list[int]: ...
+    @property
+    def max_new_tokens(self) -> int | None: ...
+    @property
+    def temperature(self) -> float | None: ...
+    @property
+    def top_p(self) -> float | None: ...
+    @property
+    def top_k(self) -> int | None: ...
+    @property
+    def stop_token_ids(self) -> list[int]: ...
+    @property
+    def repetition_penalty(self) -> float | None: ...
+    @property
+    def stream_embeddings(self) -> bool: ...
+    def encode(self) -> bytes: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    def __ne__(self, other: object, /) -> bool: ...
+
+@final
+class GenerateResponse:
+    """One response of a generate or chat stream."""
+
+    @property
+    def tokens(self) -> TokenBatch: ...
+    @property
+    def attention_mask(self) -> list[bool]: ...
+    @property
+    def embedding(self) -> Tensor | None: ...
+    @property
+    def total_generated(self) -> int: ...
+    @property
+    def is_complete(self) -> bool: ...
+    @property
+    def finish_reason(self) -> str | None: ...
+
+@final
+class StreamTiming:
+    """Timing of a generate or chat stream, in milliseconds from the start of the call."""
+
+    @property
+    def tokens(self) -> int: ...
+    @property
+    def responses(self) -> int: ...
+    @property
+    def time_to_first_token_ms(self) -> float | None: ...
+    @property
+    def inter_token_p50_ms(self) -> float | None: ...
+    @property
+    def inter_token_p99_ms(self) -> float | None: ...
+    @property
+    def elapsed_ms(self) -> float | None: ...
+    @property
+    def tokens_per_second(self) -> float | None: ...
+
+@final
+class GenerateStream(Stream):
+    """A Stream of GenerateResponse objects with timing, batches() and text()."""
+
+    def __iter__(self) -> GenerateStream: ...
+    def __next__(self) -> GenerateResponse: ...
+    def __aiter__(self) -> GenerateStream: ...
+    def __anext__(self) -> Awaitable[GenerateResponse]: ...
+    def __enter__(self) -> GenerateStream: ...
+    def __aenter__(self) -> Awaitable[GenerateStream]: ...
+    @property
+    def timing(self) -> StreamTiming | None: ...
+    def batches(self) -> Stream: ...
+    def text(self) -> str: ...
+    def text_async(self) -> Awaitable[str]: ...
 
 def _mark_shutdown() -> None: ...
 def _after_fork_in_child() -> None: ...

@@ -40,7 +40,7 @@ pub use response::GenerateResponse;
 #[cfg(feature = "python")]
 pub(crate) use response::GenerateTracker;
 pub use stream::GenerateStream;
-pub use timing::StreamTiming;
+pub use timing::{StreamTimer, StreamTiming};
 
 pub use crate::proto::inference::v1::{EmbedRequest, GenerateRequest};
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use prost::Message;
 
-use super::timing::{StreamTiming, TimingRecorder};
+use super::timing::{StreamTimer, StreamTiming};
 use crate::error::{QuillError, Result};
 use crate::proto::inference::v1 as pb;
 use crate::proto::token_batch_from_proto;
@@ -70,7 +70,7 @@ pub(crate) enum Expect {
 #[derive(Debug, Clone)]
 pub(crate) struct GenerateTracker {
     expect: Expect,
-    timing: TimingRecorder,
+    timing: StreamTimer,
     responses: u64,
     /// The last response received was complete (or none has arrived yet).
     between_generations: bool,
@@ -81,7 +81,7 @@ impl GenerateTracker {
     pub(crate) fn start(expect: Expect) -> GenerateTracker {
         GenerateTracker {
             expect,
-            timing: TimingRecorder::start(),
+            timing: StreamTimer::start(),
             responses: 0,
             between_generations: true,
         }

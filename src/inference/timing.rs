@@ -35,9 +35,21 @@ pub struct StreamTiming {
     pub tokens_per_second: Option<f64>,
 }
 
-/// Records deliveries; [`timing`](Self::timing) summarises them.
+/// Times the deliveries of a token stream: what [`GenerateStream`](super::GenerateStream)
+/// uses, public so a raw stream (e.g. a [`TokenStream`](crate::client::TokenStream)) can
+/// be timed the same way.
+///
+/// ```
+/// use quill::inference::StreamTimer;
+/// let mut timer = StreamTimer::start();
+/// timer.delivered(8);
+/// timer.delivered(8);
+/// let t = timer.timing();
+/// assert_eq!((t.tokens, t.responses), (16, 2));
+/// assert!(t.time_to_first_token_ms.is_some() && t.inter_token_p50_ms.is_some());
+/// ```
 #[derive(Debug, Clone)]
-pub(crate) struct TimingRecorder {
+pub struct StreamTimer {
     start: Instant,
     first: Option<Instant>,
     last: Option<Instant>,
@@ -48,10 +60,10 @@ pub(crate) struct TimingRecorder {
     gaps: Vec<(f32, u32)>,
 }
 
-impl TimingRecorder {
+impl StreamTimer {
     /// A recorder whose clock starts now (create it before the call is sent).
-    pub(crate) fn start() -> TimingRecorder {
-        TimingRecorder {
+    pub fn start() -> StreamTimer {
+        StreamTimer {
             start: Instant::now(),
             first: None,
             last: None,
@@ -62,7 +74,7 @@ impl TimingRecorder {
     }
 
     /// One response carrying `tokens` tokens was handed to the consumer.
-    pub(crate) fn delivered(&mut self, tokens: usize) {
+    pub fn delivered(&mut self, tokens: usize) {
         self.responses += 1;
         if tokens == 0 {
             return;
@@ -80,7 +92,8 @@ impl TimingRecorder {
         self.tokens += tokens as u64;
     }
 
-    pub(crate) fn timing(&self) -> StreamTiming {
+    /// The summary so far.
+    pub fn timing(&self) -> StreamTiming {
         let ms = |t: Instant| t.duration_since(self.start).as_secs_f64() * 1e3;
         let elapsed_ms = self.last.map(ms);
         let (p50, p99) = self.percentiles();
@@ -127,13 +140,13 @@ mod tests {
 
     #[test]
     fn nothing_delivered_has_no_times() {
-        let t = TimingRecorder::start().timing();
+        let t = StreamTimer::start().timing();
         assert_eq!(t, StreamTiming::default());
     }
 
     #[test]
     fn gaps_are_split_per_token_and_weighted() {
-        let mut r = TimingRecorder::start();
+        let mut r = StreamTimer::start();
         r.delivered(0);
         r.delivered(4);
         // 99 tokens each 1 ms apart, then one batch of 1 token after 50 ms.
@@ -149,7 +162,7 @@ mod tests {
 
     #[test]
     fn tokens_per_second_counts_from_the_start() {
-        let mut r = TimingRecorder::start();
+        let mut r = StreamTimer::start();
         std::thread::sleep(Duration::from_millis(20));
         r.delivered(10);
         std::thread::sleep(Duration::from_millis(20));

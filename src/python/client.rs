@@ -15,6 +15,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyString, 
 
 use super::args;
 use super::errors::{to_py_err, IntoPyResult};
+use super::inference::{self, PyGenerateRequest, PyGenerateStream};
 use super::stream::{pump_requests, PyStream, StreamKind};
 use super::tensor::{bytes_like, PyTensor};
 use super::{exit, logging, wait};
@@ -120,11 +121,11 @@ impl PyQuillClient {
     ) -> PyResult<Call> {
         let _inside = exit::enter(py);
         let call = Call::new(service, method, request_body(py, request)?);
-        Ok(options(call, timeout_ms, headers))
+        Ok(call_options(call, timeout_ms, headers))
     }
 
     /// Runs `call` on this thread with the GIL released (signals checked meanwhile).
-    fn run_blocking<A: Answer>(&self, py: Python<'_>, call: Call) -> PyResult<A> {
+    pub(crate) fn run_blocking<A: Answer>(&self, py: Python<'_>, call: Call) -> PyResult<A> {
         logging::tick(py)?;
         wait::blocking(py, |tick| self.inner.run_blocking_with(call, tick, None))
     }
@@ -149,7 +150,7 @@ impl PyQuillClient {
 
     /// Runs `call` on the client's runtime and returns an asyncio future of its answer,
     /// converted by `convert` with the GIL held.
-    fn run_async<'py, A: Answer>(
+    pub(crate) fn run_async<'py, A: Answer>(
         &self,
         py: Python<'py>,
         call: Call,
@@ -221,7 +222,7 @@ impl ReplyInBytes {
 
 /// `call` with the per-call options of the Python signature (`timeout_ms=None` keeps
 /// the client's timeout).
-fn options(
+pub(crate) fn call_options(
     mut call: Call,
     timeout_ms: Option<u64>,
     headers: Option<Vec<(String, String)>>,
@@ -514,7 +515,7 @@ impl PyQuillClient {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let _inside = exit::enter(py);
         let call = Call::new(service, method, raw_body(py, request)?).idempotent(idempotent);
-        self.run_for_bytes(py, options(call, timeout_ms, headers))
+        self.run_for_bytes(py, call_options(call, timeout_ms, headers))
     }
 
     /// A JSON call: `request` (dict, list, str, …) is sent as JSON, the JSON answer
@@ -534,7 +535,7 @@ impl PyQuillClient {
         let _inside = exit::enter(py);
         let call = Call::new(service, method, json_body(py, request)?).idempotent(idempotent);
         let path = call.path();
-        let reply: Reply = self.run_blocking(py, options(call, timeout_ms, headers))?;
+        let reply: Reply = self.run_blocking(py, call_options(call, timeout_ms, headers))?;
         json_value(py, reply, path)
     }
 
@@ -555,7 +556,7 @@ impl PyQuillClient {
         let call = Call::new(service, method, raw_body(py, request)?).idempotent(idempotent);
         self.run_async(
             py,
-            options(call, timeout_ms, headers),
+            call_options(call, timeout_ms, headers),
             |py, reply: Reply| Ok(PyBytes::new(py, &reply.body).into_any()),
         )
     }
@@ -578,7 +579,7 @@ impl PyQuillClient {
         let path = call.path();
         self.run_async(
             py,
-            options(call, timeout_ms, headers),
+            call_options(call, timeout_ms, headers),
             move |py, reply: Reply| json_value(py, reply, path),
         )
     }
@@ -663,7 +664,7 @@ impl PyQuillClient {
         PyStream::open(
             py,
             self,
-            options(call, timeout_ms, headers),
+            call_options(call, timeout_ms, headers),
             StreamKind::Messages,
             true,
         )
@@ -682,7 +683,7 @@ impl PyQuillClient {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let _inside = exit::enter(py);
         let call = Call::messages(service, method, pump_requests(py, requests)?);
-        self.run_for_bytes(py, options(call, timeout_ms, headers))
+        self.run_for_bytes(py, call_options(call, timeout_ms, headers))
     }
 
     /// Sends `tensor` as the request body in tensor frames (its bytes are not copied);
@@ -699,7 +700,7 @@ impl PyQuillClient {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let _inside = exit::enter(py);
         let call = Call::tensor(service, method, tensor.get().inner.clone());
-        self.run_for_bytes(py, options(call, timeout_ms, headers))
+        self.run_for_bytes(py, call_options(call, timeout_ms, headers))
     }
 
     /// A call whose response is one tensor in tensor frames. A dict/list/str request
@@ -717,6 +718,143 @@ impl PyQuillClient {
         let call = self.stream_call(py, service, method, request, timeout_ms, headers)?;
         let tensor: Tensor = self.run_blocking(py, call)?;
         Ok(PyTensor::wrap(tensor))
+    }
+
+    /// `quill.inference.v1.InferenceService/Generate`: a `GenerateStream` of
+    /// `GenerateResponse`s for the prompt's token ids. Opens the call now (a status
+    /// error is raised here); breaking out of the loop cancels the generation.
+    #[pyo3(signature = (input_ids, *, max_new_tokens=None, temperature=None, top_p=None,
+        top_k=None, stop_token_ids=None, repetition_penalty=None, stream_embeddings=false,
+        timeout_ms=None, headers=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn generate(
+        &self,
+        py: Python<'_>,
+        input_ids: Vec<u32>,
+        max_new_tokens: Option<u32>,
+        temperature: Option<f32>,
+        top_p: Option<f32>,
+        top_k: Option<u32>,
+        stop_token_ids: Option<Vec<u32>>,
+        repetition_penalty: Option<f32>,
+        stream_embeddings: bool,
+        #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
+        #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
+    ) -> PyResult<Py<PyGenerateStream>> {
+        let request = PyGenerateRequest::new(
+            input_ids,
+            max_new_tokens,
+            temperature,
+            top_p,
+            top_k,
+            stop_token_ids,
+            repetition_penalty,
+            stream_embeddings,
+        );
+        inference::generate(py, self, &request, timeout_ms, headers, true)
+    }
+
+    /// `async for r in client.generate_async(...)`: `generate`, opened on the first
+    /// iteration.
+    #[pyo3(signature = (input_ids, *, max_new_tokens=None, temperature=None, top_p=None,
+        top_k=None, stop_token_ids=None, repetition_penalty=None, stream_embeddings=false,
+        timeout_ms=None, headers=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn generate_async(
+        &self,
+        py: Python<'_>,
+        input_ids: Vec<u32>,
+        max_new_tokens: Option<u32>,
+        temperature: Option<f32>,
+        top_p: Option<f32>,
+        top_k: Option<u32>,
+        stop_token_ids: Option<Vec<u32>>,
+        repetition_penalty: Option<f32>,
+        stream_embeddings: bool,
+        #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
+        #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
+    ) -> PyResult<Py<PyGenerateStream>> {
+        let request = PyGenerateRequest::new(
+            input_ids,
+            max_new_tokens,
+            temperature,
+            top_p,
+            top_k,
+            stop_token_ids,
+            repetition_penalty,
+            stream_embeddings,
+        );
+        inference::generate(py, self, &request, timeout_ms, headers, false)
+    }
+
+    /// `quill.inference.v1.InferenceService/Chat`: each item of `requests` (a
+    /// `GenerateRequest`, or a dict of its arguments) starts a generation as soon as it
+    /// is produced; the `GenerateStream` yields their responses as they come.
+    #[pyo3(signature = (requests, *, timeout_ms=None, headers=None))]
+    fn chat(
+        &self,
+        py: Python<'_>,
+        requests: &Bound<'_, PyAny>,
+        #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
+        #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
+    ) -> PyResult<Py<PyGenerateStream>> {
+        inference::chat(py, self, requests, timeout_ms, headers, true)
+    }
+
+    /// `async for r in client.chat_async(requests)`: `chat`, opened on the first
+    /// iteration.
+    #[pyo3(signature = (requests, *, timeout_ms=None, headers=None))]
+    fn chat_async(
+        &self,
+        py: Python<'_>,
+        requests: &Bound<'_, PyAny>,
+        #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
+        #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
+    ) -> PyResult<Py<PyGenerateStream>> {
+        inference::chat(py, self, requests, timeout_ms, headers, false)
+    }
+
+    /// `quill.inference.v1.InferenceService/Embed`: one float `Tensor` per layer asked
+    /// for (`numpy.asarray(t)` is a zero-copy view). Idempotent: retried when the
+    /// client has `max_retries`.
+    #[pyo3(signature = (input_ids, *, layers=None, pool=false, pool_strategy=None,
+        timeout_ms=None, headers=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn embed<'py>(
+        &self,
+        py: Python<'py>,
+        input_ids: Vec<u32>,
+        layers: Option<Vec<i32>>,
+        pool: bool,
+        pool_strategy: Option<String>,
+        #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
+        #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let _inside = exit::enter(py);
+        let call =
+            inference::embed_request(input_ids, layers, pool, pool_strategy, timeout_ms, headers);
+        let reply: Reply = self.run_blocking(py, call)?;
+        inference::embed_reply(py, reply)
+    }
+
+    /// `await client.embed_async(...)`: `embed` for asyncio.
+    #[pyo3(signature = (input_ids, *, layers=None, pool=false, pool_strategy=None,
+        timeout_ms=None, headers=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn embed_async<'py>(
+        &self,
+        py: Python<'py>,
+        input_ids: Vec<u32>,
+        layers: Option<Vec<i32>>,
+        pool: bool,
+        pool_strategy: Option<String>,
+        #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
+        #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let _inside = exit::enter(py);
+        let call =
+            inference::embed_request(input_ids, layers, pool, pool_strategy, timeout_ms, headers);
+        self.run_async(py, call, inference::embed_reply)
     }
 
     /// Closes the client: calls and streams in flight on any thread end with

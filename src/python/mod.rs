@@ -11,6 +11,7 @@ mod dlpack;
 mod dtype;
 mod errors;
 mod exit;
+mod inference;
 mod logging;
 mod numpy_conv;
 mod stream;
@@ -38,6 +39,10 @@ fn _quill(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::PyQuillClient>()?;
     m.add_class::<stream::PyStream>()?;
     m.add_class::<stream::PyRequestSink>()?;
+    m.add_class::<inference::PyGenerateRequest>()?;
+    m.add_class::<inference::PyGenerateResponse>()?;
+    m.add_class::<inference::PyGenerateStream>()?;
+    m.add_class::<inference::PyStreamTiming>()?;
     m.add_function(wrap_pyfunction!(exit::_mark_shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(exit::_after_fork_in_child, m)?)?;
     logging::install();

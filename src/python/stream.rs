@@ -12,12 +12,14 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyBytes;
 
 use super::client::{request_bytes, PyQuillClient};
+use super::inference::PyGenerateResponse;
 use super::token::PyTokenBatch;
 use super::{exit, wait};
 use crate::client::{
     request_stream, Call, MessageStream, QuillClient, RequestSender, RequestStream,
 };
 use crate::error::QuillError;
+use crate::inference::{tracker_for, GenerateResponse, GenerateTracker, StreamTiming};
 use crate::token::TokenBatch;
 
 /// What each message of a stream is decoded into.
@@ -25,6 +27,11 @@ use crate::token::TokenBatch;
 pub(crate) enum StreamKind {
     Messages,
     Tokens,
+    /// `GenerateResponse`s of `quill.inference.v1` (`chat`: of a Chat call), checked
+    /// and timed by the core's tracker.
+    Generate {
+        chat: bool,
+    },
 }
 
 /// Queue depth between the Python thread producing requests and the HTTP body.
@@ -43,12 +50,25 @@ pub(crate) fn pump_requests(
     py: Python<'_>,
     requests: &Bound<'_, PyAny>,
 ) -> PyResult<RequestStream> {
+    pump_encoded(py, requests, request_bytes)
+}
+
+/// How the pump turns one item of the iterable into a request message.
+pub(crate) type Encode = fn(Python<'_>, &Bound<'_, PyAny>) -> PyResult<Bytes>;
+
+/// [`pump_requests`] with each item encoded by `encode`.
+pub(crate) fn pump_encoded(
+    py: Python<'_>,
+    requests: &Bound<'_, PyAny>,
+    encode: Encode,
+) -> PyResult<RequestStream> {
     let iter = requests.try_iter()?;
     let (tx, rx) = request_stream(REQUEST_QUEUE);
     let sink = Bound::new(
         py,
         PyRequestSink {
             tx: Mutex::new(Some(tx)),
+            encode,
         },
     )?;
     PUMP.import(py, "quill._pump", "start")?
@@ -60,6 +80,7 @@ pub(crate) fn pump_requests(
 #[pyclass(name = "_RequestSink", module = "quill._quill", frozen)]
 pub(crate) struct PyRequestSink {
     tx: Mutex<Option<RequestSender>>,
+    encode: Encode,
 }
 
 impl PyRequestSink {
@@ -74,7 +95,7 @@ impl PyRequestSink {
     /// full. Returns False once the call is over, so the pump stops pulling.
     fn send(&self, py: Python<'_>, item: &Bound<'_, PyAny>) -> PyResult<bool> {
         let _inside = exit::enter(py);
-        let body = request_bytes(py, item)?;
+        let body = (self.encode)(py, item)?;
         let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
         let Some(tx) = guard.as_ref() else {
             return Ok(false);
@@ -106,11 +127,15 @@ struct Core {
     stream: OnceLock<Arc<MessageStream>>,
     closed: Mutex<bool>,
     kind: StreamKind,
+    /// Decodes and times `Generate` streams.
+    tracker: Option<Mutex<GenerateTracker>>,
+    path: String,
 }
 
-enum Item {
+pub(crate) enum Item {
     Message(Bytes),
     Batch(TokenBatch),
+    Generated(GenerateResponse),
 }
 
 impl Core {
@@ -135,9 +160,18 @@ impl Core {
         Ok(s)
     }
 
+    fn tracker(&self) -> Option<std::sync::MutexGuard<'_, GenerateTracker>> {
+        self.tracker
+            .as_ref()
+            .map(|t| t.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     async fn next(&self) -> Result<Option<Item>, QuillError> {
         let s = self.opened().await?;
         let Some(msg) = s.next_message().await? else {
+            if let Some(tracker) = self.tracker() {
+                tracker.end(&self.path)?;
+            }
             return Ok(None);
         };
         Ok(Some(match self.kind {
@@ -147,6 +181,10 @@ impl Core {
                     reason: format!("stream message is not a valid TokenBatch: {e}"),
                 })?)
             }
+            StreamKind::Generate { .. } => match self.tracker() {
+                Some(mut tracker) => Item::Generated(tracker.message(msg)?),
+                None => Item::Message(msg),
+            },
         }))
     }
 
@@ -160,33 +198,107 @@ impl Core {
     }
 }
 
-fn item_to_py(py: Python<'_>, item: Item) -> PyResult<Bound<'_, PyAny>> {
+/// What iteration yields of each item.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum View {
+    Whole,
+    /// Only the `TokenBatch` of each `GenerateResponse` (`GenerateStream.batches()`).
+    Batches,
+}
+
+fn item_to_py(py: Python<'_>, item: Item, view: View) -> PyResult<Bound<'_, PyAny>> {
     match item {
         Item::Message(b) => Ok(PyBytes::new(py, &b).into_any()),
         Item::Batch(b) => Ok(Bound::new(py, PyTokenBatch(b))?.into_any()),
+        Item::Generated(r) if view == View::Batches => {
+            Ok(Bound::new(py, PyTokenBatch(r.tokens))?.into_any())
+        }
+        Item::Generated(r) => Ok(Bound::new(py, PyGenerateResponse::wrap(py, r)?)?.into_any()),
     }
 }
 
 /// A response stream: `for m in stream`, `async for m in stream`, `with stream:`.
-#[pyclass(name = "Stream", module = "quill", frozen)]
+#[pyclass(name = "Stream", module = "quill", frozen, subclass)]
 pub struct PyStream {
     core: Arc<Core>,
+    /// Shared by the views of one stream (`batches()`): the last one dropped cancels.
+    _owner: Arc<CloseOnDrop>,
     client: Arc<QuillClient>,
     path: String,
+    view: View,
 }
 
 impl PyStream {
     fn new(client: &PyQuillClient, path: String, kind: StreamKind, opener: Opener) -> PyStream {
+        let tracker = match kind {
+            StreamKind::Generate { chat } => Some(Mutex::new(tracker_for(chat))),
+            _ => None,
+        };
+        let core = Arc::new(Core {
+            opener: tokio::sync::Mutex::new(Some(opener)),
+            stream: OnceLock::new(),
+            closed: Mutex::new(false),
+            kind,
+            tracker,
+            path: path.clone(),
+        });
         PyStream {
-            core: Arc::new(Core {
-                opener: tokio::sync::Mutex::new(Some(opener)),
-                stream: OnceLock::new(),
-                closed: Mutex::new(false),
-                kind,
-            }),
+            _owner: Arc::new(CloseOnDrop(core.clone())),
+            core,
             client: client.inner.clone(),
             path,
+            view: View::Whole,
         }
+    }
+
+    /// Timing of a `Generate` or `Chat` stream so far.
+    pub(crate) fn timing(&self) -> Option<StreamTiming> {
+        self.core.tracker().map(|t| t.timing())
+    }
+
+    /// The same stream, iterated as token batches only.
+    pub(crate) fn batches(&self) -> PyStream {
+        PyStream {
+            core: self.core.clone(),
+            _owner: self._owner.clone(),
+            client: self.client.clone(),
+            path: self.path.clone(),
+            view: View::Batches,
+        }
+    }
+
+    /// The text of every remaining token, once the stream ended: a future for
+    /// `wait::block_on` or `wait::to_asyncio`.
+    pub(crate) fn text_future(
+        &self,
+    ) -> impl std::future::Future<Output = Result<String, QuillError>> + Send + 'static {
+        let core = self.core.clone();
+        // The stream object may be gone before the future is awaited
+        // (`await client.generate_async(...).text_async()`): keep the call alive.
+        let owner = self._owner.clone();
+        async move {
+            let _owner = owner;
+            let mut text = String::new();
+            while let Some(item) = core.next().await? {
+                let batch = match item {
+                    Item::Generated(r) => r.tokens,
+                    Item::Batch(b) => b,
+                    Item::Message(_) => continue,
+                };
+                for t in &batch.tokens {
+                    text.push_str(t.text.as_deref().unwrap_or_default());
+                }
+            }
+            Ok(text)
+        }
+    }
+
+    pub(crate) fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub(crate) fn runtime(&self) -> PyResult<tokio::runtime::Handle> {
+        self.handle()
     }
 
     fn handle(&self) -> PyResult<tokio::runtime::Handle> {
@@ -233,7 +345,7 @@ impl PyStream {
         let _inside = exit::enter(py);
         let core = self.core.clone();
         match wait::block_on(py, &self.handle()?, async move { core.next().await })? {
-            Some(item) => item_to_py(py, item),
+            Some(item) => item_to_py(py, item, self.view),
             None => Err(PyStopIteration::new_err(())),
         }
     }
@@ -245,12 +357,13 @@ impl PyStream {
     fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let _inside = exit::enter(py);
         let core = self.core.clone();
+        let view = self.view;
         wait::to_asyncio(
             py,
             &self.handle()?,
             async move { core.next().await },
-            |py, item| match item {
-                Some(item) => item_to_py(py, item),
+            move |py, item| match item {
+                Some(item) => item_to_py(py, item, view),
                 None => Err(PyStopAsyncIteration::new_err(())),
             },
         )
@@ -290,9 +403,12 @@ impl PyStream {
     }
 }
 
-impl Drop for PyStream {
+/// Dropping the Python objects of a stream (e.g. `break` out of a loop) cancels the
+/// call.
+struct CloseOnDrop(Arc<Core>);
+
+impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        // Dropping the Python object (e.g. `break` out of a loop) cancels the call.
-        self.core.close();
+        self.0.close();
     }
 }
