@@ -122,6 +122,13 @@ fn main() {
                     })
                 })
             }
+            // The timing hook of typed generate streams, per response of SIZE tokens.
+            "stream_timer" => {
+                let mut timer = quill::inference::StreamTimer::start();
+                let per_call = window(budget, || timer.delivered(size));
+                assert!(timer.timing().tokens > 0);
+                per_call
+            }
             other => panic!("unknown kind {other:?}"),
         };
         writeln!(out, "{per_call}").expect("stdout");
