@@ -2,8 +2,9 @@
 // scripts/bindings regenerates; do not edit that one). Everything here is a thin layer:
 // the facts (dtype table, codecs, validation) stay in the Rust core.
 //
-// The generated objects (QuillClient, Tensor, MessageStream, TokenStream) already
-// implement AutoCloseable, so `use { }` works on them as it is.
+// The generated objects (QuillClient, Tensor, MessageStream, TokenStream,
+// GenerateStream, ChatCall) already implement AutoCloseable, so `use { }` works on them
+// as it is.
 
 package dev.quill
 
@@ -43,10 +44,13 @@ fun TokenStream.asFlow(): Flow<TokenBatch> = flow {
     drain(stream, { stream.next() }, { stream.cancel() }) { emit(it) }
 }
 
+// [ended] runs after the last item and before the close, while the stream can still
+// tell how it went (its timing).
 private suspend inline fun <T : Any> drain(
     stream: AutoCloseable,
     next: () -> T?,
     cancel: () -> Unit,
+    ended: () -> Unit = {},
     emit: (T) -> Unit,
 ) {
     var finished = false
@@ -56,6 +60,7 @@ private suspend inline fun <T : Any> drain(
             emit(item)
         }
         finished = true
+        ended()
     } finally {
         if (!finished) cancel()
         stream.close()
@@ -71,9 +76,9 @@ private suspend inline fun <T : Any> drain(
  * cancellation of the flow breaks the request stream off instead ([send] and [finish]
  * are the call object's, [abort] its abort). Once the call is over, the pump stops.
  */
-private suspend fun pump(
-    requests: Flow<ByteArray>,
-    send: suspend (ByteArray) -> Unit,
+private suspend fun <T> pump(
+    requests: Flow<T>,
+    send: suspend (T) -> Unit,
     finish: suspend () -> Unit,
     abort: (String) -> Unit,
 ) {
@@ -137,6 +142,112 @@ suspend fun QuillClient.clientStream(service: String, method: String, requests: 
             call.response()
         }
     }
+
+// ---------------------------------------------------------------------------------
+// The typed inference API (quill.inference.v1.InferenceService)
+// ---------------------------------------------------------------------------------
+
+/**
+ * The responses of this stream as a cold, single-use [Flow]; see [MessageStream.asFlow]
+ * for cancellation and ownership. Read [GenerateStream.timing] inside the collection if
+ * you need it (the stream is closed once the flow completes), or use
+ * [QuillClient.generateFlow] with `onTiming`.
+ *
+ * ```
+ * client.generate(request).asFlow().collect { print(it.tokens.text()) }
+ * ```
+ */
+fun GenerateStream.asFlow(): Flow<GenerateResponse> = flow {
+    val stream = this@asFlow
+    drain(stream, { stream.next() }, { stream.cancel() }) { emit(it) }
+}
+
+// The call starts when the flow is collected, so every collection is a new generation
+// and the timing covers what the collector saw.
+private fun <T : Any> QuillClient.generated(
+    request: GenerateRequest,
+    headers: List<HeaderEntry>,
+    onTiming: ((StreamTiming) -> Unit)?,
+    next: suspend (GenerateStream) -> T?,
+): Flow<T> = flow {
+    val stream = generate(request, headers)
+    drain(stream, { next(stream) }, { stream.cancel() }, ended = { onTiming?.invoke(stream.timing()) }) { emit(it) }
+}
+
+/**
+ * `Generate` as a cold [Flow] of its responses: each collection makes the call (with
+ * [headers] on it), and stopping early (`take(n)`, `first()`, cancellation) cancels it,
+ * so the server stops generating. [onTiming] gets the final [StreamTiming] when the
+ * stream ended complete; it is not called when the collection stops early or fails.
+ * A response's `embedding` (`streamEmbeddings`) is the collector's to close.
+ *
+ * ```
+ * client.generateFlow(GenerateRequest(inputIds = ids, maxNewTokens = 64u), onTiming = { println(it) })
+ *     .collect { print(it.tokens.text()) }
+ * ```
+ */
+fun QuillClient.generateFlow(
+    request: GenerateRequest,
+    headers: List<HeaderEntry> = listOf(),
+    onTiming: ((StreamTiming) -> Unit)? = null,
+): Flow<GenerateResponse> = generated(request, headers, onTiming) { it.next() }
+
+/**
+ * [generateFlow] reduced to the token batches. The embeddings, if any, are dropped in
+ * the core, so nothing needs closing.
+ *
+ * ```
+ * client.generateBatches(request).collect { batch -> print(batch.text()) }
+ * ```
+ */
+fun QuillClient.generateBatches(
+    request: GenerateRequest,
+    headers: List<HeaderEntry> = listOf(),
+    onTiming: ((StreamTiming) -> Unit)? = null,
+): Flow<TokenBatch> = generated(request, headers, onTiming) { it.nextBatch() }
+
+/**
+ * The whole text of a `Generate` call, joined in the core (one FFI call for the stream,
+ * not one per batch). Cancelling the caller cancels the call.
+ *
+ * ```
+ * val text = client.generateText(GenerateRequest(inputIds = ids, maxNewTokens = 32u, temperature = 0f))
+ * ```
+ */
+suspend fun QuillClient.generateText(request: GenerateRequest, headers: List<HeaderEntry> = listOf()): String {
+    val stream = generate(request, headers)
+    var finished = false
+    try {
+        return stream.text().also { finished = true }
+    } finally {
+        if (!finished) stream.cancel()
+        stream.close()
+    }
+}
+
+/**
+ * A `Chat` call: every request of [requests] starts a generation as it is produced,
+ * and the responses of all of them arrive as a cold [Flow] (`tokens.sequenceId` is the
+ * request's 1-based index) while requests are still going out. The call ends once
+ * [requests] is complete and the last generation is. Cancellation and failures work as
+ * in [bidiStream]. Collect it once.
+ *
+ * ```
+ * client.chat(flowOf(GenerateRequest(inputIds = a), GenerateRequest(inputIds = b)))
+ *     .collect { println("${it.tokens.sequenceId}: ${it.tokens.text()}") }
+ * ```
+ */
+fun QuillClient.chat(requests: Flow<GenerateRequest>): Flow<GenerateResponse> = flow {
+    // As in bidiStream: responses are emitted from this coroutine, and the call object
+    // outlives the pump.
+    openChat().use { call ->
+        coroutineScope {
+            val requestPump = launch { pump(requests, { call.send(it) }, { call.finish() }, { call.abort(it) }) }
+            call.responses().asFlow().collect { emit(it) }
+            requestPump.cancel()
+        }
+    }
+}
 
 // ---------------------------------------------------------------------------------
 // Tensors from and to JVM arrays and buffers
