@@ -4,12 +4,15 @@
 //! Checks: no panic; a `Tensor` message that converts gives a core tensor whose size is
 //! its `byte_size` and which converts back to a message that converts to the same
 //! tensor; a `TokenBatch` that converts keeps its mask length; every `GenerateResponse`
-//! and `EmbedResponse` that decodes converts without panicking.
+//! and `EmbedResponse` that decodes converts without panicking; the typed API's decoders
+//! (`GenerateResponse::try_from`, `embeddings_from_reply`) never panic, and a response
+//! they accept keeps its token count.
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
+use quill::inference::{embeddings_from_reply, GenerateResponse};
 use quill::proto::inference::v1 as pb;
 use quill::proto::tensor::v1 as pbt;
 use quill::proto::{token_batch_from_proto, token_batch_to_proto};
@@ -36,12 +39,19 @@ fuzz_target!(|input: &[u8]| {
         }
     }
     if let Ok(r) = pb::GenerateResponse::decode(body.clone()) {
+        let tokens = r.tokens.as_ref().map_or(0, |b| b.tokens.len());
+        if let Ok(typed) = GenerateResponse::try_from(r.clone()) {
+            assert_eq!(typed.tokens.tokens.len(), tokens);
+        }
         if let Some(t) = r.embedding {
             check_tensor(t);
         }
         if let Some(b) = r.tokens {
             let _ = token_batch_from_proto(b);
         }
+    }
+    if let Ok(tensors) = embeddings_from_reply(body.clone()) {
+        assert!(tensors.iter().all(|t| t.size_bytes() == t.data().len() as u64));
     }
     if let Ok(r) = pb::EmbedResponse::decode(body) {
         for t in r.embeddings {
