@@ -179,6 +179,24 @@ mod tests {
             .message(Bytes::from_static(&[0x0a, 0x05, 0x01]))
             .unwrap_err();
         assert!(matches!(err, QuillError::Protocol { .. }), "{err}");
+        // Field 1 (tokens, a message) sent as a varint: the wrong wire type.
+        let err = t.message(Bytes::from_static(&[0x08, 0x01])).unwrap_err();
+        assert!(matches!(err, QuillError::Protocol { .. }), "{err}");
+        // An embedding of dtype number 42.
+        let bad = pb::GenerateResponse {
+            embedding: Some(pbt::Tensor {
+                meta: Some(pbt::TensorMeta {
+                    shape: vec![1],
+                    dtype: 42,
+                    byte_size: 4,
+                    ..Default::default()
+                }),
+                data: Bytes::from_static(&[0; 4]),
+            }),
+            ..Default::default()
+        };
+        let err = t.message(bad.encode_to_vec().into()).unwrap_err();
+        assert!(err.to_string().contains("42"), "{err}");
         // An embedding whose byte_size disagrees with its shape.
         let bad = pb::GenerateResponse {
             embedding: Some(pbt::Tensor {
