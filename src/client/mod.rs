@@ -169,6 +169,19 @@ impl QuillClient {
         self.runtime.handle()
     }
 
+    /// Tasks alive on this client's runtime: async calls, stream readers, and one per
+    /// open connection. For leak checks: once calls have ended or been cancelled, it
+    /// falls back to the number of open connections (0 for a closed client).
+    ///
+    /// ```
+    /// let client = quill::QuillClient::new("http://127.0.0.1:9", 1000, false).unwrap();
+    /// assert_eq!(client.live_tasks(), 0);
+    /// ```
+    pub fn live_tasks(&self) -> usize {
+        self.try_runtime_handle()
+            .map_or(0, |h| h.metrics().num_alive_tasks())
+    }
+
     fn read_headers(&self) -> std::sync::RwLockReadGuard<'_, HeaderStore> {
         self.headers.read().unwrap_or_else(|p| p.into_inner())
     }

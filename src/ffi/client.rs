@@ -104,6 +104,13 @@ impl QuillClient {
         self.selected_prism()
     }
 
+    /// Tasks alive on the client's runtime (calls, stream readers, one per open
+    /// connection): a leak check for cancellation.
+    #[uniffi::method(name = "live_tasks")]
+    fn ffi_live_tasks(&self) -> u64 {
+        self.live_tasks() as u64
+    }
+
     /// A copy of the configuration.
     #[uniffi::method(name = "config")]
     fn ffi_config(&self) -> ClientConfig {

@@ -83,6 +83,15 @@ impl Tensor {
         self.data().to_vec()
     }
 
+    /// The address of the element bytes (`size_bytes()` long), which never move and are
+    /// never written while this object lives. For the Swift extras' zero-copy
+    /// `withUnsafeBytes` (uniffi hands byte buffers out only as copies); not meant to
+    /// be called directly.
+    #[uniffi::method(name = "data_address")]
+    fn ffi_data_address(&self) -> u64 {
+        self.data().as_ptr() as usize as u64
+    }
+
     /// Whether both tensors have the same metadata and bytes.
     #[uniffi::method(name = "equals")]
     fn ffi_equals(&self, other: &Tensor) -> bool {

@@ -509,13 +509,31 @@ extension Tensor {
             throw QuillError.InvalidArgument(
                 reason: "tensor has dtype \(dtype().name), not \(T.dtype.name) (\(T.self))")
         }
-        let bytes = toBytes()
         let size = MemoryLayout<T>.size
-        return bytes.withUnsafeBytes { raw in
+        return withUnsafeBytes { raw in
             stride(from: 0, to: raw.count, by: size).map {
                 T.fromLittleEndian(UnsafeRawBufferPointer(rebasing: raw[$0..<$0 + size]))
             }
         }
+    }
+
+    /// Calls `body` with the element bytes where they are, without copying them (the
+    /// generated `toBytes()` copies twice: into a RustBuffer, then into `Data`). The
+    /// bytes are immutable and stay valid while `body` runs; do not keep the pointer.
+    ///
+    ///     let sum = tensor.withUnsafeBytes { raw in raw.reduce(0) { $0 + Int($1) } }
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        // The tensor owns the memory: keep it alive until `body` returns.
+        try withExtendedLifetime(self) {
+            let count = Int(sizeBytes())
+            let start = UnsafeRawPointer(bitPattern: UInt(dataAddress()))
+            return try body(UnsafeRawBufferPointer(start: count == 0 ? nil : start, count: count))
+        }
+    }
+
+    /// The element bytes as `Data`, copied once (`toBytes()` copies twice).
+    public func toData() -> Data {
+        withUnsafeBytes { Data($0) }
     }
 }
 

@@ -1847,6 +1847,12 @@ public protocol QuillClientProtocol: AnyObject, Sendable {
     func headers()  -> [HeaderEntry]
     
     /**
+     * Tasks alive on the client's runtime (calls, stream readers, one per open
+     * connection): a leak check for cancellation.
+     */
+    func liveTasks()  -> UInt64
+    
+    /**
      * Removes a configured header (any case); whether it was set.
      */
     func removeHeader(name: String)  -> Bool
@@ -2105,6 +2111,19 @@ open func headers() -> [HeaderEntry]  {
     return try!  FfiConverterSequenceTypeHeaderEntry.lift(try! rustCall() {
         uniffiCallStatus in
     uniffi_quill_fn_method_quillclient_headers(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Tasks alive on the client's runtime (calls, stream readers, one per open
+     * connection): a leak check for cancellation.
+     */
+open func liveTasks() -> UInt64  {
+    return try!  FfiConverterUInt64.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_quill_fn_method_quillclient_live_tasks(
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
@@ -2604,6 +2623,14 @@ public func FfiConverterTypeQuillLogger_lower(_ value: QuillLogger) -> UInt64 {
  */
 public protocol TensorProtocol: AnyObject, Sendable {
     
+    /**
+     * The address of the element bytes (`size_bytes()` long), which never move and are
+     * never written while this object lives. For the Swift extras' zero-copy
+     * `withUnsafeBytes` (uniffi hands byte buffers out only as copies); not meant to
+     * be called directly.
+     */
+    func dataAddress()  -> UInt64
+    
     func dtype()  -> DType
     
     /**
@@ -2735,6 +2762,21 @@ public static func zeros(shape: [UInt64], dtype: DType, name: String?)throws  ->
 }
     
 
+    
+    /**
+     * The address of the element bytes (`size_bytes()` long), which never move and are
+     * never written while this object lives. For the Swift extras' zero-copy
+     * `withUnsafeBytes` (uniffi hands byte buffers out only as copies); not meant to
+     * be called directly.
+     */
+open func dataAddress() -> UInt64  {
+    return try!  FfiConverterUInt64.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_quill_fn_method_tensor_data_address(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
     
 open func dtype() -> DType  {
     return try!  FfiConverterTypeDType_lift(try! rustCall() {
@@ -5422,6 +5464,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_quill_checksum_method_quillclient_headers() != 21050) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_quill_checksum_method_quillclient_live_tasks() != 2656) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_quill_checksum_method_quillclient_remove_header() != 54545) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -5525,6 +5570,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_quill_checksum_method_clientstreamcall_send() != 43591) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_quill_checksum_method_tensor_data_address() != 40) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_quill_checksum_method_tensor_dtype() != 24519) {

@@ -360,6 +360,11 @@ RustBuffer uniffi_quill_fn_method_quillclient_config(uint64_t ptr, RustCallStatu
 RustBuffer uniffi_quill_fn_method_quillclient_headers(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_LIVE_TASKS
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_LIVE_TASKS
+uint64_t uniffi_quill_fn_method_quillclient_live_tasks(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_REMOVE_HEADER
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_REMOVE_HEADER
 int8_t uniffi_quill_fn_method_quillclient_remove_header(uint64_t ptr, RustBuffer name, RustCallStatus *_Nonnull out_status
@@ -623,6 +628,11 @@ uint64_t uniffi_quill_fn_constructor_tensor_from_bytes(ForeignBytes data, RustBu
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CONSTRUCTOR_TENSOR_ZEROS
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_CONSTRUCTOR_TENSOR_ZEROS
 uint64_t uniffi_quill_fn_constructor_tensor_zeros(RustBuffer shape, RustBuffer dtype, RustBuffer name, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_TENSOR_DATA_ADDRESS
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_TENSOR_DATA_ADDRESS
+uint64_t uniffi_quill_fn_method_tensor_data_address(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_TENSOR_DTYPE
@@ -1108,6 +1118,12 @@ uint16_t uniffi_quill_checksum_method_quillclient_headers(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_LIVE_TASKS
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_LIVE_TASKS
+uint16_t uniffi_quill_checksum_method_quillclient_live_tasks(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_REMOVE_HEADER
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_REMOVE_HEADER
 uint16_t uniffi_quill_checksum_method_quillclient_remove_header(void
@@ -1315,6 +1331,12 @@ uint16_t uniffi_quill_checksum_method_clientstreamcall_response(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_CLIENTSTREAMCALL_SEND
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_CLIENTSTREAMCALL_SEND
 uint16_t uniffi_quill_checksum_method_clientstreamcall_send(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_TENSOR_DATA_ADDRESS
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_TENSOR_DATA_ADDRESS
+uint16_t uniffi_quill_checksum_method_tensor_data_address(void
     
 );
 #endif

@@ -62,7 +62,13 @@ final class BenchTests: XCTestCase {
         let big = try Tensor.fromBytes(data: bytes, shape: [UInt64(size)], dtype: .uint8, name: nil)
         let outNs = nsPerOp(iterations: 40) { sink &+= UInt64(big.toBytes().count) }
         row("16 MiB out: `Tensor.toBytes()`", String(format: "%.2f ms (%.1f GiB/s)", outNs / 1e6, gibs(outNs)),
-            "a RustBuffer, then `Data`")
+            "the generated path: a RustBuffer, then `Data`")
+        let dataNs = nsPerOp(iterations: 40) { sink &+= UInt64(big.toData().count) }
+        row("16 MiB out: `Tensor.toData()` (extras)", String(format: "%.2f ms (%.1f GiB/s)", dataNs / 1e6, gibs(dataNs)),
+            "one copy from the tensor's memory")
+        let viewNs = nsPerOp(iterations: 200_000) { sink &+= UInt64(big.withUnsafeBytes { $0.count }) }
+        row("16 MiB out: `Tensor.withUnsafeBytes` (extras)", String(format: "%.3f µs", viewNs / 1000),
+            "no copy: the bytes where they are")
 
         // 3. Echo 1 KiB, interleaved rounds.
         let url = try TestServer.url

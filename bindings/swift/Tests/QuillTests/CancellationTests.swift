@@ -82,6 +82,8 @@ final class CancellationTests: XCTestCase {
         let client = try TestServer.client()
         _ = try await client.call(service: "echo.v1.EchoService", method: "Echo", body: Data([1]))
         let threadsBefore = threadCount()
+        // Tasks of an idle client: its open connection and the pool's idle reaper.
+        let tasksBefore = client.liveTasks()
         let abandonedBefore = try await stat(client, "abandoned")
         let fault = self.fault
         let start = Date()
@@ -108,10 +110,20 @@ final class CancellationTests: XCTestCase {
         XCTAssertLessThanOrEqual(grown, 2, "\(grown) more threads after \(cancels) cancels")
         let open = try establishedConnections(to: try TestServer.url)
         XCTAssertLessThanOrEqual(open, 4, "\(open) connections still open after \(cancels) cancels")
+        // No call task survives its cancel: the client's runtime is back to what an idle
+        // client runs (one more if the Stats calls above left a second connection).
+        let tasksDeadline = Date().addingTimeInterval(2)
+        while client.liveTasks() > tasksBefore + 1, Date() < tasksDeadline {
+            try await Task.sleep(nanoseconds: 10_000_000)
+        }
+        let tasks = client.liveTasks()
+        XCTAssertLessThanOrEqual(
+            tasks, tasksBefore + 1, "\(tasks) tasks alive after \(cancels) cancels (\(tasksBefore) before)")
         let reached = try await stat(client, "abandoned") - abandonedBefore
         print(
             "\(cancels) cancelled calls in \(String(format: "%.2f", seconds)) s (\(reached) reached "
-                + "the server); threads \(grown >= 0 ? "+" : "")\(grown); connections open \(open)")
+                + "the server); threads \(grown >= 0 ? "+" : "")\(grown); connections open \(open); "
+                + "runtime tasks alive \(tasks) (\(tasksBefore) before)")
     }
 }
 

@@ -46,6 +46,25 @@ final class ExtrasTests: XCTestCase {
         XCTAssertEqual(try b.values(as: Bool.self), flags)
     }
 
+    func testZeroCopyViewAndOneCopyData() throws {
+        let values: [Float] = (0..<100_000).map { Float($0) * 0.5 }
+        let t = try Tensor.from(values, shape: [100, 1000])
+        let generated = t.toBytes()
+        // The view is the tensor's own memory: the same bytes, the same address each time.
+        let (bytes, first) = t.withUnsafeBytes { (Data($0), $0.baseAddress) }
+        XCTAssertEqual(bytes, generated)
+        XCTAssertEqual(t.withUnsafeBytes { $0.baseAddress }, first)
+        XCTAssertEqual(t.withUnsafeBytes { $0.count }, 400_000)
+        XCTAssertEqual(t.toData(), generated)
+        XCTAssertEqual(try t.values(as: Float.self), values)
+        let empty = try Tensor.zeros(shape: [0, 3], dtype: .float32, name: nil)
+        XCTAssertEqual(empty.withUnsafeBytes { $0.count }, 0)
+        XCTAssertEqual(empty.toData(), Data())
+        // A tensor that arrived over the wire is viewed in place too.
+        let decoded = try Tensor.decode(frames: t.encode())
+        XCTAssertEqual(decoded.withUnsafeBytes { Data($0) }, generated)
+    }
+
     func testTypedTensorErrors() throws {
         expectQuillError("InvalidArgument") { try Tensor.from([Float](repeating: 0, count: 5), shape: [2, 3]) }
         let t = try Tensor.from([Float](repeating: 1, count: 4))

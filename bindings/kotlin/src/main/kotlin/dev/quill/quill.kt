@@ -738,6 +738,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_quill_checksum_method_quillclient_headers(
     ): Int
+    external fun uniffi_quill_checksum_method_quillclient_live_tasks(
+    ): Int
     external fun uniffi_quill_checksum_method_quillclient_remove_header(
     ): Int
     external fun uniffi_quill_checksum_method_quillclient_selected_prism(
@@ -807,6 +809,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_quill_checksum_method_clientstreamcall_response(
     ): Int
     external fun uniffi_quill_checksum_method_clientstreamcall_send(
+    ): Int
+    external fun uniffi_quill_checksum_method_tensor_data_address(
     ): Int
     external fun uniffi_quill_checksum_method_tensor_dtype(
     ): Int
@@ -899,6 +903,8 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_quill_fn_method_quillclient_headers(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_quill_fn_method_quillclient_live_tasks(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_quill_fn_method_quillclient_remove_header(`ptr`: Long,`name`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Byte
     external fun uniffi_quill_fn_method_quillclient_selected_prism(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1004,6 +1010,8 @@ internal object UniffiLib {
     external fun uniffi_quill_fn_constructor_tensor_from_bytes(`data`: ForeignBytes.ByValue,`shape`: RustBuffer.ByValue,`dtype`: RustBuffer.ByValue,`name`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_quill_fn_constructor_tensor_zeros(`shape`: RustBuffer.ByValue,`dtype`: RustBuffer.ByValue,`name`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_quill_fn_method_tensor_data_address(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_quill_fn_method_tensor_dtype(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -1223,6 +1231,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_quill_checksum_method_quillclient_headers() and 0xFFFF) != 21050) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_quill_checksum_method_quillclient_live_tasks() and 0xFFFF) != 2656) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_quill_checksum_method_quillclient_remove_header() and 0xFFFF) != 54545) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1326,6 +1337,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_quill_checksum_method_clientstreamcall_send() and 0xFFFF) != 43591) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_quill_checksum_method_tensor_data_address() and 0xFFFF) != 40) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_quill_checksum_method_tensor_dtype() and 0xFFFF) != 24519) {
@@ -4054,6 +4068,12 @@ public interface QuillClientInterface {
     fun `headers`(): List<HeaderEntry>
     
     /**
+     * Tasks alive on the client's runtime (calls, stream readers, one per open
+     * connection): a leak check for cancellation.
+     */
+    fun `liveTasks`(): kotlin.ULong
+    
+    /**
      * Removes a configured header (any case); whether it was set.
      */
     fun `removeHeader`(`name`: kotlin.String): kotlin.Boolean
@@ -4393,6 +4413,23 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
     callWithHandle {
     uniffiRustCall() { _status ->
     UniffiLib.uniffi_quill_fn_method_quillclient_headers(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Tasks alive on the client's runtime (calls, stream readers, one per open
+     * connection): a leak check for cancellation.
+     */override fun `liveTasks`(): kotlin.ULong {
+            return FfiConverterULong.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_quill_fn_method_quillclient_live_tasks(
         it,
         _status)
 }
@@ -5200,6 +5237,14 @@ public object FfiConverterTypeQuillLogger: FfiConverter<QuillLogger, Long> {
  */
 public interface TensorInterface {
     
+    /**
+     * The address of the element bytes (`size_bytes()` long), which never move and are
+     * never written while this object lives. For the Swift extras' zero-copy
+     * `withUnsafeBytes` (uniffi hands byte buffers out only as copies); not meant to
+     * be called directly.
+     */
+    fun `dataAddress`(): kotlin.ULong
+    
     fun `dtype`(): DType
     
     /**
@@ -5336,6 +5381,25 @@ open class Tensor: Disposable, AutoCloseable, TensorInterface
             UniffiLib.uniffi_quill_fn_clone_tensor(handle, status)
         }
     }
+
+    
+    /**
+     * The address of the element bytes (`size_bytes()` long), which never move and are
+     * never written while this object lives. For the Swift extras' zero-copy
+     * `withUnsafeBytes` (uniffi hands byte buffers out only as copies); not meant to
+     * be called directly.
+     */override fun `dataAddress`(): kotlin.ULong {
+            return FfiConverterULong.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_quill_fn_method_tensor_data_address(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
 
     override fun `dtype`(): DType {
             return FfiConverterTypeDType.lift(

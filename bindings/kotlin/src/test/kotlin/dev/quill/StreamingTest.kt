@@ -178,6 +178,8 @@ class StreamingTest {
             // Warm up: the runtime's worker threads exist before counting.
             c.call(echo, "Echo", ByteArray(1), false)
             val threadsBefore = threads.threadCount
+            // Tasks of an idle client: its open connection and the pool's idle reaper.
+            val tasksBefore = c.liveTasks()
             val abandonedBefore = stat(c, "abandoned")
             val start = System.nanoTime()
             repeat(cancels) {
@@ -197,10 +199,16 @@ class StreamingTest {
             assertTrue(grown <= 2, "$grown more JVM threads after $cancels cancels")
             val open = establishedTo(server.port)
             assertTrue(open <= 4, "$open connections still open after $cancels cancels")
+            // No call task survives its cancel: the client's runtime is back to what an idle
+            // client runs (one more if the Stats calls above left a second connection).
+            val tasksDeadline = System.nanoTime() + 2_000_000_000L
+            while (c.liveTasks() > tasksBefore + 1u && System.nanoTime() < tasksDeadline) delay(10)
+            val tasks = c.liveTasks()
+            assertTrue(tasks <= tasksBefore + 1u, "$tasks tasks alive after $cancels cancels ($tasksBefore before)")
             val reached = stat(c, "abandoned") - abandonedBefore
             println(
-                "$cancels cancelled calls in %.2f s ($reached reached the server); threads %+d; connections open $open"
-                    .format(seconds, grown),
+                ("$cancels cancelled calls in %.2f s ($reached reached the server); threads %+d; " +
+                    "connections open $open; runtime tasks alive $tasks ($tasksBefore before)").format(seconds, grown),
             )
         }
     }
