@@ -7,7 +7,8 @@ array's buffer into a reader that drops it (upload), and `recv_into` a fresh
 `numpy.empty` array (download: a received tensor needs new memory, so the raw side
 pays for it too). Quill uploads to `Sink` and downloads from `Download`, routes of the
 bundled server that do no per-byte work. Rounds interleave the contenders so machine
-noise hits each alike; the median round is reported.
+noise hits each alike: rates are medians over the rounds, and each ratio to raw TCP is
+the median (and range) of the per-round ratios, each taken between runs back to back.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 import quill
 
 SIZE = 64 << 20
-ROUNDS = 7
+ROUNDS = 15
 
 
 class RawTcp:
@@ -107,6 +108,17 @@ def main() -> None:
         contenders[f"{version} up"] = up
         contenders[f"{version} down"] = down
         contenders[f"reqwest {version} down"] = lambda v=version: native.once(v)
+    # The receive windows quill used before (hyper's 2 MiB / 5 MiB), for comparison.
+    small = quill.QuillClient(
+        url,
+        timeout_ms=120_000,
+        http_version="http2",
+        http2_stream_window=2 << 20,
+        http2_connection_window=5 << 20,
+    )
+    contenders["http2 small windows down"] = lambda: small.call_tensor(
+        "tensor.v1.TensorService", "Download", down_req
+    )
     contenders["http1 up to Upload (server reassembles and hashes)"] = lambda: clients[
         "http1"
     ].send_tensor("tensor.v1.TensorService", "Upload", tensor)
@@ -119,6 +131,13 @@ def main() -> None:
             fn()
             times[name].append(time.perf_counter() - t0)
     rate = {name: (SIZE >> 20) / statistics.median(ts) for name, ts in times.items()}
+
+    def vs_raw(name: str, raw_name: str) -> str:
+        """Median and range of the per-round ratios to raw TCP: each round's contenders
+        run back to back, so a slow period of the machine slows both sides of a ratio."""
+        ratios = [r / t for r, t in zip(times[raw_name], times[name])]
+        return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})"
+
     print("| 64 MiB tensor | upload | vs raw TCP | download | vs raw TCP |")
     print("|---|---|---|---|---|")
     print(
@@ -131,19 +150,25 @@ def main() -> None:
     ):
         u, d = rate[f"{version} up"], rate[f"{version} down"]
         print(
-            f"| {label} | {u:.0f} MiB/s | {u / rate['raw TCP up']:.2f} | "
-            f"{d:.0f} MiB/s | {d / rate['raw TCP down']:.2f} |"
+            f"| {label} | {u:.0f} MiB/s | {vs_raw(f'{version} up', 'raw TCP up')} | "
+            f"{d:.0f} MiB/s | {vs_raw(f'{version} down', 'raw TCP down')} |"
         )
+    d = rate["http2 small windows down"]
+    print(
+        f"| quill, HTTP/2 (h2c), hyper's default windows (2 MiB stream / 5 MiB connection) "
+        f"| | | {d:.0f} MiB/s | {vs_raw('http2 small windows down', 'raw TCP down')} |"
+    )
     for version, label in (("http1", "HTTP/1.1"), ("http2", "HTTP/2 (h2c)")):
         d = rate[f"reqwest {version} down"]
         print(
             f"| plain reqwest (Rust), {label}, body into one buffer | | | {d:.0f} MiB/s | "
-            f"{d / rate['raw TCP down']:.2f} |"
+            f"{vs_raw(f'reqwest {version} down', 'raw TCP down')} |"
         )
     hashed = rate["http1 up to Upload (server reassembles and hashes)"]
     print(
         f"| quill, HTTP/1.1, to `Upload` (the server reassembles and hashes) | "
-        f"{hashed:.0f} MiB/s | {hashed / rate['raw TCP up']:.2f} | | |"
+        f"{hashed:.0f} MiB/s | "
+        f"{vs_raw('http1 up to Upload (server reassembles and hashes)', 'raw TCP up')} | | |"
     )
 
 

@@ -50,7 +50,8 @@ use tokio::time::Instant;
 pub use answer::{Answer, Reply};
 pub use config::{
     ClientConfig, HeaderSetting, Http2Settings, HttpVersion, DEFAULT_API_KEY_HEADER,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT_MS, MAX_HTTP2_WINDOW, REDACTED,
+    DEFAULT_HTTP2_CONNECTION_WINDOW, DEFAULT_HTTP2_STREAM_WINDOW, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_TIMEOUT_MS, MAX_HTTP2_WINDOW, REDACTED,
 };
 pub use request::{
     request_stream, Body, Call, CallOptions, MessageQueue, RequestSender, RequestStream,

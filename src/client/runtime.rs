@@ -132,8 +132,14 @@ impl HttpSettings {
             builder = builder.http2_adaptive_window(true);
         } else {
             builder = builder
-                .http2_initial_stream_window_size(h2.initial_stream_window)
-                .http2_initial_connection_window_size(h2.initial_connection_window);
+                .http2_initial_stream_window_size(
+                    h2.initial_stream_window
+                        .unwrap_or(super::config::DEFAULT_HTTP2_STREAM_WINDOW),
+                )
+                .http2_initial_connection_window_size(
+                    h2.initial_connection_window
+                        .unwrap_or(super::config::DEFAULT_HTTP2_CONNECTION_WINDOW),
+                );
         }
         builder
     }
