@@ -37,7 +37,7 @@ def main() -> None:
         f" norm {np.linalg.norm(vector):.3f}"
     )
 
-    turns = [
+    turns: list[quill.GenerateRequest | dict[str, object]] = [
         quill.GenerateRequest(prompt, max_new_tokens=6, temperature=0.0),
         {"input_ids": [7, 8], "max_new_tokens": 6, "temperature": 0.0},
     ]

@@ -216,3 +216,42 @@ pub(crate) fn call_headers(obj: &Bound<'_, PyAny>) -> PyResult<Option<Vec<(Strin
     }
     Ok(Some(out))
 }
+
+/// Token ids: any iterable of ints (a list, a tuple, a NumPy array) each in the `u32`
+/// range; a bad element is named by its index (`input_ids[3] must be …`).
+fn id_list(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<u32>> {
+    let got = || {
+        obj.get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default()
+    };
+    if obj.is_instance_of::<pyo3::types::PyString>() || obj.is_instance_of::<pyo3::types::PyBytes>()
+    {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be an iterable of ints, got {}",
+            got()
+        )));
+    }
+    let items = obj.try_iter().map_err(|_| {
+        PyTypeError::new_err(format!("{name} must be an iterable of ints, got {}", got()))
+    })?;
+    let mut out = Vec::with_capacity(obj.len().unwrap_or(0));
+    for (i, item) in items.enumerate() {
+        out.push(uint(&item?, &format!("{name}[{i}]"))?);
+    }
+    Ok(out)
+}
+
+pub(crate) fn input_ids(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
+    id_list(obj, "input_ids")
+}
+
+pub(crate) fn stop_token_ids(obj: &Bound<'_, PyAny>) -> PyResult<Option<Vec<u32>>> {
+    if obj.is_none() {
+        return Ok(None);
+    }
+    id_list(obj, "stop_token_ids").map(Some)
+}
+
+named_opt_uints!(max_new_tokens: u32, top_k: u32);

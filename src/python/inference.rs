@@ -8,6 +8,7 @@ use prost::Message;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use super::args;
 use super::client::{call_options, PyQuillClient};
 use super::stream::{pump_encoded, PyStream, StreamKind};
 use super::tensor::PyTensor;
@@ -33,12 +34,12 @@ impl PyGenerateRequest {
         top_k=None, stop_token_ids=None, repetition_penalty=None, stream_embeddings=false))]
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        input_ids: Vec<u32>,
-        max_new_tokens: Option<u32>,
+        #[pyo3(from_py_with = args::input_ids)] input_ids: Vec<u32>,
+        #[pyo3(from_py_with = args::max_new_tokens)] max_new_tokens: Option<u32>,
         temperature: Option<f32>,
         top_p: Option<f32>,
-        top_k: Option<u32>,
-        stop_token_ids: Option<Vec<u32>>,
+        #[pyo3(from_py_with = args::top_k)] top_k: Option<u32>,
+        #[pyo3(from_py_with = args::stop_token_ids)] stop_token_ids: Option<Vec<u32>>,
         repetition_penalty: Option<f32>,
         stream_embeddings: bool,
     ) -> Self {

@@ -96,10 +96,20 @@ def test_generate_errors_are_typed(client: quill.QuillClient) -> None:
     with pytest.raises(quill.RpcError) as e:
         client.generate([1], max_new_tokens=5000)
     assert e.value.status == 400 and "max_new_tokens" in str(e.value)
-    with pytest.raises((OverflowError, TypeError)):
-        client.generate([-1])
-    with pytest.raises(TypeError):
+    with pytest.raises(quill.OutOfRangeError, match=r"input_ids\[1\] must be an integer"):
+        client.generate([1, -1])
+    with pytest.raises(quill.OutOfRangeError, match="max_new_tokens"):
+        client.generate([1], max_new_tokens=2**32)
+    with pytest.raises(quill.OutOfRangeError, match=r"stop_token_ids\[0\]"):
+        quill.GenerateRequest([1], stop_token_ids=[-3])
+    with pytest.raises(TypeError, match="input_ids must be an iterable of ints, got str"):
         client.generate("not ids")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"input_ids\[0\] must be an int, got float"):
+        client.embed([0.5])  # type: ignore[list-item]
+    # NumPy arrays and tuples are iterables of ints too.
+    assert client.generate(np.array([3, 1, 4]), max_new_tokens=20, temperature=0.0).text() == (
+        client.generate((3, 1, 4), max_new_tokens=20, temperature=0.0).text()
+    )
 
 
 def test_breaking_out_cancels_the_generation(client: quill.QuillClient) -> None:
