@@ -163,6 +163,28 @@ mod tests {
     }
 
     #[test]
+    fn the_golden_response_of_protocol_md_decodes_typed() {
+        // docs/protocol.md §9: the GenerateResponse example, byte for byte.
+        let golden: &[u8] = &[
+            0x0a, 0x0a, 0x0a, 0x06, 0x08, 0x05, 0x12, 0x02, 0x68, 0x69, 0x18, 0x01, 0x18, 0x01,
+            0x20, 0x01, 0x2a, 0x04, 0x73, 0x74, 0x6f, 0x70,
+        ];
+        let mut t = GenerateTracker::start(Expect::OneGeneration);
+        let r = t.message(Bytes::from_static(golden)).unwrap();
+        assert_eq!(
+            r.tokens.tokens,
+            [crate::token::Token::with_text(5, "hi", 0, None)]
+        );
+        assert!(r.tokens.is_final && r.is_complete && r.attention_mask.is_empty());
+        assert_eq!(
+            (r.total_generated, r.finish_reason.as_deref()),
+            (1, Some("stop"))
+        );
+        assert!(r.embedding.is_none());
+        t.end("p").unwrap();
+    }
+
+    #[test]
     fn an_empty_chat_is_fine_and_a_cut_one_is_not() {
         let mut t = GenerateTracker::start(Expect::Generations);
         t.end("p").unwrap();
