@@ -87,6 +87,15 @@ impl GenerateTracker {
         }
     }
 
+    /// Restarts the clock: for a stream object made before its call is sent (Python's
+    /// `generate_async` opens on the first iteration).
+    #[cfg(feature = "python")]
+    pub(crate) fn restart(&mut self) {
+        if self.responses == 0 {
+            self.timing = StreamTimer::start();
+        }
+    }
+
     /// One stream message as a response. A message that is not a valid
     /// `GenerateResponse` is a [`QuillError::Protocol`] error (the server broke the
     /// protocol), and counts for nothing.

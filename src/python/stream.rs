@@ -152,6 +152,10 @@ impl Core {
                 reason: "stream was closed".into(),
             });
         };
+        // Timing starts when the call does, not when the stream object was made.
+        if let Some(mut tracker) = self.tracker() {
+            tracker.restart();
+        }
         let s = Arc::new(fut.await?);
         let s = self.stream.get_or_init(|| s).clone();
         if *self.closed.lock().unwrap_or_else(|p| p.into_inner()) {

@@ -244,6 +244,21 @@ def test_async_generate_embed_and_chat(client: quill.QuillClient) -> None:
     asyncio.run(main())
 
 
+def test_async_timing_starts_with_the_call(client: quill.QuillClient) -> None:
+    """generate_async opens on the first iteration: its clock starts then too."""
+
+    async def main() -> float | None:
+        stream = client.generate_async([1], max_new_tokens=4)
+        await asyncio.sleep(0.3)
+        async for _ in stream:
+            pass
+        assert stream.timing is not None
+        return stream.timing.time_to_first_token_ms
+
+    ttft = asyncio.run(main())
+    assert ttft is not None and ttft < 250, ttft
+
+
 def test_cancelling_an_async_generation_stops_the_server(client: quill.QuillClient) -> None:
     before = stats(client)["cancelled_streams"]
 
