@@ -339,6 +339,28 @@ fn zstd_both_ways() {
 }
 
 #[test]
+fn download_ramp_is_right_across_the_frame_ring() {
+    // Past the 251 distinct 64 KiB frames of the ramp (the server's frame ring wraps),
+    // with a short last frame, and exactly whole frames.
+    let srv = Server::start(&[]);
+    for size in [253 * 65536 + 7, 8 * 65536, 65536 - 1] {
+        let r = srv.post(
+            "/tensor.v1.TensorService/Download",
+            format!(r#"{{"shape": [{size}], "dtype": "uint8"}}"#).as_bytes(),
+        );
+        assert_eq!(r.status, 200);
+        let t = decode_tensor(&r.body).unwrap();
+        assert_eq!(t.data().len(), size);
+        let wrong = t
+            .data()
+            .iter()
+            .enumerate()
+            .position(|(i, b)| *b != (i % 251) as u8);
+        assert_eq!(wrong, None, "size {size}");
+    }
+}
+
+#[test]
 fn tensors_round_trip() {
     let srv = Server::start(&[]);
     let r = srv.post(
