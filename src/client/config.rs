@@ -135,9 +135,8 @@ pub const DEFAULT_HTTP2_CONNECTION_WINDOW: u32 = 16 << 20;
 
 /// HTTP/2 connection tuning. The defaults suit many concurrent token streams and large
 /// tensors: keep-alive pings find a dead connection within 50 s, and the receive windows
-/// (8 MiB per stream, 16 MiB per connection, the bundled server's own) let a stream run
-/// ahead of its reader; they measured 5–6 % faster 64 MiB tensor downloads than hyper's
-/// 2 / 5 MiB (docs/performance.md).
+/// (8 MiB per stream, 16 MiB per connection, the bundled server's own, where hyper's are
+/// 2 / 5 MiB) let a stream run ahead of its reader.
 ///
 /// The connection window also sizes the HTTP/2 library's guard against floods of small
 /// DATA frames: once the small frames buffered for readers that have not caught up cost
