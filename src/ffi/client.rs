@@ -132,6 +132,23 @@ impl QuillClient {
         Ok(Vec::from(reply.body))
     }
 
+    /// `call` driven on the calling thread, which blocks until the reply: no future to
+    /// poll, so the lowest latency (Swift: from a thread of your own or a
+    /// `DispatchQueue`, never the cooperative pool of `Task`s; Kotlin: `callBlocking`
+    /// of the extras, the JNI path, is faster still). Ends at the client's timeout.
+    #[uniffi::method(name = "call_sync", default(idempotent = false))]
+    fn ffi_call_sync(
+        &self,
+        service: String,
+        method: String,
+        body: Vec<u8>,
+        idempotent: bool,
+    ) -> Result<Vec<u8>> {
+        let call = Call::proto(service, method, body).idempotent(idempotent);
+        let reply: Reply = self.run_blocking(call)?;
+        Ok(Vec::from(reply.body))
+    }
+
     /// A unary JSON call; the response must be UTF-8.
     #[uniffi::method(name = "call_json", default(idempotent = false, cancel = None))]
     async fn ffi_call_json(

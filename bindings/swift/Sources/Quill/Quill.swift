@@ -1830,6 +1830,14 @@ public protocol QuillClientProtocol: AnyObject, Sendable {
     func callJson(service: String, method: String, json: String, idempotent: Bool, cancel: CancelToken?) async throws  -> String
     
     /**
+     * `call` driven on the calling thread, which blocks until the reply: no future to
+     * poll, so the lowest latency (Swift: from a thread of your own or a
+     * `DispatchQueue`, never the cooperative pool of `Task`s; Kotlin: `callBlocking`
+     * of the extras, the JNI path, is faster still). Ends at the client's timeout.
+     */
+    func callSync(service: String, method: String, body: Data, idempotent: Bool) throws  -> Data
+    
+    /**
      * A call answered with one tensor in tensor frames.
      */
     func callTensor(service: String, method: String, body: Data, contentTypeJson: Bool, cancel: CancelToken?) async throws  -> Tensor
@@ -2062,6 +2070,25 @@ open func callJson(service: String, method: String, json: String, idempotent: Bo
             liftFunc: FfiConverterString.lift,
             errorHandler: FfiConverterTypeQuillError_lift
         )
+}
+    
+    /**
+     * `call` driven on the calling thread, which blocks until the reply: no future to
+     * poll, so the lowest latency (Swift: from a thread of your own or a
+     * `DispatchQueue`, never the cooperative pool of `Task`s; Kotlin: `callBlocking`
+     * of the extras, the JNI path, is faster still). Ends at the client's timeout.
+     */
+open func callSync(service: String, method: String, body: Data, idempotent: Bool = false)throws  -> Data  {
+    return try  FfiConverterData.lift(try rustCallWithError(FfiConverterTypeQuillError_lift) {
+        uniffiCallStatus in
+    uniffi_quill_fn_method_quillclient_call_sync(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(service),
+        FfiConverterString.lower(method),
+        FfiConverterData.lower(body),
+        FfiConverterBool.lower(idempotent),uniffiCallStatus
+    )
+})
 }
     
     /**
@@ -5450,6 +5477,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_quill_checksum_method_quillclient_call_json() != 48100) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_quill_checksum_method_quillclient_call_sync() != 27127) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_quill_checksum_method_quillclient_call_tensor() != 41820) {

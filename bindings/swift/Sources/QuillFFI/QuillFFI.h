@@ -340,6 +340,11 @@ uint64_t uniffi_quill_fn_method_quillclient_call(uint64_t ptr, RustBuffer servic
 uint64_t uniffi_quill_fn_method_quillclient_call_json(uint64_t ptr, RustBuffer service, RustBuffer method, RustBuffer json, int8_t idempotent, RustBuffer cancel
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_CALL_SYNC
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_CALL_SYNC
+RustBuffer uniffi_quill_fn_method_quillclient_call_sync(uint64_t ptr, RustBuffer service, RustBuffer method, RustBuffer body, int8_t idempotent, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_CALL_TENSOR
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_CALL_TENSOR
 uint64_t uniffi_quill_fn_method_quillclient_call_tensor(uint64_t ptr, RustBuffer service, RustBuffer method, RustBuffer body, int8_t content_type_json, RustBuffer cancel
@@ -1091,6 +1096,12 @@ uint16_t uniffi_quill_checksum_method_quillclient_call(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_CALL_JSON
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_CALL_JSON
 uint16_t uniffi_quill_checksum_method_quillclient_call_json(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_CALL_SYNC
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_CALL_SYNC
+uint16_t uniffi_quill_checksum_method_quillclient_call_sync(void
     
 );
 #endif

@@ -84,6 +84,10 @@ final class BenchTests: XCTestCase {
                 let reply = try await client.call(service: "echo.v1.EchoService", method: "Echo", body: body)
                 precondition(reply.count == 1024)
             }),
+            ("`QuillClient.callSync` (blocking, calling thread)", {
+                let reply = try client.callSync(service: "echo.v1.EchoService", method: "Echo", body: body)
+                precondition(reply.count == 1024)
+            }),
             ("URLSession `data(for:)` (FoundationNetworking)", {
                 let (reply, _) = try await session.data(for: request)
                 precondition(reply.count == 1024)

@@ -28,6 +28,29 @@ final class ClientTests: XCTestCase {
         XCTAssertEqual(empty, Data())
     }
 
+    func testCallSyncOnThreadsOfItsOwn() throws {
+        let client = try TestServer.client()
+        let payload = Data((0..<1024).map { UInt8($0 % 251) })
+        XCTAssertEqual(
+            try client.callSync(service: "echo.v1.EchoService", method: "Echo", body: payload), payload)
+        // Eight threads at once share the client.
+        let replies = EchoCount()
+        DispatchQueue.concurrentPerform(iterations: 8) { i in
+            for _ in 0..<25 {
+                let body = Data(repeating: UInt8(i), count: 100 + i)
+                if (try? client.callSync(service: "echo.v1.EchoService", method: "Echo", body: body)) == body {
+                    replies.add()
+                }
+            }
+        }
+        XCTAssertEqual(replies.value, 200)
+        // Errors are the same typed errors as the async call's.
+        let error = expectQuillError("Status") {
+            try client.callSync(service: "echo.v1.EchoService", method: "NoSuchMethod", body: Data())
+        }
+        XCTAssertEqual(error?.problem?.status, 404)
+    }
+
     func testUnaryAndJsonGenerate() async throws {
         let client = try TestServer.client(compression: true)
         let raw = try await client.call(
@@ -400,4 +423,12 @@ final class ClientTests: XCTestCase {
         for try await batch in stream.batches { tokens += batch.tokens.count }
         XCTAssertEqual(tokens, 8)
     }
+}
+
+/// Echoes that came back right, counted from many threads.
+private final class EchoCount: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    func add() { lock.lock(); count += 1; lock.unlock() }
+    var value: Int { lock.lock(); defer { lock.unlock() }; return count }
 }

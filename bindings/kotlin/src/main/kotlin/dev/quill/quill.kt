@@ -730,6 +730,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_quill_checksum_method_quillclient_call_json(
     ): Int
+    external fun uniffi_quill_checksum_method_quillclient_call_sync(
+    ): Int
     external fun uniffi_quill_checksum_method_quillclient_call_tensor(
     ): Int
     external fun uniffi_quill_checksum_method_quillclient_compression_enabled(
@@ -895,6 +897,8 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_quill_fn_method_quillclient_call_json(`ptr`: Long,`service`: RustBuffer.ByValue,`method`: RustBuffer.ByValue,`json`: RustBuffer.ByValue,`idempotent`: Byte,`cancel`: RustBuffer.ByValue,
     ): Long
+    external fun uniffi_quill_fn_method_quillclient_call_sync(`ptr`: Long,`service`: RustBuffer.ByValue,`method`: RustBuffer.ByValue,`body`: RustBuffer.ByValue,`idempotent`: Byte,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_quill_fn_method_quillclient_call_tensor(`ptr`: Long,`service`: RustBuffer.ByValue,`method`: RustBuffer.ByValue,`body`: RustBuffer.ByValue,`contentTypeJson`: Byte,`cancel`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_quill_fn_method_quillclient_compression_enabled(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1217,6 +1221,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_quill_checksum_method_quillclient_call_json() and 0xFFFF) != 48100) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_quill_checksum_method_quillclient_call_sync() and 0xFFFF) != 27127) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_quill_checksum_method_quillclient_call_tensor() and 0xFFFF) != 41820) {
@@ -4051,6 +4058,14 @@ public interface QuillClientInterface {
     suspend fun `callJson`(`service`: kotlin.String, `method`: kotlin.String, `json`: kotlin.String, `idempotent`: kotlin.Boolean = false, `cancel`: CancelToken? = null): kotlin.String
     
     /**
+     * `call` driven on the calling thread, which blocks until the reply: no future to
+     * poll, so the lowest latency (Swift: from a thread of your own or a
+     * `DispatchQueue`, never the cooperative pool of `Task`s; Kotlin: `callBlocking`
+     * of the extras, the JNI path, is faster still). Ends at the client's timeout.
+     */
+    fun `callSync`(`service`: kotlin.String, `method`: kotlin.String, `body`: kotlin.ByteArray, `idempotent`: kotlin.Boolean = false): kotlin.ByteArray
+    
+    /**
      * A call answered with one tensor in tensor frames.
      */
     suspend fun `callTensor`(`service`: kotlin.String, `method`: kotlin.String, `body`: kotlin.ByteArray, `contentTypeJson`: kotlin.Boolean = false, `cancel`: CancelToken? = null): Tensor
@@ -4346,6 +4361,30 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
         QuillException.ErrorHandler,
     )
     }
+
+    
+    /**
+     * `call` driven on the calling thread, which blocks until the reply: no future to
+     * poll, so the lowest latency (Swift: from a thread of your own or a
+     * `DispatchQueue`, never the cooperative pool of `Task`s; Kotlin: `callBlocking`
+     * of the extras, the JNI path, is faster still). Ends at the client's timeout.
+     */
+    @Throws(QuillException::class)override fun `callSync`(`service`: kotlin.String, `method`: kotlin.String, `body`: kotlin.ByteArray, `idempotent`: kotlin.Boolean): kotlin.ByteArray {
+            return FfiConverterByteArray.lift(
+    callWithHandle {
+    uniffiRustCallWithError(QuillException) { _status ->
+    UniffiLib.uniffi_quill_fn_method_quillclient_call_sync(
+        it,
+        
+        FfiConverterString.lower(`service`),
+        FfiConverterString.lower(`method`),
+        FfiConverterByteArray.lower(`body`),
+        FfiConverterBoolean.lower(`idempotent`),_status)
+}
+    }
+    )
+    }
+    
 
     
     /**
