@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::problem::{bad_request, problem};
 use super::MAX_REQUEST_BODY;
+use crate::codec::stream::{Event, MessageReader};
 use crate::codec::zstd::{content_coding, BodyDecoder, Coding};
 
 /// Why a request body could not be read.
@@ -223,6 +224,51 @@ pub const CONTENT_TYPE_TENSOR: &str = "application/x-quill-tensor";
 /// its terminating chunk, which the client sees as a broken body.
 #[derive(Debug)]
 pub struct Abort(pub &'static str);
+
+/// The messages of a framed request body (protocol §3), read as they arrive: what the
+/// bidirectional routes (`BidiEcho`, `Chat`) answer message by message.
+pub struct RequestMessages {
+    body: RequestBody,
+    reader: MessageReader,
+}
+
+impl RequestMessages {
+    pub fn new(body: RequestBody) -> RequestMessages {
+        RequestMessages {
+            body,
+            reader: MessageReader::new(),
+        }
+    }
+
+    /// The next message, `None` at the request's END_STREAM (credit frames are
+    /// skipped). A body that ends before END_STREAM, fails, or holds malformed frames
+    /// is an [`Abort`]: the response must not end as if the request were whole.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, Abort> {
+        loop {
+            match self.reader.next_event() {
+                Ok(Some(Event::Message(m))) => return Ok(Some(m)),
+                Ok(Some(Event::Credit(_))) => {}
+                Ok(Some(Event::End)) => return Ok(None),
+                Ok(None) => match self.body.chunk().await {
+                    Ok(Some(chunk)) => self.reader.push(&chunk),
+                    Ok(None) | Err(_) => {
+                        return Err(Abort("request stream ended before END_STREAM"))
+                    }
+                },
+                Err(_) => return Err(Abort("malformed request stream")),
+            }
+        }
+    }
+
+    /// Reads what is left of the body (normally its terminating chunk) for up to
+    /// `wait`, so the connection stays reusable.
+    pub async fn drain(&mut self, wait: std::time::Duration) {
+        let _ = tokio::time::timeout(wait, async {
+            while let Ok(Some(_)) = self.body.chunk().await {}
+        })
+        .await;
+    }
+}
 
 impl std::fmt::Display for Abort {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -9,7 +9,9 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 use serde_json::{json, Map, Value};
 
-use super::body::{json_response, stream_response, Abort, RequestBody, CONTENT_TYPE_STREAM};
+use super::body::{
+    json_response, stream_response, Abort, RequestBody, RequestMessages, CONTENT_TYPE_STREAM,
+};
 use super::problem::{bad_request, problem};
 use crate::codec::stream::{encode_data, Event, MessageReader, CANCEL_FRAME, END_STREAM_FRAME};
 use crate::QuillError;
@@ -66,8 +68,7 @@ pub async fn headers(headers: HeaderMap, body: axum::body::Body) -> Response {
 const SERVER_CANCEL: &[u8] = b"quill:server-cancel";
 
 struct BidiState {
-    body: RequestBody,
-    reader: MessageReader,
+    requests: RequestMessages,
     ended: bool,
 }
 
@@ -82,53 +83,34 @@ pub async fn bidi_echo(headers: HeaderMap, body: Body) -> Response {
         Err(resp) => return resp,
     };
     let state = BidiState {
-        body,
-        reader: MessageReader::new(),
+        requests: RequestMessages::new(body),
         ended: false,
     };
     let frames = stream::unfold(state, |mut st| async move {
         if st.ended {
-            // Read the rest of the request (normally just its terminating chunk) so the
-            // connection stays reusable; give up after a short wait.
-            let _ = tokio::time::timeout(DRAIN_WAIT, async {
-                while let Ok(Some(_)) = st.body.chunk().await {}
-            })
-            .await;
+            st.requests.drain(DRAIN_WAIT).await;
             return None;
         }
-        loop {
-            match st.reader.next_event() {
-                // The client asks for a server failure mid-stream: CANCEL, then the
-                // stream is over (tests of how faces report it).
-                Ok(Some(Event::Message(m))) if m.as_ref() == SERVER_CANCEL => {
-                    st.ended = true;
-                    return Some((Ok(Bytes::from_static(&CANCEL_FRAME)), st));
-                }
-                Ok(Some(Event::Message(m))) => {
-                    let item = encode_data(&m)
-                        .map(Bytes::from)
-                        .map_err(|_| Abort("echo frame too large"));
-                    return Some((item, st));
-                }
-                Ok(Some(Event::Credit(_))) => continue,
-                Ok(Some(Event::End)) => {
-                    st.ended = true;
-                    return Some((Ok(Bytes::from_static(&END_STREAM_FRAME)), st));
-                }
-                Ok(None) => match st.body.chunk().await {
-                    Ok(Some(chunk)) => st.reader.push(&chunk),
-                    // Truncated request stream, or the body failed.
-                    Ok(None) | Err(_) => {
-                        st.ended = true;
-                        return Some((Err(Abort("request stream ended before END_STREAM")), st));
-                    }
-                },
-                Err(_) => {
-                    st.ended = true;
-                    return Some((Err(Abort("malformed request stream")), st));
-                }
+        let item = match st.requests.next().await {
+            // The client asks for a server failure mid-stream: CANCEL, then the stream
+            // is over (tests of how faces report it).
+            Ok(Some(m)) if m.as_ref() == SERVER_CANCEL => {
+                st.ended = true;
+                Ok(Bytes::from_static(&CANCEL_FRAME))
             }
-        }
+            Ok(Some(m)) => encode_data(&m)
+                .map(Bytes::from)
+                .map_err(|_| Abort("echo frame too large")),
+            Ok(None) => {
+                st.ended = true;
+                Ok(Bytes::from_static(&END_STREAM_FRAME))
+            }
+            Err(abort) => {
+                st.ended = true;
+                Err(abort)
+            }
+        };
+        Some((item, st))
     });
     stream_response(CONTENT_TYPE_STREAM, frames)
 }

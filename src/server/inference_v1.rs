@@ -11,14 +11,15 @@ use futures_util::stream::{self, Stream, StreamExt};
 use prost::Message;
 
 use super::body::{
-    infallible_stream_response, stream_response, Abort, RequestBody, CONTENT_TYPE_STREAM,
+    infallible_stream_response, stream_response, Abort, RequestBody, RequestMessages,
+    CONTENT_TYPE_STREAM,
 };
 use super::fault::OpenStream;
 use super::generator::Sampler;
 use super::inference::{embedding_bytes, MAX_TOKENS};
 use super::problem::bad_request;
 use super::SharedState;
-use crate::codec::stream::{encode_data, Event, MessageReader, END_STREAM_FRAME};
+use crate::codec::stream::{encode_data, END_STREAM_FRAME};
 use crate::proto::inference::v1 as pb;
 use crate::proto::tensor::v1 as pbt;
 use crate::proto::token_batch_to_proto;
@@ -327,10 +328,9 @@ fn pool(rows: &[Vec<f32>], strategy: &str) -> Vec<f32> {
 }
 
 struct ChatState {
-    body: RequestBody,
-    reader: MessageReader,
+    requests: RequestMessages,
     current: Option<Generation>,
-    requests: u32,
+    count: u32,
     ended: bool,
 }
 
@@ -345,10 +345,9 @@ pub async fn chat(headers: HeaderMap, body: Body) -> Response {
         Err(resp) => return resp,
     };
     let state = ChatState {
-        body,
-        reader: MessageReader::new(),
+        requests: RequestMessages::new(body),
         current: None,
-        requests: 0,
+        count: 0,
         ended: false,
     };
     stream_response(CONTENT_TYPE_STREAM, chat_frames(state))
@@ -366,41 +365,27 @@ fn chat_frames(state: ChatState) -> impl Stream<Item = Result<Bytes, Abort>> + S
             if st.ended {
                 return None;
             }
-            match st.reader.next_event() {
-                Ok(Some(Event::Message(m))) => {
-                    st.requests += 1;
-                    let generation = pb::GenerateRequest::decode(m)
+            let next = match st.requests.next().await {
+                Ok(Some(m)) => {
+                    st.count += 1;
+                    pb::GenerateRequest::decode(m)
                         .map_err(|_| Abort("malformed GenerateRequest in the chat stream"))
                         .and_then(|req| {
-                            Generation::new(&req, st.requests)
+                            Generation::new(&req, st.count)
                                 .map_err(|_| Abort("invalid GenerateRequest"))
-                        });
-                    match generation {
-                        Ok(g) => st.current = Some(g),
-                        Err(e) => {
-                            st.ended = true;
-                            return Some((Err(e), st));
-                        }
-                    }
+                        })
                 }
-                Ok(Some(Event::Credit(_))) => {}
-                Ok(Some(Event::End)) => {
+                Ok(None) => {
                     st.ended = true;
                     return Some((Ok(Bytes::from_static(&END_STREAM_FRAME)), st));
                 }
-                Ok(None) => match st.body.chunk().await {
-                    Ok(Some(chunk)) => st.reader.push(&chunk),
-                    Ok(None) | Err(_) => {
-                        st.ended = true;
-                        return Some((
-                            Err(Abort("chat request stream ended before END_STREAM")),
-                            st,
-                        ));
-                    }
-                },
-                Err(_) => {
+                Err(abort) => Err(abort),
+            };
+            match next {
+                Ok(g) => st.current = Some(g),
+                Err(abort) => {
                     st.ended = true;
-                    return Some((Err(Abort("malformed chat request stream")), st));
+                    return Some((Err(abort), st));
                 }
             }
         }
