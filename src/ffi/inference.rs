@@ -4,8 +4,10 @@
 
 use std::sync::Arc;
 
+use prost::Message;
+
 use super::cancel::{unless_cancelled, CancelToken};
-use super::request_stream::Requests;
+use super::request_stream::{request_methods, Requests};
 use super::types::HeaderEntry;
 use crate::client::{CallOptions, MessageStream, QuillClient};
 use crate::error::Result;
@@ -73,24 +75,10 @@ fn with_headers(headers: Vec<HeaderEntry>) -> CallOptions {
     }
 }
 
+request_methods!(ChatCall, request: GenerateRequest, |r: GenerateRequest| r.encode_to_vec());
+
 #[uniffi::export(async_runtime = "tokio")]
 impl ChatCall {
-    /// Sends one request (a new generation), waiting while 16 are queued.
-    async fn send(&self, request: GenerateRequest) -> Result<()> {
-        use prost::Message;
-        self.0.send(request.encode_to_vec()).await
-    }
-
-    /// Ends the conversation after the queued requests. Idempotent.
-    async fn finish(&self) -> Result<()> {
-        self.0.finish().await
-    }
-
-    /// Breaks the conversation off: the call fails with `Cancelled` giving `reason`.
-    fn abort(&self, reason: String) {
-        self.0.abort(reason)
-    }
-
     /// Starts the call and returns its response stream (once), timed from now.
     #[uniffi::method(default(cancel = None))]
     async fn responses(&self, cancel: Option<Arc<CancelToken>>) -> Result<Arc<GenerateStream>> {

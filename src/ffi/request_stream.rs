@@ -105,24 +105,38 @@ impl QuillClient {
     }
 }
 
+/// The request side every streaming call object exports: `send` (its argument `$arg` a
+/// `$message`, made a request message by `$encode`), `finish` and `abort`.
+macro_rules! request_methods {
+    ($object:ty, $arg:ident: $message:ty, $encode:expr) => {
+        #[uniffi::export(async_runtime = "tokio")]
+        impl $object {
+            /// Queues one request, waiting while 16 are queued (backpressure).
+            async fn send(&self, $arg: $message) -> Result<()> {
+                self.0.send(($encode)($arg)).await
+            }
+
+            /// Ends the request stream (END_STREAM after the queued requests).
+            /// Idempotent.
+            async fn finish(&self) -> Result<()> {
+                self.0.finish().await
+            }
+
+            /// Breaks the request stream off: the server sees a truncated stream and the
+            /// call fails with `Cancelled` giving `reason`.
+            fn abort(&self, reason: String) {
+                self.0.abort(reason)
+            }
+        }
+    };
+}
+pub(super) use request_methods;
+
+request_methods!(BidiCall, message: Vec<u8>, std::convert::identity);
+request_methods!(ClientStreamCall, message: Vec<u8>, std::convert::identity);
+
 #[uniffi::export(async_runtime = "tokio")]
 impl BidiCall {
-    /// Queues one request message, waiting while 16 are queued (backpressure).
-    pub(super) async fn send(&self, message: Vec<u8>) -> Result<()> {
-        self.0.send(message).await
-    }
-
-    /// Ends the request stream (END_STREAM after the queued messages). Idempotent.
-    async fn finish(&self) -> Result<()> {
-        self.0.finish().await
-    }
-
-    /// Breaks the request stream off: the server sees a truncated stream and the call
-    /// fails with `Cancelled` giving `reason`.
-    fn abort(&self, reason: String) {
-        self.0.abort(reason)
-    }
-
     /// Starts the call and returns its response stream (once).
     #[uniffi::method(default(cancel = None))]
     async fn responses(&self, cancel: Option<Arc<CancelToken>>) -> Result<Arc<MessageStream>> {
@@ -135,21 +149,6 @@ impl BidiCall {
 
 #[uniffi::export(async_runtime = "tokio")]
 impl ClientStreamCall {
-    /// Queues one request message, waiting while 16 are queued (backpressure).
-    pub(super) async fn send(&self, message: Vec<u8>) -> Result<()> {
-        self.0.send(message).await
-    }
-
-    /// Ends the request stream (END_STREAM after the queued messages). Idempotent.
-    async fn finish(&self) -> Result<()> {
-        self.0.finish().await
-    }
-
-    /// Breaks the request stream off: the call fails with `Cancelled` giving `reason`.
-    fn abort(&self, reason: String) {
-        self.0.abort(reason)
-    }
-
     /// Starts the call and waits for its one reply (once).
     #[uniffi::method(default(cancel = None))]
     async fn response(&self, cancel: Option<Arc<CancelToken>>) -> Result<Vec<u8>> {

@@ -678,13 +678,14 @@ fileprivate struct FfiConverterData: FfiConverterRustBuffer {
 public protocol BidiCallProtocol: AnyObject, Sendable {
     
     /**
-     * Breaks the request stream off: the server sees a truncated stream and the call
-     * fails with `Cancelled` giving `reason`.
+     * Breaks the request stream off: the server sees a truncated stream and the
+     * call fails with `Cancelled` giving `reason`.
      */
     func abort(reason: String) 
     
     /**
-     * Ends the request stream (END_STREAM after the queued messages). Idempotent.
+     * Ends the request stream (END_STREAM after the queued requests).
+     * Idempotent.
      */
     func finish() async throws 
     
@@ -694,7 +695,7 @@ public protocol BidiCallProtocol: AnyObject, Sendable {
     func responses(cancel: CancelToken?) async throws  -> MessageStream
     
     /**
-     * Queues one request message, waiting while 16 are queued (backpressure).
+     * Queues one request, waiting while 16 are queued (backpressure).
      */
     func send(message: Data) async throws 
     
@@ -757,8 +758,8 @@ open class BidiCall: BidiCallProtocol, @unchecked Sendable {
 
     
     /**
-     * Breaks the request stream off: the server sees a truncated stream and the call
-     * fails with `Cancelled` giving `reason`.
+     * Breaks the request stream off: the server sees a truncated stream and the
+     * call fails with `Cancelled` giving `reason`.
      */
 open func abort(reason: String)  {try! rustCall() {
         uniffiCallStatus in
@@ -770,7 +771,8 @@ open func abort(reason: String)  {try! rustCall() {
 }
     
     /**
-     * Ends the request stream (END_STREAM after the queued messages). Idempotent.
+     * Ends the request stream (END_STREAM after the queued requests).
+     * Idempotent.
      */
 open func finish()async throws   {
     return
@@ -808,7 +810,7 @@ open func responses(cancel: CancelToken? = nil)async throws  -> MessageStream  {
 }
     
     /**
-     * Queues one request message, waiting while 16 are queued (backpressure).
+     * Queues one request, waiting while 16 are queued (backpressure).
      */
 open func send(message: Data)async throws   {
     return
@@ -1039,12 +1041,14 @@ public func FfiConverterTypeCancelToken_lower(_ value: CancelToken) -> UInt64 {
 public protocol ChatCallProtocol: AnyObject, Sendable {
     
     /**
-     * Breaks the conversation off: the call fails with `Cancelled` giving `reason`.
+     * Breaks the request stream off: the server sees a truncated stream and the
+     * call fails with `Cancelled` giving `reason`.
      */
     func abort(reason: String) 
     
     /**
-     * Ends the conversation after the queued requests. Idempotent.
+     * Ends the request stream (END_STREAM after the queued requests).
+     * Idempotent.
      */
     func finish() async throws 
     
@@ -1054,7 +1058,7 @@ public protocol ChatCallProtocol: AnyObject, Sendable {
     func responses(cancel: CancelToken?) async throws  -> GenerateStream
     
     /**
-     * Sends one request (a new generation), waiting while 16 are queued.
+     * Queues one request, waiting while 16 are queued (backpressure).
      */
     func send(request: GenerateRequest) async throws 
     
@@ -1117,7 +1121,8 @@ open class ChatCall: ChatCallProtocol, @unchecked Sendable {
 
     
     /**
-     * Breaks the conversation off: the call fails with `Cancelled` giving `reason`.
+     * Breaks the request stream off: the server sees a truncated stream and the
+     * call fails with `Cancelled` giving `reason`.
      */
 open func abort(reason: String)  {try! rustCall() {
         uniffiCallStatus in
@@ -1129,7 +1134,8 @@ open func abort(reason: String)  {try! rustCall() {
 }
     
     /**
-     * Ends the conversation after the queued requests. Idempotent.
+     * Ends the request stream (END_STREAM after the queued requests).
+     * Idempotent.
      */
 open func finish()async throws   {
     return
@@ -1167,7 +1173,7 @@ open func responses(cancel: CancelToken? = nil)async throws  -> GenerateStream  
 }
     
     /**
-     * Sends one request (a new generation), waiting while 16 are queued.
+     * Queues one request, waiting while 16 are queued (backpressure).
      */
 open func send(request: GenerateRequest)async throws   {
     return
@@ -1242,12 +1248,14 @@ public func FfiConverterTypeChatCall_lower(_ value: ChatCall) -> UInt64 {
 public protocol ClientStreamCallProtocol: AnyObject, Sendable {
     
     /**
-     * Breaks the request stream off: the call fails with `Cancelled` giving `reason`.
+     * Breaks the request stream off: the server sees a truncated stream and the
+     * call fails with `Cancelled` giving `reason`.
      */
     func abort(reason: String) 
     
     /**
-     * Ends the request stream (END_STREAM after the queued messages). Idempotent.
+     * Ends the request stream (END_STREAM after the queued requests).
+     * Idempotent.
      */
     func finish() async throws 
     
@@ -1257,7 +1265,7 @@ public protocol ClientStreamCallProtocol: AnyObject, Sendable {
     func response(cancel: CancelToken?) async throws  -> Data
     
     /**
-     * Queues one request message, waiting while 16 are queued (backpressure).
+     * Queues one request, waiting while 16 are queued (backpressure).
      */
     func send(message: Data) async throws 
     
@@ -1320,7 +1328,8 @@ open class ClientStreamCall: ClientStreamCallProtocol, @unchecked Sendable {
 
     
     /**
-     * Breaks the request stream off: the call fails with `Cancelled` giving `reason`.
+     * Breaks the request stream off: the server sees a truncated stream and the
+     * call fails with `Cancelled` giving `reason`.
      */
 open func abort(reason: String)  {try! rustCall() {
         uniffiCallStatus in
@@ -1332,7 +1341,8 @@ open func abort(reason: String)  {try! rustCall() {
 }
     
     /**
-     * Ends the request stream (END_STREAM after the queued messages). Idempotent.
+     * Ends the request stream (END_STREAM after the queued requests).
+     * Idempotent.
      */
 open func finish()async throws   {
     return
@@ -1370,7 +1380,7 @@ open func response(cancel: CancelToken? = nil)async throws  -> Data  {
 }
     
     /**
-     * Queues one request message, waiting while 16 are queued (backpressure).
+     * Queues one request, waiting while 16 are queued (backpressure).
      */
 open func send(message: Data)async throws   {
     return
@@ -5548,16 +5558,16 @@ private let initializationResult: InitializationResult = {
     if (uniffi_quill_checksum_method_tokenstream_next() != 10733) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_chatcall_abort() != 9966) {
+    if (uniffi_quill_checksum_method_chatcall_abort() != 30902) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_chatcall_finish() != 55089) {
+    if (uniffi_quill_checksum_method_chatcall_finish() != 19951) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_quill_checksum_method_chatcall_responses() != 13177) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_chatcall_send() != 18961) {
+    if (uniffi_quill_checksum_method_chatcall_send() != 27555) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_quill_checksum_method_generatestream_cancel() != 3511) {
@@ -5578,28 +5588,28 @@ private let initializationResult: InitializationResult = {
     if (uniffi_quill_checksum_method_quilllogger_log() != 10973) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_bidicall_abort() != 50917) {
+    if (uniffi_quill_checksum_method_bidicall_abort() != 18740) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_bidicall_finish() != 57411) {
+    if (uniffi_quill_checksum_method_bidicall_finish() != 27477) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_quill_checksum_method_bidicall_responses() != 30313) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_bidicall_send() != 58216) {
+    if (uniffi_quill_checksum_method_bidicall_send() != 22918) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_clientstreamcall_abort() != 31020) {
+    if (uniffi_quill_checksum_method_clientstreamcall_abort() != 16499) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_clientstreamcall_finish() != 11902) {
+    if (uniffi_quill_checksum_method_clientstreamcall_finish() != 18978) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_quill_checksum_method_clientstreamcall_response() != 10256) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_clientstreamcall_send() != 43591) {
+    if (uniffi_quill_checksum_method_clientstreamcall_send() != 1804) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_quill_checksum_method_tensor_data_address() != 40) {

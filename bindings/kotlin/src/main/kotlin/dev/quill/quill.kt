@@ -1292,16 +1292,16 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_quill_checksum_method_tokenstream_next() and 0xFFFF) != 10733) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_chatcall_abort() and 0xFFFF) != 9966) {
+    if ((lib.uniffi_quill_checksum_method_chatcall_abort() and 0xFFFF) != 30902) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_chatcall_finish() and 0xFFFF) != 55089) {
+    if ((lib.uniffi_quill_checksum_method_chatcall_finish() and 0xFFFF) != 19951) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_quill_checksum_method_chatcall_responses() and 0xFFFF) != 13177) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_chatcall_send() and 0xFFFF) != 18961) {
+    if ((lib.uniffi_quill_checksum_method_chatcall_send() and 0xFFFF) != 27555) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_quill_checksum_method_generatestream_cancel() and 0xFFFF) != 3511) {
@@ -1322,28 +1322,28 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_quill_checksum_method_quilllogger_log() and 0xFFFF) != 10973) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_bidicall_abort() and 0xFFFF) != 50917) {
+    if ((lib.uniffi_quill_checksum_method_bidicall_abort() and 0xFFFF) != 18740) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_bidicall_finish() and 0xFFFF) != 57411) {
+    if ((lib.uniffi_quill_checksum_method_bidicall_finish() and 0xFFFF) != 27477) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_quill_checksum_method_bidicall_responses() and 0xFFFF) != 30313) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_bidicall_send() and 0xFFFF) != 58216) {
+    if ((lib.uniffi_quill_checksum_method_bidicall_send() and 0xFFFF) != 22918) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_clientstreamcall_abort() and 0xFFFF) != 31020) {
+    if ((lib.uniffi_quill_checksum_method_clientstreamcall_abort() and 0xFFFF) != 16499) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_clientstreamcall_finish() and 0xFFFF) != 11902) {
+    if ((lib.uniffi_quill_checksum_method_clientstreamcall_finish() and 0xFFFF) != 18978) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_quill_checksum_method_clientstreamcall_response() and 0xFFFF) != 10256) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_clientstreamcall_send() and 0xFFFF) != 43591) {
+    if ((lib.uniffi_quill_checksum_method_clientstreamcall_send() and 0xFFFF) != 1804) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_quill_checksum_method_tensor_data_address() and 0xFFFF) != 40) {
@@ -1993,13 +1993,14 @@ public object FfiConverterByteArray: FfiConverterRustBuffer<ByteArray> {
 public interface BidiCallInterface {
     
     /**
-     * Breaks the request stream off: the server sees a truncated stream and the call
-     * fails with `Cancelled` giving `reason`.
+     * Breaks the request stream off: the server sees a truncated stream and the
+     * call fails with `Cancelled` giving `reason`.
      */
     fun `abort`(`reason`: kotlin.String)
     
     /**
-     * Ends the request stream (END_STREAM after the queued messages). Idempotent.
+     * Ends the request stream (END_STREAM after the queued requests).
+     * Idempotent.
      */
     suspend fun `finish`()
     
@@ -2009,7 +2010,7 @@ public interface BidiCallInterface {
     suspend fun `responses`(`cancel`: CancelToken? = null): MessageStream
     
     /**
-     * Queues one request message, waiting while 16 are queued (backpressure).
+     * Queues one request, waiting while 16 are queued (backpressure).
      */
     suspend fun `send`(`message`: kotlin.ByteArray)
     
@@ -2123,8 +2124,8 @@ open class BidiCall: Disposable, AutoCloseable, BidiCallInterface
 
     
     /**
-     * Breaks the request stream off: the server sees a truncated stream and the call
-     * fails with `Cancelled` giving `reason`.
+     * Breaks the request stream off: the server sees a truncated stream and the
+     * call fails with `Cancelled` giving `reason`.
      */override fun `abort`(`reason`: kotlin.String)
         = 
     callWithHandle {
@@ -2140,7 +2141,8 @@ open class BidiCall: Disposable, AutoCloseable, BidiCallInterface
 
     
     /**
-     * Ends the request stream (END_STREAM after the queued messages). Idempotent.
+     * Ends the request stream (END_STREAM after the queued requests).
+     * Idempotent.
      */
     @Throws(QuillException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
@@ -2190,7 +2192,7 @@ open class BidiCall: Disposable, AutoCloseable, BidiCallInterface
 
     
     /**
-     * Queues one request message, waiting while 16 are queued (backpressure).
+     * Queues one request, waiting while 16 are queued (backpressure).
      */
     @Throws(QuillException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
@@ -2653,12 +2655,14 @@ public object FfiConverterTypeCancelToken: FfiConverter<CancelToken, Long> {
 public interface ChatCallInterface {
     
     /**
-     * Breaks the conversation off: the call fails with `Cancelled` giving `reason`.
+     * Breaks the request stream off: the server sees a truncated stream and the
+     * call fails with `Cancelled` giving `reason`.
      */
     fun `abort`(`reason`: kotlin.String)
     
     /**
-     * Ends the conversation after the queued requests. Idempotent.
+     * Ends the request stream (END_STREAM after the queued requests).
+     * Idempotent.
      */
     suspend fun `finish`()
     
@@ -2668,7 +2672,7 @@ public interface ChatCallInterface {
     suspend fun `responses`(`cancel`: CancelToken? = null): GenerateStream
     
     /**
-     * Sends one request (a new generation), waiting while 16 are queued.
+     * Queues one request, waiting while 16 are queued (backpressure).
      */
     suspend fun `send`(`request`: GenerateRequest)
     
@@ -2782,7 +2786,8 @@ open class ChatCall: Disposable, AutoCloseable, ChatCallInterface
 
     
     /**
-     * Breaks the conversation off: the call fails with `Cancelled` giving `reason`.
+     * Breaks the request stream off: the server sees a truncated stream and the
+     * call fails with `Cancelled` giving `reason`.
      */override fun `abort`(`reason`: kotlin.String)
         = 
     callWithHandle {
@@ -2798,7 +2803,8 @@ open class ChatCall: Disposable, AutoCloseable, ChatCallInterface
 
     
     /**
-     * Ends the conversation after the queued requests. Idempotent.
+     * Ends the request stream (END_STREAM after the queued requests).
+     * Idempotent.
      */
     @Throws(QuillException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
@@ -2848,7 +2854,7 @@ open class ChatCall: Disposable, AutoCloseable, ChatCallInterface
 
     
     /**
-     * Sends one request (a new generation), waiting while 16 are queued.
+     * Queues one request, waiting while 16 are queued (backpressure).
      */
     @Throws(QuillException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
@@ -3013,12 +3019,14 @@ public object FfiConverterTypeChatCall: FfiConverter<ChatCall, Long> {
 public interface ClientStreamCallInterface {
     
     /**
-     * Breaks the request stream off: the call fails with `Cancelled` giving `reason`.
+     * Breaks the request stream off: the server sees a truncated stream and the
+     * call fails with `Cancelled` giving `reason`.
      */
     fun `abort`(`reason`: kotlin.String)
     
     /**
-     * Ends the request stream (END_STREAM after the queued messages). Idempotent.
+     * Ends the request stream (END_STREAM after the queued requests).
+     * Idempotent.
      */
     suspend fun `finish`()
     
@@ -3028,7 +3036,7 @@ public interface ClientStreamCallInterface {
     suspend fun `response`(`cancel`: CancelToken? = null): kotlin.ByteArray
     
     /**
-     * Queues one request message, waiting while 16 are queued (backpressure).
+     * Queues one request, waiting while 16 are queued (backpressure).
      */
     suspend fun `send`(`message`: kotlin.ByteArray)
     
@@ -3142,7 +3150,8 @@ open class ClientStreamCall: Disposable, AutoCloseable, ClientStreamCallInterfac
 
     
     /**
-     * Breaks the request stream off: the call fails with `Cancelled` giving `reason`.
+     * Breaks the request stream off: the server sees a truncated stream and the
+     * call fails with `Cancelled` giving `reason`.
      */override fun `abort`(`reason`: kotlin.String)
         = 
     callWithHandle {
@@ -3158,7 +3167,8 @@ open class ClientStreamCall: Disposable, AutoCloseable, ClientStreamCallInterfac
 
     
     /**
-     * Ends the request stream (END_STREAM after the queued messages). Idempotent.
+     * Ends the request stream (END_STREAM after the queued requests).
+     * Idempotent.
      */
     @Throws(QuillException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
@@ -3208,7 +3218,7 @@ open class ClientStreamCall: Disposable, AutoCloseable, ClientStreamCallInterfac
 
     
     /**
-     * Queues one request message, waiting while 16 are queued (backpressure).
+     * Queues one request, waiting while 16 are queued (backpressure).
      */
     @Throws(QuillException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
