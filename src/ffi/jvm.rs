@@ -453,7 +453,7 @@ struct LogBridge {
 
 impl LogBridge {
     fn send(&self, event: &crate::client::events::Event) {
-        use crate::client::events::{EventKind, Level};
+        use crate::client::events::Level;
         use jni::signature::{Primitive, ReturnType};
         use jni::sys::jvalue;
         // Runtime threads attach once, as daemons (they never keep the JVM alive); a
@@ -461,22 +461,11 @@ impl LogBridge {
         let Ok(mut env) = self.vm.attach_current_thread_as_daemon() else {
             return;
         };
-        let level = match event.level {
-            Level::Debug => 0,
-            Level::Info => 1,
-            Level::Warning => 2,
-        };
-        // The order of the Kotlin enum, which uniffi generates from the Rust one.
-        let kind = match event.kind {
-            EventKind::ConnectionOpened => 0,
-            EventKind::ConnectionReused => 1,
-            EventKind::CallFinished => 2,
-            EventKind::CallFailed => 3,
-            EventKind::RetryScheduled => 4,
-            EventKind::Timeout => 5,
-            EventKind::StreamCancelled => 6,
-            EventKind::DecodeLimit => 7,
-        };
+        // uniffi generates the Kotlin enums in the Rust declaration order, so a
+        // variant's position there is its Kotlin ordinal: `EventKind` has implicit
+        // discriminants (0, 1, …), `Level` numbers its variants from `Debug`.
+        let level = event.level as jint - Level::Debug as jint;
+        let kind = event.kind as jint;
         let _ = env.with_local_frame(4, |env| -> jni::errors::Result<()> {
             let target = env.new_string(&event.target)?;
             let message = env.new_string(&event.message)?;

@@ -69,12 +69,20 @@ class LoggingTest {
             c.call(echo, "Echo", "hi".toByteArray())
             assertThrows<QuillException.Status> { runBlocking { c.callJson(fault, "Error", """{"status": 418}""") } }
         }
+        QuillClient(server.baseUrl, 200u, false).use { c ->
+            assertThrows<QuillException.Timeout> { runBlocking { c.callJson(fault, "Slow", """{"ms": 2000}""") } }
+        }
         val events = recorder.events.toList()
         val finished = events.first { it.kind == EventKind.CALL_FINISHED }
         assertEquals("$echo/Echo", finished.target)
         assertEquals(Level.DEBUG, finished.level)
         assertTrue(finished.elapsedUs > 0u)
-        assertEquals(418.toUShort(), events.first { it.kind == EventKind.CALL_FAILED }.status)
+        val failed = events.first { it.kind == EventKind.CALL_FAILED && it.status != null }
+        assertEquals(418.toUShort(), failed.status)
+        // Each kind arrives at its level: the bridge passes both as Kotlin ordinals.
+        assertEquals(Level.DEBUG, events.first { it.kind == EventKind.CONNECTION_OPENED }.level)
+        assertEquals(Level.INFO, failed.level)
+        assertEquals(Level.WARNING, events.first { it.kind == EventKind.TIMEOUT }.level)
         for (e in events) assertFalse("sekrit" in e.message || "sekrit" in e.target, "$e")
         installLogger(null)
         val seen = recorder.events.size
