@@ -261,4 +261,16 @@ fn pregenerated_mode_streams_big_batches() {
     let sizes = got.unwrap();
     assert_eq!(sizes.iter().sum::<usize>(), 100_000);
     assert!(sizes[..sizes.len() - 1].iter().all(|&n| n == 64));
+    // A size out of 1..=65535 is refused before anything is generated.
+    for bad in ["0", "65536", "many"] {
+        let mut options = CallOptions::default();
+        options.headers = vec![("quill-pregenerate".into(), bad.into())];
+        match c.block_on(c.generate(&request(8), options)) {
+            Err(QuillError::Status { problem }) => {
+                assert_eq!(problem.status, 400);
+                assert!(problem.detail.unwrap().contains("quill-pregenerate"));
+            }
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
 }

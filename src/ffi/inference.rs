@@ -9,11 +9,10 @@ use prost::Message;
 use super::cancel::{unless_cancelled, CancelToken};
 use super::request_stream::{request_methods, Requests};
 use super::types::HeaderEntry;
-use crate::client::{CallOptions, MessageStream, QuillClient};
+use crate::client::{CallOptions, QuillClient};
 use crate::error::Result;
 use crate::inference::{
-    tracker_for, EmbedRequest, GenerateRequest, GenerateResponse, GenerateStream, StreamTiming,
-    SERVICE,
+    EmbedRequest, GenerateRequest, GenerateResponse, GenerateStream, StreamTiming, SERVICE,
 };
 use crate::tensor::Tensor;
 use crate::token::TokenBatch;
@@ -83,12 +82,9 @@ impl ChatCall {
     #[uniffi::method(default(cancel = None))]
     async fn responses(&self, cancel: Option<Arc<CancelToken>>) -> Result<Arc<GenerateStream>> {
         let (client, call) = self.0.start()?;
-        let path = call.path();
-        let tracker = tracker_for(true);
-        let messages: MessageStream = unless_cancelled(cancel, client.run(call)).await?;
-        Ok(Arc::new(GenerateStream::from_parts(
-            messages, tracker, path,
-        )))
+        unless_cancelled(cancel, client.typed_stream(call, true))
+            .await
+            .map(Arc::new)
     }
 }
 

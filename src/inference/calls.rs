@@ -170,3 +170,44 @@ impl QuillClient {
         Ok(GenerateStream::from_parts(messages, tracker, path))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::DType;
+    use crate::proto::tensor::v1 as pbt;
+
+    fn tensor(shape: Vec<u64>) -> Tensor {
+        let meta = TensorMeta::new(shape, DType::Float32, None).unwrap();
+        Tensor::zeros(meta).unwrap()
+    }
+
+    fn reply(tensors: &[Tensor], metas: &[TensorMeta]) -> Bytes {
+        pb::EmbedResponse {
+            embeddings: tensors.iter().map(pbt::Tensor::from).collect(),
+            metadata: metas.iter().map(pbt::TensorMeta::from).collect(),
+        }
+        .encode_to_vec()
+        .into()
+    }
+
+    #[test]
+    fn embeddings_are_checked_against_their_metadata() {
+        let t = tensor(vec![2, 4]);
+        let one = std::slice::from_ref(&t);
+        let got = embeddings_from_reply(reply(one, std::slice::from_ref(t.meta()))).unwrap();
+        assert_eq!(got, one);
+        // No metadata is fine.
+        assert_eq!(embeddings_from_reply(reply(one, &[])).unwrap(), one);
+        // Metadata of another shape, or of another count, is a protocol error.
+        let other = tensor(vec![4, 2]);
+        for metas in [vec![other.meta().clone()], vec![t.meta().clone(); 2]] {
+            let err = embeddings_from_reply(reply(one, &metas)).unwrap_err();
+            assert!(matches!(err, QuillError::Protocol { .. }), "{err}");
+            assert!(err.to_string().contains("metadata"), "{err}");
+        }
+        // A body that is not an EmbedResponse.
+        let err = embeddings_from_reply(Bytes::from_static(&[0x0a, 0x09, 0x01])).unwrap_err();
+        assert!(matches!(err, QuillError::Protocol { .. }), "{err}");
+    }
+}

@@ -31,7 +31,7 @@ mod response;
 mod stream;
 mod timing;
 
-#[cfg(any(feature = "python", feature = "ffi"))]
+#[cfg(feature = "python")]
 pub(crate) use calls::tracker_for;
 pub use calls::{
     chat_call, chat_requests, embed_call, embeddings_from_reply, generate_call, ChatSender,

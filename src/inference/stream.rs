@@ -73,9 +73,7 @@ impl GenerateStream {
     pub async fn text(&self) -> Result<String> {
         let mut text = String::new();
         while let Some(r) = self.next_response().await? {
-            for t in &r.tokens.tokens {
-                text.push_str(t.text.as_deref().unwrap_or_default());
-            }
+            text.push_str(&r.tokens.text());
         }
         Ok(text)
     }

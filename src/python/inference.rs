@@ -252,7 +252,7 @@ impl PyGenerateStream {
         let py = slf.py();
         let _inside = exit::enter(py);
         let base = slf.as_super().get();
-        wait::block_on(py, &base.runtime()?, base.text_future())
+        wait::block_on(py, &base.handle()?, base.text_future())
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> String {
@@ -264,7 +264,7 @@ impl PyGenerateStream {
         let py = slf.py();
         let _inside = exit::enter(py);
         let base = slf.as_super().get();
-        wait::to_asyncio(py, &base.runtime()?, base.text_future(), |py, text| {
+        wait::to_asyncio(py, &base.handle()?, base.text_future(), |py, text| {
             Ok(text.into_pyobject(py)?.into_any())
         })
     }

@@ -34,6 +34,23 @@ pub(crate) enum StreamKind {
     },
 }
 
+/// How a stream's messages are decoded: a [`StreamKind`] with its state.
+enum Decode {
+    Messages,
+    Tokens,
+    Generate(Mutex<GenerateTracker>),
+}
+
+impl From<StreamKind> for Decode {
+    fn from(kind: StreamKind) -> Decode {
+        match kind {
+            StreamKind::Messages => Decode::Messages,
+            StreamKind::Tokens => Decode::Tokens,
+            StreamKind::Generate { chat } => Decode::Generate(Mutex::new(tracker_for(chat))),
+        }
+    }
+}
+
 /// Queue depth between the Python thread producing requests and the HTTP body.
 const REQUEST_QUEUE: usize = 16;
 
@@ -126,13 +143,11 @@ struct Core {
     opener: tokio::sync::Mutex<Option<Opener>>,
     stream: OnceLock<Arc<MessageStream>>,
     closed: Mutex<bool>,
-    kind: StreamKind,
-    /// Decodes and times `Generate` streams.
-    tracker: Option<Mutex<GenerateTracker>>,
+    decode: Decode,
     path: String,
 }
 
-pub(crate) enum Item {
+enum Item {
     Message(Bytes),
     Batch(TokenBatch),
     Generated(GenerateResponse),
@@ -165,9 +180,10 @@ impl Core {
     }
 
     fn tracker(&self) -> Option<std::sync::MutexGuard<'_, GenerateTracker>> {
-        self.tracker
-            .as_ref()
-            .map(|t| t.lock().unwrap_or_else(|p| p.into_inner()))
+        match &self.decode {
+            Decode::Generate(t) => Some(t.lock().unwrap_or_else(|p| p.into_inner())),
+            _ => None,
+        }
     }
 
     async fn next(&self) -> Result<Option<Item>, QuillError> {
@@ -178,17 +194,19 @@ impl Core {
             }
             return Ok(None);
         };
-        Ok(Some(match self.kind {
-            StreamKind::Messages => Item::Message(msg),
-            StreamKind::Tokens => {
+        Ok(Some(match &self.decode {
+            Decode::Messages => Item::Message(msg),
+            Decode::Tokens => {
                 Item::Batch(TokenBatch::decode(&msg).map_err(|e| QuillError::Protocol {
                     reason: format!("stream message is not a valid TokenBatch: {e}"),
                 })?)
             }
-            StreamKind::Generate { .. } => match self.tracker() {
-                Some(mut tracker) => Item::Generated(tracker.message(msg)?),
-                None => Item::Message(msg),
-            },
+            Decode::Generate(tracker) => Item::Generated(
+                tracker
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .message(msg)?,
+            ),
         }))
     }
 
@@ -228,29 +246,22 @@ pub struct PyStream {
     /// Shared by the views of one stream (`batches()`): the last one dropped cancels.
     _owner: Arc<CloseOnDrop>,
     client: Arc<QuillClient>,
-    path: String,
     view: View,
 }
 
 impl PyStream {
     fn new(client: &PyQuillClient, path: String, kind: StreamKind, opener: Opener) -> PyStream {
-        let tracker = match kind {
-            StreamKind::Generate { chat } => Some(Mutex::new(tracker_for(chat))),
-            _ => None,
-        };
         let core = Arc::new(Core {
             opener: tokio::sync::Mutex::new(Some(opener)),
             stream: OnceLock::new(),
             closed: Mutex::new(false),
-            kind,
-            tracker,
-            path: path.clone(),
+            decode: kind.into(),
+            path,
         });
         PyStream {
             _owner: Arc::new(CloseOnDrop(core.clone())),
             core,
             client: client.inner.clone(),
-            path,
             view: View::Whole,
         }
     }
@@ -266,7 +277,6 @@ impl PyStream {
             core: self.core.clone(),
             _owner: self._owner.clone(),
             client: self.client.clone(),
-            path: self.path.clone(),
             view: View::Batches,
         }
     }
@@ -284,13 +294,10 @@ impl PyStream {
             let _owner = owner;
             let mut text = String::new();
             while let Some(item) = core.next().await? {
-                let batch = match item {
-                    Item::Generated(r) => r.tokens,
-                    Item::Batch(b) => b,
-                    Item::Message(_) => continue,
-                };
-                for t in &batch.tokens {
-                    text.push_str(t.text.as_deref().unwrap_or_default());
+                match item {
+                    Item::Generated(r) => text.push_str(&r.tokens.text()),
+                    Item::Batch(b) => text.push_str(&b.text()),
+                    Item::Message(_) => {}
                 }
             }
             Ok(text)
@@ -298,14 +305,10 @@ impl PyStream {
     }
 
     pub(crate) fn path(&self) -> &str {
-        &self.path
+        &self.core.path
     }
 
-    pub(crate) fn runtime(&self) -> PyResult<tokio::runtime::Handle> {
-        self.handle()
-    }
-
-    fn handle(&self) -> PyResult<tokio::runtime::Handle> {
+    pub(crate) fn handle(&self) -> PyResult<tokio::runtime::Handle> {
         use super::errors::IntoPyResult;
         self.client.try_runtime_handle().py()
     }
@@ -403,7 +406,7 @@ impl PyStream {
     }
 
     fn __repr__(&self) -> String {
-        format!("Stream('{}')", self.path)
+        format!("Stream('{}')", self.path())
     }
 }
 
