@@ -53,6 +53,8 @@ pub const CONTENT_TYPE_PROBLEM: &str = "application/problem+json";
 pub const PRISM_CLASSIC: &str = "classic";
 /// HTTP/2.
 pub const PRISM_TURBO: &str = "turbo";
+/// HTTP/3 over QUIC.
+pub const PRISM_HYPER: &str = "hyper";
 /// The header a server may name its chosen profile in (optional, never required).
 pub const SELECTED_PRISM_HEADER: &str = "selected-prism";
 

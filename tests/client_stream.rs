@@ -362,7 +362,7 @@ fn bidi_oversized_request_message_is_invalid_argument() {
 #[test]
 fn streams_from_a_foreign_executor() {
     let s = Server::start(&[]);
-    let c = QuillClient::new(s.url.clone(), 5_000, false).unwrap();
+    let c = s.client_with(|cfg| cfg.timeout_ms = 5_000);
     let foreign = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();

@@ -569,7 +569,10 @@ fn one_client_many_threads_and_the_ffi_face() {
     let foreign = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let c = QuillClient::new(s.url.clone(), 5_000, true).unwrap();
+    let c = s.client_with(|cfg| {
+        cfg.timeout_ms = 5_000;
+        cfg.enable_compression = true;
+    });
     let out = foreign
         .block_on(async {
             c.run::<Reply>(Call::proto("echo.v1.EchoService", "Echo", "ffi"))

@@ -63,11 +63,21 @@ use serde_json::Value;
 #[test]
 fn each_version_announces_only_what_it_speaks() {
     let s = Server::start(&[]);
-    for (version, prefer, selected) in [
-        (HttpVersion::Auto, "prism=classic", "classic"), // cleartext: HTTP/1.1
+    // The HTTP/3 run serves TLS, where `Auto` offers h2 by ALPN and gets it.
+    let tls = common::over_http3();
+    let mut cases = vec![
+        if tls {
+            (HttpVersion::Auto, "prism=turbo, classic", "turbo")
+        } else {
+            (HttpVersion::Auto, "prism=classic", "classic") // cleartext: HTTP/1.1
+        },
         (HttpVersion::Http1, "prism=classic", "classic"),
         (HttpVersion::Http2, "prism=turbo", "turbo"),
-    ] {
+    ];
+    if tls {
+        cases.push((HttpVersion::Http3, "prism=hyper", "hyper"));
+    }
+    for (version, prefer, selected) in cases {
         let c = s.client_with(|cfg| cfg.http_version = version);
         assert_eq!(c.http_version(), version);
         assert_eq!(c.selected_prism(), None, "nothing named before an answer");

@@ -252,7 +252,7 @@ class _HeaderSetting(TypedDict):
     value: str
     secret: NotRequired[bool]
 
-_HttpVersion = Literal["auto", "http1", "http2"]
+_HttpVersion = Literal["auto", "http1", "http2", "http3"]
 
 class _ClientConfig(TypedDict):
     base_url: str
@@ -494,6 +494,7 @@ class QuillClient:
     def http_version(self) -> _HttpVersion: ...
     @property
     def selected_prism(self) -> str | None: ...
+    def rebind(self) -> bool: ...
 
 @disjoint_base
 class Stream:

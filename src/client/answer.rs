@@ -7,6 +7,7 @@
 // public `Answer` trait, nameable and implementable only inside the crate.
 #![allow(private_interfaces)]
 
+use super::transport::Response;
 use std::future::Future;
 
 use bytes::Bytes;
@@ -110,7 +111,7 @@ async fn exchange<'c, T, F, Fut>(
     read: F,
 ) -> Result<T>
 where
-    F: Fn(&'c CallContext, reqwest::Response) -> Fut,
+    F: Fn(&'c CallContext, Response) -> Fut,
     Fut: Future<Output = Result<T>> + 'c,
 {
     let mut outgoing = Outgoing::new(body, ctx.compress_requests())?;
@@ -122,7 +123,7 @@ where
         async move {
             let (body, zstd) = next?;
             let _slot = ctx.connection_slot().await;
-            let resp = ctx.send(ctx.request(body, zstd)).await?;
+            let resp = ctx.send(body, zstd).await?;
             read(ctx, resp).await
         }
     });

@@ -11,9 +11,10 @@ use tokio::time::Instant;
 
 use super::closer::{closed_error, Closed};
 use super::compression::{decoder_for, Collector, ZSTD};
-use super::errors::{map_body_error, map_send_error, BodyKind, CallLabel};
+use super::errors::{BodyKind, CallLabel};
 use super::events::{self, EventKind, Level};
 use super::reply_memory::{Memory, Provider};
+use super::transport::{Response, Transport};
 use crate::codec::zstd::{BodyDecoder, Coding};
 use crate::error::{QuillError, Result};
 use crate::problem::Problem;
@@ -39,7 +40,7 @@ impl ContentKind {
 /// the client's runtime.
 #[derive(Clone)]
 pub(crate) struct CallContext {
-    pub http: reqwest::Client,
+    pub http: Transport,
     pub url: reqwest::Url,
     pub headers: HeaderMap,
     pub label: CallLabel,
@@ -119,31 +120,22 @@ impl CallContext {
         self.compression && self.server.decodes_zstd()
     }
 
-    /// A POST of `body` with the call's headers; `zstd` marks a compressed body.
-    pub fn request(&self, body: reqwest::Body, zstd: bool) -> reqwest::RequestBuilder {
-        let mut req = self
-            .http
-            .post(self.url.clone())
-            .headers(self.headers.clone())
-            .body(body);
+    /// POSTs `body` with the call's headers (`zstd` marks a compressed body) and
+    /// returns a 2xx response; anything else becomes `Status` with the server's
+    /// Problem Details.
+    pub async fn send(&self, body: reqwest::Body, zstd: bool) -> Result<Response> {
+        let mut headers = self.headers.clone();
         if zstd {
-            req = req.header(CONTENT_ENCODING, ZSTD);
+            headers.insert(CONTENT_ENCODING, HeaderValue::from_static(ZSTD));
         }
-        // No reqwest timeout: `within_deadline` (or the stream task) bounds the whole
+        // No transport timeout: `within_deadline` (or the stream task) bounds the whole
         // call, and dropping the request future at the deadline closes the connection.
-        req
-    }
-
-    /// Sends and returns a 2xx response; anything else becomes `Status` with the
-    /// server's Problem Details.
-    pub async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        let resp = match req.send().await {
+        let resp = match self.http.post(&self.url, headers, body, &self.label).await {
             Ok(resp) => {
                 self.server.learn(resp.headers());
                 resp
             }
-            Err(e) => {
-                let err = map_send_error(e, &self.label);
+            Err(err) => {
                 self.failed(&err);
                 return Err(err);
             }
@@ -159,12 +151,9 @@ impl CallContext {
     }
 
     /// Events of a 2xx answer: the connection it came on, the call's status and time.
-    fn answered(&self, resp: &reqwest::Response) {
+    fn answered(&self, resp: &Response) {
         if events::enabled(Level::Debug) {
-            let local = resp
-                .extensions()
-                .get::<hyper_util::client::legacy::connect::HttpInfo>()
-                .map(|info| info.local_addr());
+            let local = resp.local_addr();
             if local.is_some_and(|addr| self.runtime.seen_before(addr)) {
                 events::emit(Level::Debug, EventKind::ConnectionReused, |e| {
                     e.target = self.label.path.clone();
@@ -205,7 +194,7 @@ impl CallContext {
         });
     }
 
-    async fn status_error(&self, mut resp: reqwest::Response) -> QuillError {
+    async fn status_error(&self, mut resp: Response) -> QuillError {
         let status = resp.status().as_u16();
         let header = |name| {
             resp.headers()
@@ -226,7 +215,7 @@ impl CallContext {
         let mut body = Vec::new();
         let read = async {
             'read: while body.len() < MAX_ERROR_BODY {
-                let Ok(Some(chunk)) = resp.chunk().await else {
+                let Ok(Some(chunk)) = resp.chunk(&self.label, BodyKind::Unary).await else {
                     break;
                 };
                 decoder.push(chunk);
@@ -262,7 +251,7 @@ impl CallContext {
 
     /// Reads a whole (unary) response body, decoded by its `Content-Encoding` and capped
     /// at `max_decoded_size`.
-    pub async fn read_body(&self, mut resp: reqwest::Response, kind: BodyKind) -> Result<Bytes> {
+    pub async fn read_body(&self, mut resp: Response, kind: BodyKind) -> Result<Bytes> {
         let limit = self.max_decoded_size;
         let mut decoder = decoder_for(resp.headers(), Some(limit))?;
         let identity = resp.headers().get(CONTENT_ENCODING).is_none();
@@ -287,11 +276,7 @@ impl CallContext {
             0
         };
         let mut out = Collector::with_hint(hint);
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| map_body_error(e, &self.label, kind))?
-        {
+        while let Some(chunk) = resp.chunk(&self.label, kind).await? {
             decoder.push(chunk);
             loop {
                 match decoder.next_output() {
@@ -314,17 +299,13 @@ impl CallContext {
     /// `memory`.
     async fn read_into(
         &self,
-        mut resp: reqwest::Response,
+        mut resp: Response,
         mut memory: Memory,
         kind: BodyKind,
     ) -> Result<Bytes> {
         let len = memory.len();
         let mut filled = 0;
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| map_body_error(e, &self.label, kind))?
-        {
+        while let Some(chunk) = resp.chunk(&self.label, kind).await? {
             // The HTTP layer enforces Content-Length; checked again since the copy
             // below must never run past the memory.
             let end = filled + chunk.len();

@@ -8,7 +8,9 @@
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::error::{QuillError, Result};
-use crate::protocol::{DEFAULT_MAX_DECODED_SIZE, MAX_TIMEOUT_MS, PRISM_CLASSIC, PRISM_TURBO};
+use crate::protocol::{
+    DEFAULT_MAX_DECODED_SIZE, MAX_TIMEOUT_MS, PRISM_CLASSIC, PRISM_HYPER, PRISM_TURBO,
+};
 
 /// What `headers()` shows instead of a secret value.
 pub const REDACTED: &str = "<redacted>";
@@ -62,8 +64,9 @@ pub struct ClientConfig {
     pub user_agent: Option<String>,
     /// Most HTTP/1.1 calls in flight at once, each holding a connection until its
     /// answer is read (a stream until it ends); more wait for a free one, within their
-    /// deadline. 0 = no limit. Not applied to [`HttpVersion::Http2`], whose calls share
-    /// one connection (the server's stream limit applies there).
+    /// deadline. 0 = no limit. Not applied to [`HttpVersion::Http2`] and
+    /// [`HttpVersion::Http3`], whose calls share one connection (the server's stream
+    /// limit applies there).
     pub max_connections: u32,
     /// Which HTTP to speak; [`HttpVersion::Auto`] by default.
     pub http_version: HttpVersion,
@@ -71,8 +74,8 @@ pub struct ClientConfig {
     pub http2: Http2Settings,
 }
 
-/// Which HTTP a client speaks: the protocol's transport profiles `classic` (HTTP/1.1)
-/// and `turbo` (HTTP/2).
+/// Which HTTP a client speaks: the protocol's transport profiles `classic` (HTTP/1.1),
+/// `turbo` (HTTP/2) and `hyper` (HTTP/3).
 ///
 /// ```
 /// use quill::client::HttpVersion;
@@ -90,17 +93,26 @@ pub enum HttpVersion {
     /// HTTP/2 only: over TLS by ALPN `h2`, over cleartext by prior knowledge (h2c). Calls
     /// are multiplexed as streams of one connection (per calling lane).
     Http2,
+    /// HTTP/3 over QUIC (UDP, TLS 1.3, ALPN `h3`); `https://` URLs only. Calls are
+    /// streams of one QUIC connection per client.
+    Http3,
 }
 
 impl HttpVersion {
-    pub const ALL: [HttpVersion; 3] = [HttpVersion::Auto, HttpVersion::Http1, HttpVersion::Http2];
+    pub const ALL: [HttpVersion; 4] = [
+        HttpVersion::Auto,
+        HttpVersion::Http1,
+        HttpVersion::Http2,
+        HttpVersion::Http3,
+    ];
 
-    /// `"auto"`, `"http1"` or `"http2"`.
+    /// `"auto"`, `"http1"`, `"http2"` or `"http3"`.
     pub fn name(self) -> &'static str {
         match self {
             HttpVersion::Auto => "auto",
             HttpVersion::Http1 => "http1",
             HttpVersion::Http2 => "http2",
+            HttpVersion::Http3 => "http3",
         }
     }
 
@@ -111,7 +123,7 @@ impl HttpVersion {
             .find(|v| v.name().eq_ignore_ascii_case(name))
             .ok_or_else(|| {
                 QuillError::invalid(format!(
-                    "http_version must be \"auto\", \"http1\" or \"http2\", not {name:?}"
+                    "http_version must be \"auto\", \"http1\", \"http2\" or \"http3\", not {name:?}"
                 ))
             })
     }
@@ -120,6 +132,7 @@ impl HttpVersion {
     /// of this scheme.
     pub(crate) fn prefer(self, https: bool) -> String {
         let profiles: &[&str] = match (self, https) {
+            (HttpVersion::Http3, _) => &[PRISM_HYPER],
             (HttpVersion::Http2, _) => &[PRISM_TURBO],
             (HttpVersion::Auto, true) => &[PRISM_TURBO, PRISM_CLASSIC],
             (HttpVersion::Auto, false) | (HttpVersion::Http1, _) => &[PRISM_CLASSIC],
@@ -143,6 +156,9 @@ pub const DEFAULT_HTTP2_CONNECTION_WINDOW: u32 = 16 << 20;
 /// more than half the connection window, it closes the connection (`ENHANCE_YOUR_CALM`).
 /// Many streams of small messages need a window that is not too small for that — which
 /// is why adaptive windows, which start at 64 KiB, are not the default.
+///
+/// HTTP/3 uses the two keep-alive settings too: QUIC PINGs at the same interval, and a
+/// connection silent for interval + timeout (the QUIC idle timeout) is dead.
 ///
 /// ```
 /// let mut h2 = quill::client::Http2Settings::default();
@@ -538,13 +554,18 @@ mod tests {
             (HttpVersion::Http1, true, "prism=classic"),
             (HttpVersion::Http2, false, "prism=turbo"),
             (HttpVersion::Http2, true, "prism=turbo"),
+            (HttpVersion::Http3, true, "prism=hyper"),
         ];
         for (version, https, prefer) in cases {
             assert_eq!(version.prefer(https), prefer, "{version:?} https={https}");
         }
         assert_eq!(HttpVersion::from_name("HTTP2").unwrap(), HttpVersion::Http2);
+        assert_eq!(HttpVersion::from_name("http3").unwrap(), HttpVersion::Http3);
         let err = HttpVersion::from_name("h3").unwrap_err().to_string();
-        assert!(err.contains("\"auto\", \"http1\" or \"http2\""), "{err}");
+        assert!(
+            err.contains("\"auto\", \"http1\", \"http2\" or \"http3\""),
+            "{err}"
+        );
     }
 
     #[test]

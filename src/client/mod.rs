@@ -33,12 +33,14 @@ mod connections;
 mod errors;
 pub mod events;
 mod negotiation;
+mod quic;
 mod reply_memory;
 mod request;
 mod retry;
 mod runtime;
 mod stream;
 mod tensor;
+mod transport;
 
 use std::fmt;
 use std::future::Future;
@@ -66,6 +68,7 @@ use call::{call_headers, CallContext};
 use config::{default_user_agent, normalize_base_url, validate_path_part, HeaderStore};
 use errors::CallLabel;
 use runtime::{run_on, ClientRuntime, HttpSettings, LaneGuard};
+use transport::Transport;
 
 use crate::error::{QuillError, Result};
 
@@ -121,6 +124,11 @@ impl QuillClient {
         config.validate()?;
         let base = reqwest::Url::parse(&config.base_url)
             .map_err(|e| QuillError::invalid(format!("base_url is not a valid URL: {e}")))?;
+        if config.http_version == config::HttpVersion::Http3 && base.scheme() != "https" {
+            return Err(QuillError::invalid(
+                "http_version \"http3\" needs an https:// base_url (QUIC always runs TLS 1.3)",
+            ));
+        }
         let user_agent = config.user_agent.clone().unwrap_or_else(default_user_agent);
         let peer = format!(
             "{}:{}",
@@ -181,6 +189,28 @@ impl QuillClient {
     pub fn live_tasks(&self) -> usize {
         self.try_runtime_handle()
             .map_or(0, |h| h.metrics().num_alive_tasks())
+    }
+
+    /// Moves this client's HTTP/3 connection to a new local UDP socket, as a phone does
+    /// when it switches from Wi-Fi to cellular: QUIC connection migration keeps open
+    /// streams and later calls on the same connection. Call it when the platform
+    /// reports a network change. `Ok(false)` when there is nothing to move (not HTTP/3,
+    /// or no call made yet); TCP connections cannot migrate and are left alone.
+    ///
+    /// ```
+    /// let client = quill::QuillClient::new("http://127.0.0.1:9", 1000, false).unwrap();
+    /// assert!(!client.rebind().unwrap());
+    /// ```
+    pub fn rebind(&self) -> Result<bool> {
+        let (handle, transport) = self.runtime.current()?;
+        match transport {
+            Transport::Quic(pool) => {
+                // The new socket is registered with the runtime's reactor.
+                let _entered = handle.enter();
+                pool.rebind()
+            }
+            Transport::Tcp(_) => Ok(false),
+        }
     }
 
     fn read_headers(&self) -> std::sync::RwLockReadGuard<'_, HeaderStore> {
@@ -272,7 +302,7 @@ impl QuillClient {
 
     /// Everything `call` needs, captured now (later header changes do not affect it),
     /// its body and how often it may be retried.
-    fn context(&self, call: Call, http: reqwest::Client) -> Result<(CallContext, Body, u32)> {
+    fn context(&self, call: Call, http: Transport) -> Result<(CallContext, Body, u32)> {
         let Call {
             service,
             method,
@@ -477,5 +507,19 @@ mod tests {
         let c = QuillClient::new("http://h", 0, false).unwrap();
         assert!(c.call_url("..", "Echo").is_err());
         assert!(c.call_url("svc", "a/b").is_err());
+    }
+
+    #[test]
+    fn http3_needs_an_https_url() {
+        let config = |url: &str| {
+            let mut cfg = ClientConfig::new(url);
+            cfg.http_version = config::HttpVersion::Http3;
+            cfg
+        };
+        let err = QuillClient::with_config(config("http://127.0.0.1:1")).unwrap_err();
+        assert!(matches!(err, QuillError::InvalidArgument { .. }), "{err:?}");
+        assert!(err.to_string().contains("https://"), "{err}");
+        // Nothing is dialled at construction.
+        assert!(QuillClient::with_config(config("https://127.0.0.1:1")).is_ok());
     }
 }

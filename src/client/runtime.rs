@@ -33,6 +33,8 @@ use super::closer::{Closed, Closer};
 use super::config::{ClientConfig, Http2Settings, HttpVersion};
 use super::connections::{ConnectEvents, SeenConnections};
 use super::errors::map_join_error;
+use super::quic::{QuicPool, QuicSettings};
+use super::transport::Transport;
 use crate::error::{QuillError, Result};
 
 /// Worker threads per client: the client is I/O bound; two keep one busy decoder from
@@ -51,6 +53,8 @@ pub(crate) struct HttpSettings {
     pub version: HttpVersion,
     pub http2: Http2Settings,
     pub max_connections: u32,
+    /// The PEM behind `extra_roots`, for the QUIC client's own TLS configuration.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl HttpSettings {
@@ -80,7 +84,40 @@ impl HttpSettings {
             version: config.http_version,
             http2: config.http2.clone(),
             max_connections: config.max_connections,
+            ca_pem: config.ca_cert_pem.clone(),
         })
+    }
+
+    /// The transport of [`version`](Self::version); a QUIC one needs the runtime
+    /// entered (its endpoint is driven there).
+    fn build_transport(&self) -> Result<Transport> {
+        if self.version != HttpVersion::Http3 {
+            return self.build_client().map(Transport::Tcp);
+        }
+        let (host, port) = self
+            .peer
+            .rsplit_once(':')
+            .and_then(|(host, port)| Some((host, port.parse().ok()?)))
+            .ok_or_else(|| QuillError::invalid("base_url names no host and port"))?;
+        // An IPv6 literal is bracketed in URLs; the resolver wants it bare.
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let pool = QuicPool::new(QuicSettings {
+            server_name: host.clone(),
+            host,
+            port,
+            user_agent: reqwest::header::HeaderValue::from_str(&self.user_agent)
+                .map_err(|_| QuillError::invalid("user_agent is not a valid header value"))?,
+            ca_pem: self.ca_pem.clone(),
+            keep_alive: self.keep_alive_interval(),
+            // A PING goes out after `interval` of quiet and gets `timeout` to be
+            // answered, as over HTTP/2.
+            idle_timeout: self.keep_alive_interval().unwrap_or_default()
+                + Duration::from_millis(self.http2.keep_alive_timeout_ms),
+        })?;
+        Ok(Transport::Quic(Arc::new(pool)))
     }
 
     fn build_client(&self) -> Result<reqwest::Client> {
@@ -91,6 +128,8 @@ impl HttpSettings {
             // cleartext unless told otherwise: exactly `Auto`.
             HttpVersion::Auto => self.tune_http2(builder),
             HttpVersion::Http2 => self.tune_http2(builder.http2_prior_knowledge()),
+            // Not reached (`build_transport`); a TCP pool for it would be the same as Auto.
+            HttpVersion::Http3 => self.tune_http2(builder),
         }
         .use_rustls_tls()
         .user_agent(self.user_agent.clone())
@@ -122,11 +161,7 @@ impl HttpSettings {
         let h2 = &self.http2;
         let mut builder = builder
             .http2_keep_alive_timeout(Duration::from_millis(h2.keep_alive_timeout_ms))
-            .http2_keep_alive_interval(
-                h2.keep_alive_interval_ms
-                    .filter(|&ms| ms > 0)
-                    .map(Duration::from_millis),
-            )
+            .http2_keep_alive_interval(self.keep_alive_interval())
             .http2_max_frame_size(HTTP2_MAX_FRAME_SIZE);
         if h2.adaptive_window {
             builder = builder.http2_adaptive_window(true);
@@ -142,6 +177,16 @@ impl HttpSettings {
                 );
         }
         builder
+    }
+}
+
+impl HttpSettings {
+    /// The PING interval of HTTP/2 and HTTP/3 connections (`None`: no pings).
+    fn keep_alive_interval(&self) -> Option<Duration> {
+        self.http2
+            .keep_alive_interval_ms
+            .filter(|&ms| ms > 0)
+            .map(Duration::from_millis)
     }
 }
 
@@ -228,8 +273,8 @@ pub(crate) struct LaneGuard(Arc<Lane>);
 
 impl LaneGuard {
     /// The lane's own pool: connections made through it live on the lane's runtime.
-    pub fn http(&self) -> reqwest::Client {
-        self.0.http.clone()
+    pub fn http(&self) -> Transport {
+        Transport::Tcp(self.0.http.clone())
     }
 
     /// Nothing polls the lane between calls, so a keep-alive connection the server
@@ -277,7 +322,7 @@ struct Parts {
     pid: u32,
     runtime: Option<tokio::runtime::Runtime>,
     /// Dropped by `close`, which closes the pool's idle connections.
-    http: Option<reqwest::Client>,
+    http: Option<Transport>,
     /// Created on demand, up to [`MAX_LANES`]: one per thread blocking at once.
     lanes: Vec<Arc<Lane>>,
     /// `max_connections` permits shared by the workers and every lane (HTTP/1.1).
@@ -292,18 +337,22 @@ impl Parts {
             .enable_all()
             .build()
             .map_err(runtime_error)?;
+        let http = {
+            let _entered = runtime.enter();
+            settings.build_transport()?
+        };
         Ok(Parts {
             pid: std::process::id(),
             runtime: Some(runtime),
-            http: Some(settings.build_client()?),
+            http: Some(http),
             lanes: Vec::new(),
-            slots: (settings.max_connections > 0 && settings.version != HttpVersion::Http2).then(
-                || {
-                    Arc::new(tokio::sync::Semaphore::new(
-                        settings.max_connections as usize,
-                    ))
-                },
-            ),
+            slots: (settings.max_connections > 0
+                && matches!(settings.version, HttpVersion::Auto | HttpVersion::Http1))
+            .then(|| {
+                Arc::new(tokio::sync::Semaphore::new(
+                    settings.max_connections as usize,
+                ))
+            }),
         })
     }
 
@@ -315,7 +364,7 @@ impl Parts {
             .clone()
     }
 
-    fn http(&self) -> reqwest::Client {
+    fn http(&self) -> Transport {
         self.http
             .clone()
             .expect("the pool is only dropped on close, checked before")
@@ -406,16 +455,20 @@ impl ClientRuntime {
     }
 
     /// The runtime handle and reqwest client for this process.
-    pub fn current(&self) -> Result<(Handle, reqwest::Client)> {
+    pub fn current(&self) -> Result<(Handle, Transport)> {
         let parts = self.parts(true)?;
         Ok((parts.handle(), parts.http()))
     }
 
     /// [`current`](Self::current), plus a free lane: an idle one, or a new one while
     /// there are fewer than [`MAX_LANES`]; `None` when all are busy (or a new one
-    /// could not be built), and the call then runs on the workers.
-    pub fn for_blocking(&self) -> Result<(Handle, reqwest::Client, Option<LaneGuard>)> {
+    /// could not be built), and the call then runs on the workers. HTTP/3 calls always
+    /// run on the workers, where the QUIC endpoint is driven.
+    pub fn for_blocking(&self) -> Result<(Handle, Transport, Option<LaneGuard>)> {
         let mut parts = self.parts(true)?;
+        if self.settings.version == HttpVersion::Http3 {
+            return Ok((parts.handle(), parts.http(), None));
+        }
         let free = parts.lanes.iter().find(|lane| {
             lane.busy
                 .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)

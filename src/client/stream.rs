@@ -20,9 +20,10 @@ use super::body::ErrorSlot;
 use super::call::CallContext;
 use super::closer::{closed_error, Closed};
 use super::compression::decoder_for;
-use super::errors::{decode_as_protocol, map_body_error, BodyKind, CallLabel};
+use super::errors::{decode_as_protocol, BodyKind, CallLabel};
 use super::events::{self, EventKind, Level};
 use super::runtime::ClientRuntime;
+use super::transport::Response;
 use crate::codec::stream::{Event, MessageReader};
 use crate::error::{QuillError, Result};
 use crate::token::TokenBatch;
@@ -259,7 +260,7 @@ pub(crate) async fn open(
     let sent = ctx
         .within_deadline(async {
             let slot = ctx.connection_slot().await;
-            ctx.send(ctx.request(body, zstd)).await.map(|r| (r, slot))
+            ctx.send(body, zstd).await.map(|r| (r, slot))
         })
         .await;
     let (resp, slot) = sent.map_err(|e| match &request_error {
@@ -287,7 +288,7 @@ pub(crate) async fn open(
     })
 }
 
-async fn pump(mut resp: reqwest::Response, spec: ReaderSpec, tx: mpsc::Sender<Item>) {
+async fn pump(mut resp: Response, spec: ReaderSpec, tx: mpsc::Sender<Item>) {
     let work = async {
         let work = read_messages(&mut resp, &spec, &tx);
         match spec.deadline {
@@ -305,7 +306,7 @@ async fn pump(mut resp: reqwest::Response, spec: ReaderSpec, tx: mpsc::Sender<It
     match outcome {
         Ok(Outcome::End) => {
             if tx.send(Ok(None)).await.is_ok() {
-                drain(&mut resp).await;
+                drain(&mut resp, &spec.label).await;
             }
         }
         Ok(Outcome::ConsumerGone) => {
@@ -323,9 +324,9 @@ async fn pump(mut resp: reqwest::Response, spec: ReaderSpec, tx: mpsc::Sender<It
     }
 }
 
-async fn drain(resp: &mut reqwest::Response) {
+async fn drain(resp: &mut Response, label: &CallLabel) {
     let _ = tokio::time::timeout(DRAIN_GRACE, async {
-        while let Ok(Some(_)) = resp.chunk().await {}
+        while let Ok(Some(_)) = resp.chunk(label, BodyKind::Stream).await {}
     })
     .await;
 }
@@ -338,7 +339,7 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 async fn read_messages(
-    resp: &mut reqwest::Response,
+    resp: &mut Response,
     spec: &ReaderSpec,
     tx: &mpsc::Sender<Item>,
 ) -> Result<Outcome> {
@@ -392,7 +393,7 @@ async fn read_messages(
             _ = sleep_until(idle_at) => {
                 return Err(spec.label.idle_timeout(spec.idle.unwrap_or_default()));
             }
-            chunk = resp.chunk() => chunk.map_err(|e| map_body_error(e, &spec.label, BodyKind::Stream))?,
+            chunk = resp.chunk(&spec.label, BodyKind::Stream) => chunk?,
         };
         match chunk {
             Some(chunk) => decoder.push(chunk),

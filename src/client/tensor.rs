@@ -3,14 +3,15 @@
 
 use super::call::CallContext;
 use super::compression::decoder_for;
-use super::errors::{decode_as_protocol, map_body_error, BodyKind};
+use super::errors::{decode_as_protocol, BodyKind};
+use super::transport::Response;
 use crate::codec::tensor::TensorReader;
 use crate::error::{QuillError, Result};
 use crate::tensor::Tensor;
 
 /// Decodes the frames as chunks arrive. Memory stays bounded by the tensor size (checked
 /// against `max_decoded_size` as soon as TENSOR_META arrives) plus one frame.
-pub(crate) async fn read_tensor(ctx: &CallContext, mut resp: reqwest::Response) -> Result<Tensor> {
+pub(crate) async fn read_tensor(ctx: &CallContext, mut resp: Response) -> Result<Tensor> {
     let mut decoder = decoder_for(resp.headers(), None)?;
     let mut reader = TensorReader::with_limit(ctx.max_decoded_size, "max_decoded_size");
     loop {
@@ -24,10 +25,7 @@ pub(crate) async fn read_tensor(ctx: &CallContext, mut resp: reqwest::Response) 
                 tokio::task::yield_now().await;
             }
         }
-        let chunk = resp
-            .chunk()
-            .await
-            .map_err(|e| map_body_error(e, &ctx.label, BodyKind::Stream))?;
+        let chunk = resp.chunk(&ctx.label, BodyKind::Stream).await?;
         match chunk {
             Some(chunk) => decoder.push(chunk),
             None => break,

@@ -98,10 +98,18 @@ impl QuillClient {
     }
 
     /// The transport profile the server last named in `Selected-Prism` (`"classic"`,
-    /// `"turbo"`), or null until one does.
+    /// `"turbo"`, `"hyper"`), or null until one does.
     #[uniffi::method(name = "selected_prism")]
     fn ffi_selected_prism(&self) -> Option<String> {
         self.selected_prism()
+    }
+
+    /// Moves the HTTP/3 connection to a new local UDP socket after a network change
+    /// (Android `ConnectivityManager.NetworkCallback`, Apple `NWPathMonitor`); open
+    /// streams continue. False when there is nothing to move (not HTTP/3 or no call yet).
+    #[uniffi::method(name = "rebind")]
+    fn ffi_rebind(&self) -> Result<bool, QuillError> {
+        self.rebind()
     }
 
     /// Tasks alive on the client's runtime (calls, stream readers, one per open

@@ -181,12 +181,14 @@ pub struct ClientConfig {
 }
 
 /// Which HTTP a client speaks (`AUTO`: h2 or http/1.1 by ALPN over TLS, HTTP/1.1 over
-/// cleartext; `HTTP2` over cleartext is h2c with prior knowledge).
+/// cleartext; `HTTP2` over cleartext is h2c with prior knowledge; `HTTP3` is QUIC, for
+/// `https://` URLs only).
 #[uniffi::remote(Enum)]
 pub enum HttpVersion {
     Auto,
     Http1,
     Http2,
+    Http3,
 }
 
 /// HTTP/2 connection tuning; see the Rust `Http2Settings` docs.

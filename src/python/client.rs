@@ -949,17 +949,25 @@ impl PyQuillClient {
         self.inner.compression_enabled()
     }
 
-    /// `"auto"`, `"http1"` or `"http2"`, as configured.
+    /// `"auto"`, `"http1"`, `"http2"` or `"http3"`, as configured.
     #[getter]
     fn http_version(&self) -> &'static str {
         self.inner.http_version().name()
     }
 
     /// The transport profile the server last named in `Selected-Prism` (`"classic"`
-    /// for HTTP/1.1, `"turbo"` for HTTP/2), or `None` until a server names one.
+    /// for HTTP/1.1, `"turbo"` for HTTP/2, `"hyper"` for HTTP/3), or `None` until a
+    /// server names one.
     #[getter]
     fn selected_prism(&self) -> Option<String> {
         self.inner.selected_prism()
+    }
+
+    /// Moves the HTTP/3 connection to a new local UDP socket, as after a network
+    /// change; open streams and later calls continue on the same QUIC connection.
+    /// `False` when there is nothing to move (not HTTP/3, or no call made yet).
+    fn rebind(&self) -> PyResult<bool> {
+        self.inner.rebind().map_err(to_py_err)
     }
 
     fn __repr__(&self) -> String {

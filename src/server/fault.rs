@@ -354,7 +354,8 @@ pub async fn stream_slow(
 }
 
 /// `GoAway`: `{"ok": true}`, then the connection it came on shuts down gracefully
-/// (HTTP/2 GOAWAY: streams already open finish, new ones need a new connection).
+/// (HTTP/2 and HTTP/3 GOAWAY: streams already open finish, new ones need a new
+/// connection).
 pub async fn goaway(axum::Extension(goaway): axum::Extension<super::listen::GoAway>) -> Response {
     goaway.send();
     json_response(&json!({"ok": true}))

@@ -1,16 +1,17 @@
 //! The one middleware of every route: counts requests (and those whose client went away
 //! before the answer), logs them with `--log`, names
 //! each with an `x-request-id` (the client's own, else `quill-<n>`), names the transport
-//! profile of the request (`Selected-Prism: classic` or `turbo`), says it decodes
-//! zstd request bodies (`Accept-Encoding: zstd`), and zstd-compresses successful
-//! responses when the client sent `Accept-Encoding: zstd`.
+//! profile of the request (`Selected-Prism: classic`, `turbo` or `hyper`), says it
+//! decodes zstd request bodies (`Accept-Encoding: zstd`), points TCP clients at HTTP/3
+//! when it is served (`Alt-Svc`), and zstd-compresses successful responses when the
+//! client sent `Accept-Encoding: zstd`.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, Version};
 use axum::middleware::Next;
 use axum::response::Response;
 use futures_util::{FutureExt, StreamExt};
@@ -20,7 +21,8 @@ use super::problem::problem;
 use super::SharedState;
 use crate::codec::zstd::{accepts_zstd, compress, StreamEncoder};
 use crate::protocol::{
-    COMPRESSION_THRESHOLD, PRISM_CLASSIC, PRISM_TURBO, REQUEST_ID_HEADER, SELECTED_PRISM_HEADER,
+    COMPRESSION_THRESHOLD, PRISM_CLASSIC, PRISM_HYPER, PRISM_TURBO, REQUEST_ID_HEADER,
+    SELECTED_PRISM_HEADER,
 };
 
 /// Most bytes gathered into one compressed, flushed piece of a streamed response.
@@ -67,10 +69,11 @@ pub async fn common(State(state): State<SharedState>, req: Request, next: Next) 
         .get_all(header::ACCEPT_ENCODING)
         .iter()
         .any(|v| v.to_str().is_ok_and(accepts_zstd));
-    let prism = if req.version() == axum::http::Version::HTTP_2 {
-        PRISM_TURBO
-    } else {
-        PRISM_CLASSIC
+    let version = req.version();
+    let prism = match version {
+        Version::HTTP_2 => PRISM_TURBO,
+        Version::HTTP_3 => PRISM_HYPER,
+        _ => PRISM_CLASSIC,
     };
     // Only the method and path are logged: never headers (they carry secrets).
     let log = state.config.log.then(|| {
@@ -91,6 +94,9 @@ pub async fn common(State(state): State<SharedState>, req: Request, next: Next) 
         .insert(header::ACCEPT_ENCODING, HeaderValue::from_static("zstd"));
     resp.headers_mut()
         .insert(SELECTED_PRISM_HEADER, HeaderValue::from_static(prism));
+    if let (Some(alt_svc), false) = (&state.alt_svc, version == Version::HTTP_3) {
+        resp.headers_mut().insert(header::ALT_SVC, alt_svc.clone());
+    }
     if accept_zstd {
         resp = compress_response(resp).await;
     }

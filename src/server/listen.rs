@@ -1,10 +1,9 @@
 //! The accept loop: HTTP/1.1 and cleartext HTTP/2 (h2c, prior knowledge) on one port,
 //! told apart by the connection preface; with a certificate, TLS with ALPN `h2` and
 //! `http/1.1` instead. Its own loop (rather than `axum::serve`) so that HTTP/2 limits
-//! can be set and TLS put in front.
+//! can be set and TLS put in front. HTTP/3 beside it, on UDP, is h3.rs.
 
 use std::io;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +12,6 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -25,17 +22,38 @@ use tokio_rustls::TlsAcceptor;
 pub struct GoAway(Arc<tokio::sync::Notify>);
 
 impl GoAway {
+    /// Asks for the shutdown; the connection acts on it once, however often asked.
     pub fn send(&self) {
         // A stored permit: the connection task may not be waiting at this instant.
         self.0.notify_one();
+    }
+
+    /// Completes when a shutdown has been asked for.
+    pub(super) async fn requested(&self) {
+        self.0.notified().await;
     }
 }
 
 /// The router with this connection's [`GoAway`] put into every request.
 #[derive(Clone)]
-struct WithGoAway {
+pub(super) struct WithGoAway {
     app: Router,
     goaway: GoAway,
+}
+
+impl WithGoAway {
+    /// `app` for one new connection, with a [`GoAway`] of its own.
+    pub(super) fn new(app: Router) -> WithGoAway {
+        WithGoAway {
+            app,
+            goaway: GoAway::default(),
+        }
+    }
+
+    /// The connection's shutdown request, which its requests carry.
+    pub(super) fn goaway(&self) -> &GoAway {
+        &self.goaway
+    }
 }
 
 impl<B> tower_service::Service<Request<B>> for WithGoAway
@@ -64,58 +82,32 @@ async fn drive<I>(builder: Arc<auto::Builder<TokioExecutor>>, io: I, service: Wi
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let goaway = service.goaway.0.clone();
+    let goaway = service.goaway.clone();
     let conn =
         builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
     tokio::pin!(conn);
     // A broken connection ends only itself.
     tokio::select! {
         _ = conn.as_mut() => {}
-        () = goaway.notified() => {
+        () = goaway.requested() => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
     }
 }
 
-/// A certificate chain and its private key, PEM files.
-#[derive(Clone, Debug)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
 /// A TLS acceptor offering `h2` and `http/1.1` by ALPN.
-pub(crate) fn acceptor(files: &TlsFiles) -> io::Result<TlsAcceptor> {
-    let invalid = |what: &Path, e: &dyn std::fmt::Display| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{}: {e}", what.display()),
-        )
-    };
-    let certs = CertificateDer::pem_file_iter(&files.cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| invalid(&files.cert, &e))?;
-    if certs.is_empty() {
-        return Err(invalid(&files.cert, &"no certificate in the file"));
-    }
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| invalid(&files.key, &e))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| invalid(&files.cert, &e))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| invalid(&files.key, &e))?;
+pub(crate) fn acceptor(mut config: rustls::ServerConfig) -> TlsAcceptor {
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    TlsAcceptor::from(Arc::new(config))
 }
 
 // HTTP/2 receive windows and send buffer: hyper's defaults (1 MiB windows, 400 KB send
-// buffer) held uploads to about half of raw loopback TCP (docs/performance.md).
+// buffer) held uploads to about half of raw loopback TCP (docs/performance.md). HTTP/3
+// (h3.rs) uses the same windows, so the two profiles are measured alike.
 const H2_MAX_FRAME: u32 = 256 * 1024;
-const H2_STREAM_WINDOW: u32 = 8 * 1024 * 1024;
-const H2_CONN_WINDOW: u32 = 16 * 1024 * 1024;
+pub(super) const H2_STREAM_WINDOW: u32 = 8 * 1024 * 1024;
+pub(super) const H2_CONN_WINDOW: u32 = 16 * 1024 * 1024;
 const H2_SEND_BUF: usize = 4 * 1024 * 1024;
 
 /// Serves `app` on every connection `listener` accepts, until the process ends.
@@ -147,10 +139,7 @@ pub(crate) async fn serve(
         };
         // Streams flush frame by frame: do not let Nagle hold them back.
         let _ = tcp.set_nodelay(true);
-        let service = WithGoAway {
-            app: app.clone(),
-            goaway: GoAway::default(),
-        };
+        let service = WithGoAway::new(app.clone());
         let (builder, tls) = (builder.clone(), tls.clone());
         tokio::spawn(async move {
             match tls {

@@ -1,7 +1,7 @@
 //! The bundled Quill server (feature `server`, binary `quill-server`).
 //!
-//! An axum 0.8 / hyper server (HTTP/1.1 and HTTP/2, cleartext or TLS) that speaks
-//! protocol.md: unary, server-,
+//! An axum 0.8 / hyper server (HTTP/1.1 and HTTP/2, cleartext or TLS; with TLS also
+//! HTTP/3 over QUIC) that speaks protocol.md: unary, server-,
 //! client- and bidirectional streaming calls, zstd in both directions, Problem Details
 //! errors, plus `test.v1.FaultService/*` routes that misbehave on purpose so client test
 //! suites can check their error handling. See docs/server.md for every route.
@@ -22,6 +22,7 @@ mod body;
 mod echo;
 mod fault;
 pub mod generator;
+mod h3;
 mod hash;
 mod inference;
 mod inference_v1;
@@ -29,16 +30,18 @@ mod layer;
 mod listen;
 mod problem;
 mod tensor;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use axum::http::HeaderValue;
 use axum::routing::post;
 use axum::Router;
 
-pub use listen::TlsFiles;
+pub use tls::TlsFiles;
 
 pub use crate::protocol::MAX_REQUEST_BODY;
 
@@ -54,11 +57,15 @@ pub struct Config {
     /// Log one line per request to stderr.
     pub log: bool,
     /// Serve TLS (ALPN `h2` and `http/1.1`) with this certificate and key instead of
-    /// cleartext HTTP/1.1 and h2c.
+    /// cleartext HTTP/1.1 and h2c, and HTTP/3 on UDP on the same port.
     pub tls: Option<TlsFiles>,
-    /// Most concurrent streams per HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS);
-    /// `None` = hyper's default (200).
+    /// Most concurrent streams per HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS)
+    /// and per HTTP/3 connection (QUIC bidirectional streams); `None` = hyper's
+    /// default (200).
     pub h2_max_streams: Option<u32>,
+    /// The UDP port HTTP/3 is served on, advertised in `Alt-Svc` on every HTTP/1.1 and
+    /// HTTP/2 response. [`Server::bind`] sets it when it serves HTTP/3.
+    pub alt_svc_port: Option<u16>,
 }
 
 impl std::fmt::Debug for Config {
@@ -71,6 +78,7 @@ impl std::fmt::Debug for Config {
             .field("log", &self.log)
             .field("tls", &self.tls)
             .field("h2_max_streams", &self.h2_max_streams)
+            .field("alt_svc_port", &self.alt_svc_port)
             .finish()
     }
 }
@@ -78,7 +86,8 @@ impl std::fmt::Debug for Config {
 /// Usage text of the binary.
 pub const USAGE: &str = "\
 usage: quill-server [--port N] [--host ADDR] [--token T] [--log]
-                    [--tls-cert PEM --tls-key PEM] [--h2-max-streams N]
+                    [--tls-cert PEM --tls-key PEM | --tls-self-signed DIR]
+                    [--h2-max-streams N]
 
   --port N     TCP port to listen on (default 0: pick a free port)
   --host ADDR  address to bind (default 127.0.0.1)
@@ -87,12 +96,19 @@ usage: quill-server [--port N] [--host ADDR] [--token T] [--log]
   --log        log one line per request to stderr
   --tls-cert PEM, --tls-key PEM
                serve TLS with this certificate chain and key (ALPN h2 and
-               http/1.1) instead of cleartext HTTP/1.1 and h2c
+               http/1.1) instead of cleartext HTTP/1.1 and h2c, and also
+               HTTP/3 (QUIC, ALPN h3) on UDP on the same port number
+  --tls-self-signed DIR
+               as --tls-cert/--tls-key with a fresh certificate for localhost,
+               127.0.0.1 and ::1, written to DIR/cert.pem (trust it in
+               clients) and DIR/key.pem; for local use only
   --h2-max-streams N
-               most concurrent streams per HTTP/2 connection (default 200)
+               most concurrent streams per HTTP/2 (and HTTP/3) connection
+               (default 200)
 
-Serves HTTP/1.1 and HTTP/2 on the same port. When ready, prints
-`listening on http://HOST:PORT` (`https://` with TLS) on stdout.";
+Serves HTTP/1.1 and HTTP/2 on the same port (with TLS, HTTP/3 on UDP too).
+When ready, prints `listening on http://HOST:PORT` (`https://` with TLS) on
+stdout.";
 
 impl Config {
     /// Parses `--port N --host H --token T --log` (also `--flag=value`). The token may
@@ -137,6 +153,12 @@ impl Config {
                 "--log" => cfg.log = true,
                 "--tls-cert" => tls_cert = Some(PathBuf::from(value("--tls-cert")?)),
                 "--tls-key" => tls_key = Some(PathBuf::from(value("--tls-key")?)),
+                "--tls-self-signed" => {
+                    let dir = PathBuf::from(value("--tls-self-signed")?);
+                    let files = tls::write_self_signed(&dir)
+                        .map_err(|e| format!("--tls-self-signed {}: {e}", dir.display()))?;
+                    (tls_cert, tls_key) = (Some(files.cert), Some(files.key));
+                }
                 "--h2-max-streams" => {
                     let v = value("--h2-max-streams")?;
                     cfg.h2_max_streams =
@@ -177,6 +199,8 @@ pub struct Stats {
 pub struct AppState {
     pub config: Config,
     pub stats: Stats,
+    /// `h3=":PORT"; ma=86400` from `config.alt_svc_port`, built once.
+    pub alt_svc: Option<HeaderValue>,
 }
 
 pub(crate) type SharedState = Arc<AppState>;
@@ -184,9 +208,14 @@ pub(crate) type SharedState = Arc<AppState>;
 /// The router: every route of docs/server.md, 405 for other methods on them, 404
 /// Problem Details for anything else.
 pub fn router(config: Config) -> Router {
+    let alt_svc = config.alt_svc_port.map(|port| {
+        HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400"))
+            .expect("a port number makes a valid header value")
+    });
     let state: SharedState = Arc::new(AppState {
         config,
         stats: Stats::default(),
+        alt_svc,
     });
     Router::new()
         .route("/echo.v1.EchoService/Echo", post(echo::echo))
@@ -261,24 +290,49 @@ pub struct Server {
     addr: SocketAddr,
     config: Config,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    quic: Option<quinn::Endpoint>,
 }
+
+/// Fresh ports tried when port 0 was asked for and the UDP twin of the TCP port the
+/// system picked is taken.
+const BIND_ATTEMPTS: usize = 8;
 
 impl Server {
     /// Binds `config.host:config.port` (and loads the TLS certificate and key, if any).
-    pub async fn bind(config: Config) -> std::io::Result<Server> {
-        let tls = config.tls.as_ref().map(listen::acceptor).transpose()?;
+    /// With TLS it also binds UDP at the same address and port for HTTP/3.
+    pub async fn bind(mut config: Config) -> std::io::Result<Server> {
+        let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
         let host = if config.host.is_empty() {
             "127.0.0.1"
         } else {
             config.host.as_str()
         };
-        let listener = tokio::net::TcpListener::bind((host, config.port)).await?;
-        let addr = listener.local_addr()?;
+        let mut attempt = 1;
+        let (listener, addr, quic) = loop {
+            let listener = tokio::net::TcpListener::bind((host, config.port)).await?;
+            let addr = listener.local_addr()?;
+            let Some(tls) = &tls else {
+                break (listener, addr, None);
+            };
+            match self::h3::endpoint(tls.clone(), addr, config.h2_max_streams) {
+                Ok(quic) => break (listener, addr, Some(quic)),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && config.port == 0
+                        && attempt < BIND_ATTEMPTS =>
+                {
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        config.alt_svc_port = quic.as_ref().map(|_| addr.port());
         Ok(Server {
             listener,
             addr,
             config,
-            tls,
+            tls: tls.map(listen::acceptor),
+            quic,
         })
     }
 
@@ -296,11 +350,18 @@ impl Server {
         self.addr
     }
 
-    /// Serves until the process ends.
+    /// Serves until the process ends: TCP, and HTTP/3 too when TLS is on. Both share
+    /// one router, so `Stats` counts requests of every protocol.
     pub async fn serve(self) -> std::io::Result<()> {
         let h2_max_streams = self.config.h2_max_streams;
         let app = router(self.config);
-        listen::serve(self.listener, app, self.tls, h2_max_streams).await
+        let quic = async {
+            if let Some(endpoint) = self.quic {
+                self::h3::serve(endpoint, app.clone()).await;
+            }
+        };
+        let tcp = listen::serve(self.listener, app.clone(), self.tls, h2_max_streams);
+        tokio::join!(tcp, quic).0
     }
 }
 

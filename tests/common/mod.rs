@@ -10,7 +10,9 @@ use quill::client::HttpVersion;
 use quill::{ClientConfig, QuillClient};
 
 /// The HTTP version of the clients `Server` makes: `QUILL_TEST_HTTP_VERSION` (`auto`,
-/// `http1`, `http2`), so one suite runs over each (`scripts/test` runs it twice).
+/// `http1`, `http2`, `http3`), so one suite runs over each (`scripts/test` runs it
+/// three times). Under `http3` every `Server` serves TLS with a throwaway certificate
+/// (HTTP/3 needs it) and its clients trust it.
 pub fn http_version() -> HttpVersion {
     match std::env::var("QUILL_TEST_HTTP_VERSION") {
         Ok(name) => HttpVersion::from_name(&name).expect("QUILL_TEST_HTTP_VERSION"),
@@ -18,13 +20,39 @@ pub fn http_version() -> HttpVersion {
     }
 }
 
-/// The `Prefer` header the clients of `Server` send (cleartext).
+/// The `Prefer` header the clients of `Server` send.
 pub fn expected_prefer() -> &'static str {
-    if http_version() == HttpVersion::Http2 {
-        "prism=turbo"
-    } else {
-        "prism=classic"
+    match http_version() {
+        HttpVersion::Http2 => "prism=turbo",
+        HttpVersion::Http3 => "prism=hyper",
+        _ => "prism=classic",
     }
+}
+
+/// Whether this run's clients speak HTTP/3 (and its servers serve TLS).
+pub fn over_http3() -> bool {
+    http_version() == HttpVersion::Http3
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, written once per test
+/// process: (certificate PEM path, key PEM path, certificate PEM).
+pub fn test_certificate() -> &'static (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
+    static CERT: std::sync::OnceLock<(std::path::PathBuf, std::path::PathBuf, Vec<u8>)> =
+        std::sync::OnceLock::new();
+    CERT.get_or_init(|| {
+        let cert = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+        ])
+        .expect("self-signed certificate");
+        let dir = std::env::temp_dir().join(format!("quill-test-cert-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("certificate directory");
+        let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let pem = cert.cert.pem();
+        std::fs::write(&cert_path, &pem).expect("write certificate");
+        std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
+        (cert_path, key_path, pem.into_bytes())
+    })
 }
 
 /// A `quill-server` child process, killed when dropped (also when a test panics).
@@ -36,9 +64,17 @@ pub struct Server {
 impl Server {
     /// Starts `quill-server --port 0 <args>` and waits for its `listening on` line.
     pub fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_quill-server"))
-            .args(["--port", "0"])
-            .args(args)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_quill-server"));
+        command.args(["--port", "0"]).args(args);
+        if over_http3() && !args.contains(&"--tls-cert") {
+            let (cert, key, _) = test_certificate();
+            command
+                .arg("--tls-cert")
+                .arg(cert)
+                .arg("--tls-key")
+                .arg(key);
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -72,6 +108,9 @@ impl Server {
         let mut cfg = ClientConfig::new(format!("{}/", self.url));
         cfg.timeout_ms = 10_000;
         cfg.http_version = http_version();
+        if over_http3() {
+            cfg.ca_cert_pem = Some(test_certificate().2.clone());
+        }
         edit(&mut cfg);
         QuillClient::with_config(cfg).unwrap()
     }

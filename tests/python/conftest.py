@@ -31,10 +31,29 @@ def server() -> Iterator[Server]:
         s.process.stdout.close()
 
 
-@pytest.fixture(params=["http1", "http2"])
+@pytest.fixture(scope="session")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The bundled server over TLS with a throwaway certificate (`server.ca_cert`):
+    HTTPS on TCP and HTTP/3 on UDP, same port."""
+    cert_dir = tmp_path_factory.mktemp("tls")
+    s = start_server("--token", TOKEN, "--tls-self-signed", str(cert_dir))
+    s.ca_cert = (cert_dir / "cert.pem").read_bytes()
+    yield s
+    s.process.terminate()
+    s.process.wait(timeout=10)
+    if s.process.stdout is not None:
+        s.process.stdout.close()
+
+
+@pytest.fixture(params=["http1", "http2", "http3"])
 def client(server: Server, request: pytest.FixtureRequest) -> quill.QuillClient:
-    """A client of the bundled server; every test using it runs over HTTP/1.1 and over
-    HTTP/2 (h2c)."""
+    """A client of the bundled server; every test using it runs over HTTP/1.1, over
+    HTTP/2 (h2c) and over HTTP/3 (QUIC, against the TLS server)."""
+    if request.param == "http3":
+        tls: Server = request.getfixturevalue("tls_server")
+        return quill.QuillClient(
+            tls.url, timeout_ms=10_000, http_version="http3", ca_cert=tls.ca_cert
+        )
     return quill.QuillClient(server.url, timeout_ms=10_000, http_version=request.param)
 
 

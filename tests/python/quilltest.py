@@ -31,6 +31,8 @@ def server_binary() -> Path:
 class Server:
     url: str
     process: subprocess.Popen[str]
+    #: The certificate to trust, for a server started with --tls-self-signed.
+    ca_cert: bytes | None = None
 
 
 def start_server(*args: str) -> Server:

@@ -75,7 +75,7 @@ def test_seed_authentication_headers_really_arrive(client: quill.QuillClient) ->
     assert seen["x-request-id"] == "abc123"
     assert seen["content-type"] == "application/json"
     # Only the profile this client speaks; the server names the one it served.
-    profile = {"http1": "classic", "http2": "turbo"}[client.http_version]
+    profile = {"http1": "classic", "http2": "turbo", "http3": "hyper"}[client.http_version]
     assert seen["prefer"] == f"prism={profile}" and client.selected_prism == profile
     assert seen["user-agent"].startswith("quill/")
     client.remove_header("X-Request-ID")
@@ -385,7 +385,7 @@ def test_http_version_and_http2_settings(server: Server) -> None:
         assert c.http_version == version and c.selected_prism is None
         assert c.call("echo.v1.EchoService", "Echo", b"x") == b"x"
         assert c.selected_prism == profile  # named by the server in Selected-Prism
-    with pytest.raises(ValueError, match='"auto", "http1" or "http2"'):
+    with pytest.raises(ValueError, match='"auto", "http1", "http2" or "http3"'):
         quill.QuillClient(server.url, http_version="h3")  # type: ignore[arg-type]
     with pytest.raises(quill.OutOfRangeError, match="http2_stream_window"):
         quill.QuillClient(server.url, http2_stream_window=1 << 31)
@@ -431,3 +431,23 @@ def test_idempotent_calls_are_retried_and_others_are_not(server: Server) -> None
     with pytest.raises(quill.RpcError):
         client.call_json("test.v1.FaultService", "Error", {"status": 400}, idempotent=True)
     assert requests() - before == 2
+
+
+def test_http3_stream_survives_rebind_and_needs_https(tls_server: Server) -> None:
+    """HTTP/3 over QUIC: a stream continues across moves to new UDP sockets (connection
+    migration), and the option refuses a cleartext URL."""
+    c = quill.QuillClient(tls_server.url, http_version="http3", ca_cert=tls_server.ca_cert)
+    assert c.rebind() is False  # nothing bound before the first call
+    with c.stream(
+        "test.v1.FaultService", "StreamSlow", {"messages": 8, "interval_ms": 40}
+    ) as stream:
+        got = [next(stream)]
+        assert c.rebind() is True
+        got.extend(stream)
+    assert len(got) == 8
+    assert c.call("echo.v1.EchoService", "Echo", b"after") == b"after"
+    assert c.selected_prism == "hyper"
+    with pytest.raises(ValueError, match="https://"):
+        quill.QuillClient("http://127.0.0.1:1", http_version="http3")
+    plain = quill.QuillClient(tls_server.url, ca_cert=tls_server.ca_cert)
+    assert plain.rebind() is False  # TCP: nothing to migrate

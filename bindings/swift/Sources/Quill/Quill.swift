@@ -1871,13 +1871,20 @@ public protocol QuillClientProtocol: AnyObject, Sendable {
     func liveTasks()  -> UInt64
     
     /**
+     * Moves the HTTP/3 connection to a new local UDP socket after a network change
+     * (Android `ConnectivityManager.NetworkCallback`, Apple `NWPathMonitor`); open
+     * streams continue. False when there is nothing to move (not HTTP/3 or no call yet).
+     */
+    func rebind() throws  -> Bool
+    
+    /**
      * Removes a configured header (any case); whether it was set.
      */
     func removeHeader(name: String)  -> Bool
     
     /**
      * The transport profile the server last named in `Selected-Prism` (`"classic"`,
-     * `"turbo"`), or null until one does.
+     * `"turbo"`, `"hyper"`), or null until one does.
      */
     func selectedPrism()  -> String?
     
@@ -2167,6 +2174,20 @@ open func liveTasks() -> UInt64  {
 }
     
     /**
+     * Moves the HTTP/3 connection to a new local UDP socket after a network change
+     * (Android `ConnectivityManager.NetworkCallback`, Apple `NWPathMonitor`); open
+     * streams continue. False when there is nothing to move (not HTTP/3 or no call yet).
+     */
+open func rebind()throws  -> Bool  {
+    return try  FfiConverterBool.lift(try rustCallWithError(FfiConverterTypeQuillError_lift) {
+        uniffiCallStatus in
+    uniffi_quill_fn_method_quillclient_rebind(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * Removes a configured header (any case); whether it was set.
      */
 open func removeHeader(name: String) -> Bool  {
@@ -2181,7 +2202,7 @@ open func removeHeader(name: String) -> Bool  {
     
     /**
      * The transport profile the server last named in `Selected-Prism` (`"classic"`,
-     * `"turbo"`), or null until one does.
+     * `"turbo"`, `"hyper"`), or null until one does.
      */
 open func selectedPrism() -> String?  {
     return try!  FfiConverterOptionString.lift(try! rustCall() {
@@ -4519,7 +4540,8 @@ public func FfiConverterTypeEventKind_lower(_ value: EventKind) -> RustBuffer {
 
 /**
  * Which HTTP a client speaks (`AUTO`: h2 or http/1.1 by ALPN over TLS, HTTP/1.1 over
- * cleartext; `HTTP2` over cleartext is h2c with prior knowledge).
+ * cleartext; `HTTP2` over cleartext is h2c with prior knowledge; `HTTP3` is QUIC, for
+ * `https://` URLs only).
  */
 
 public enum HttpVersion: Equatable, Hashable {
@@ -4527,6 +4549,7 @@ public enum HttpVersion: Equatable, Hashable {
     case auto
     case http1
     case http2
+    case http3
 
 
 
@@ -4554,6 +4577,8 @@ public struct FfiConverterTypeHttpVersion: FfiConverterRustBuffer {
         
         case 3: return .http2
         
+        case 4: return .http3
+        
         default: throw UniffiInternalError.unexpectedEnumCase
         }
     }
@@ -4572,6 +4597,10 @@ public struct FfiConverterTypeHttpVersion: FfiConverterRustBuffer {
         
         case .http2:
             writeInt(&buf, Int32(3))
+        
+        
+        case .http3:
+            writeInt(&buf, Int32(4))
         
         }
     }
@@ -5507,10 +5536,13 @@ private let initializationResult: InitializationResult = {
     if (uniffi_quill_checksum_method_quillclient_live_tasks() != 2656) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_quill_checksum_method_quillclient_rebind() != 21620) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_quill_checksum_method_quillclient_remove_header() != 54545) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_quill_checksum_method_quillclient_selected_prism() != 23315) {
+    if (uniffi_quill_checksum_method_quillclient_selected_prism() != 64281) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_quill_checksum_method_quillclient_send_tensor() != 20680) {

@@ -370,6 +370,11 @@ RustBuffer uniffi_quill_fn_method_quillclient_headers(uint64_t ptr, RustCallStat
 uint64_t uniffi_quill_fn_method_quillclient_live_tasks(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_REBIND
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_REBIND
+int8_t uniffi_quill_fn_method_quillclient_rebind(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_REMOVE_HEADER
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_FN_METHOD_QUILLCLIENT_REMOVE_HEADER
 int8_t uniffi_quill_fn_method_quillclient_remove_header(uint64_t ptr, RustBuffer name, RustCallStatus *_Nonnull out_status
@@ -1132,6 +1137,12 @@ uint16_t uniffi_quill_checksum_method_quillclient_headers(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_LIVE_TASKS
 #define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_LIVE_TASKS
 uint16_t uniffi_quill_checksum_method_quillclient_live_tasks(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_REBIND
+#define UNIFFI_FFIDEF_UNIFFI_QUILL_CHECKSUM_METHOD_QUILLCLIENT_REBIND
+uint16_t uniffi_quill_checksum_method_quillclient_rebind(void
     
 );
 #endif

@@ -742,6 +742,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_quill_checksum_method_quillclient_live_tasks(
     ): Int
+    external fun uniffi_quill_checksum_method_quillclient_rebind(
+    ): Int
     external fun uniffi_quill_checksum_method_quillclient_remove_header(
     ): Int
     external fun uniffi_quill_checksum_method_quillclient_selected_prism(
@@ -909,6 +911,8 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_quill_fn_method_quillclient_live_tasks(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
+    external fun uniffi_quill_fn_method_quillclient_rebind(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
     external fun uniffi_quill_fn_method_quillclient_remove_header(`ptr`: Long,`name`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Byte
     external fun uniffi_quill_fn_method_quillclient_selected_prism(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1241,10 +1245,13 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_quill_checksum_method_quillclient_live_tasks() and 0xFFFF) != 2656) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_quill_checksum_method_quillclient_rebind() and 0xFFFF) != 21620) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_quill_checksum_method_quillclient_remove_header() and 0xFFFF) != 54545) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_quill_checksum_method_quillclient_selected_prism() and 0xFFFF) != 23315) {
+    if ((lib.uniffi_quill_checksum_method_quillclient_selected_prism() and 0xFFFF) != 64281) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_quill_checksum_method_quillclient_send_tensor() and 0xFFFF) != 20680) {
@@ -4099,13 +4106,20 @@ public interface QuillClientInterface {
     fun `liveTasks`(): kotlin.ULong
     
     /**
+     * Moves the HTTP/3 connection to a new local UDP socket after a network change
+     * (Android `ConnectivityManager.NetworkCallback`, Apple `NWPathMonitor`); open
+     * streams continue. False when there is nothing to move (not HTTP/3 or no call yet).
+     */
+    fun `rebind`(): kotlin.Boolean
+    
+    /**
      * Removes a configured header (any case); whether it was set.
      */
     fun `removeHeader`(`name`: kotlin.String): kotlin.Boolean
     
     /**
      * The transport profile the server last named in `Selected-Prism` (`"classic"`,
-     * `"turbo"`), or null until one does.
+     * `"turbo"`, `"hyper"`), or null until one does.
      */
     fun `selectedPrism`(): kotlin.String?
     
@@ -4489,6 +4503,25 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
 
     
     /**
+     * Moves the HTTP/3 connection to a new local UDP socket after a network change
+     * (Android `ConnectivityManager.NetworkCallback`, Apple `NWPathMonitor`); open
+     * streams continue. False when there is nothing to move (not HTTP/3 or no call yet).
+     */
+    @Throws(QuillException::class)override fun `rebind`(): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithHandle {
+    uniffiRustCallWithError(QuillException) { _status ->
+    UniffiLib.uniffi_quill_fn_method_quillclient_rebind(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * Removes a configured header (any case); whether it was set.
      */override fun `removeHeader`(`name`: kotlin.String): kotlin.Boolean {
             return FfiConverterBoolean.lift(
@@ -4507,7 +4540,7 @@ open class QuillClient: Disposable, AutoCloseable, QuillClientInterface
     
     /**
      * The transport profile the server last named in `Selected-Prism` (`"classic"`,
-     * `"turbo"`), or null until one does.
+     * `"turbo"`, `"hyper"`), or null until one does.
      */override fun `selectedPrism`(): kotlin.String? {
             return FfiConverterOptionalString.lift(
     callWithHandle {
@@ -7045,14 +7078,16 @@ public object FfiConverterTypeEventKind: FfiConverterRustBuffer<EventKind> {
 
 /**
  * Which HTTP a client speaks (`AUTO`: h2 or http/1.1 by ALPN over TLS, HTTP/1.1 over
- * cleartext; `HTTP2` over cleartext is h2c with prior knowledge).
+ * cleartext; `HTTP2` over cleartext is h2c with prior knowledge; `HTTP3` is QUIC, for
+ * `https://` URLs only).
  */
 
 enum class HttpVersion {
     
     AUTO,
     HTTP1,
-    HTTP2;
+    HTTP2,
+    HTTP3;
 
     
 

@@ -66,6 +66,34 @@ class ClientTest {
     }
 
     @Test
+    fun `http3 over QUIC calls, streams and names its profile`(): Unit = runBlocking {
+        val dir = java.nio.file.Files.createTempDirectory("quill-tls")
+        val tls = QuillServerExtension.start(QuillServerExtension.TOKEN, "--tls-self-signed", dir.toString())
+        try {
+            val ca = dir.resolve("cert.pem").toFile().readBytes()
+            val config = ClientConfig(baseUrl = tls.baseUrl, httpVersion = HttpVersion.HTTP3, caCertPem = ca)
+            QuillClient.fromConfig(config).use { c ->
+                val seen = c.callJson("echo.v1.EchoService", "Headers", "{}")
+                assertEquals("prism=hyper", jsonString(seen, "prefer"))
+                assertEquals("hyper", c.selectedPrism())
+                val replies = coroutineScope {
+                    (0 until 20).map { i ->
+                        async { c.call("echo.v1.EchoService", "Echo", "m$i".toByteArray()).decodeToString() }
+                    }.awaitAll()
+                }
+                assertEquals((0 until 20).map { "m$it" }, replies)
+                val sent = (0 until 5).map { "bidi $it".toByteArray() }
+                val echoed = c.bidiStream("echo.v1.EchoService", "BidiEcho", kotlinx.coroutines.flow.flowOf(*sent.toTypedArray()))
+                    .map { String(it) }.toList()
+                assertEquals(sent.map { String(it) }, echoed)
+            }
+        } finally {
+            QuillServerExtension.stop(tls)
+            dir.toFile().deleteRecursively()
+        }
+    }
+
+    @Test
     fun `zstd compression both ways`(server: QuillServer): Unit = runBlocking {
         client(server, compression = true).use { c ->
             assertTrue(c.compressionEnabled())

@@ -49,9 +49,9 @@ class QuillServerExtension : BeforeAllCallback, AfterAllCallback, ParameterResol
             return f
         }
 
-        /** Starts the server and waits (at most 20 s) for its `listening on` line. */
-        fun start(token: String = TOKEN): QuillServer {
-            val proc = ProcessBuilder(serverBinary().absolutePath, "--port", "0", "--token", token)
+        /** Starts the server (with [extra] arguments) and waits (at most 20 s) for its `listening on` line. */
+        fun start(token: String = TOKEN, vararg extra: String): QuillServer {
+            val proc = ProcessBuilder(serverBinary().absolutePath, "--port", "0", "--token", token, *extra)
                 .redirectError(ProcessBuilder.Redirect.INHERIT)
                 .start()
             val reader = BufferedReader(InputStreamReader(proc.inputStream))

@@ -1,0 +1,186 @@
+//! HTTP/3 specifics against the bundled server over TLS (the other suites run over
+//! HTTP/3 too when `QUILL_TEST_HTTP_VERSION=http3`): ALPN and profile names, Alt-Svc,
+//! certificate checks and a silent UDP port.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{test_certificate, Server};
+use quill::client::{Call, HttpVersion, MessageStream, Reply};
+use quill::{ClientConfig, QuillClient, QuillError};
+
+fn tls_server() -> Server {
+    let (cert, key, _) = test_certificate();
+    Server::start(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ])
+}
+
+fn http3_client(url: &str, trusted: bool, timeout_ms: u64) -> QuillClient {
+    let mut cfg = ClientConfig::new(url);
+    cfg.http_version = HttpVersion::Http3;
+    cfg.timeout_ms = timeout_ms;
+    if trusted {
+        cfg.ca_cert_pem = Some(test_certificate().2.clone());
+    }
+    QuillClient::with_config(cfg).unwrap()
+}
+
+#[test]
+fn http3_calls_name_the_hyper_profile_and_tcp_answers_advertise_it() {
+    let s = tls_server();
+    let c = http3_client(&s.url, true, 10_000);
+    let seen = c
+        .run_blocking::<Reply>(Call::json("echo.v1.EchoService", "Headers", "{}"))
+        .unwrap();
+    let seen: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+    assert_eq!(seen["prefer"], "prism=hyper");
+    assert_eq!(c.selected_prism().as_deref(), Some("hyper"));
+
+    // The same server over TCP points at the UDP port of the same number.
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&test_certificate().2).unwrap())
+        .build()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let resp = runtime
+        .block_on(
+            http.post(format!("{}/echo.v1.EchoService/Echo", s.url))
+                .header("content-type", "application/proto")
+                .body("x")
+                .send(),
+        )
+        .unwrap();
+    let alt_svc = resp.headers()["alt-svc"].to_str().unwrap().to_owned();
+    assert!(
+        alt_svc.starts_with(&format!("h3=\":{}\"", s.port())),
+        "{alt_svc}"
+    );
+}
+
+#[test]
+fn an_untrusted_certificate_is_a_connection_error() {
+    let s = tls_server();
+    let c = http3_client(&s.url, false, 5_000);
+    let err = c
+        .run_blocking::<Reply>(Call::proto("echo.v1.EchoService", "Echo", "x"))
+        .unwrap_err();
+    assert!(matches!(err, QuillError::Connection { .. }), "{err:?}");
+    assert!(err.to_string().contains("HTTP/3"), "{err}");
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_silent_udp_port_ends_the_call_at_its_deadline() {
+    // A bound UDP socket that never answers: what a firewall dropping QUIC looks like.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://127.0.0.1:{}", silent.local_addr().unwrap().port());
+    let c = http3_client(&url, true, 700);
+    let t0 = Instant::now();
+    let err = c
+        .run_blocking::<Reply>(Call::proto("echo.v1.EchoService", "Echo", "x"))
+        .unwrap_err();
+    let took = t0.elapsed();
+    assert!(matches!(err, QuillError::Timeout { .. }), "{err:?}");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+}
+
+#[test]
+fn a_stream_can_be_dropped_and_the_connection_serves_the_next_call() {
+    let s = tls_server();
+    let c = http3_client(&s.url, true, 10_000);
+    let stream: MessageStream = c
+        .run_blocking(Call::json(
+            "test.v1.FaultService",
+            "StreamSlow",
+            r#"{"messages": 50, "interval_ms": 100}"#,
+        ))
+        .unwrap();
+    let first = c.block_on(stream.next_message()).unwrap();
+    assert!(first.is_some());
+    drop(stream);
+    let reply = c
+        .run_blocking::<Reply>(Call::proto("echo.v1.EchoService", "Echo", "after"))
+        .unwrap();
+    assert_eq!(&reply.body[..], b"after");
+}
+
+#[test]
+fn a_server_gone_mid_stream_ends_the_stream_within_the_idle_timeout() {
+    let mut s = tls_server();
+    let mut cfg = ClientConfig::new(&s.url);
+    cfg.http_version = HttpVersion::Http3;
+    cfg.ca_cert_pem = Some(test_certificate().2.clone());
+    cfg.timeout_ms = 30_000;
+    // QUIC idle timeout = interval + timeout = 1 s.
+    cfg.http2.keep_alive_interval_ms = Some(300);
+    cfg.http2.keep_alive_timeout_ms = 700;
+    let c = QuillClient::with_config(cfg).unwrap();
+    let stream: MessageStream = c
+        .run_blocking(Call::json(
+            "test.v1.FaultService",
+            "StreamSlow",
+            r#"{"messages": 100, "interval_ms": 100}"#,
+        ))
+        .unwrap();
+    assert!(c.block_on(stream.next_message()).unwrap().is_some());
+    // A killed process sends nothing more (no CONNECTION_CLOSE), as a vanished network.
+    s.kill();
+    let t0 = Instant::now();
+    let err = loop {
+        match c.block_on(stream.next_message()) {
+            Ok(Some(_)) => continue, // already received before the kill
+            Ok(None) => panic!("the stream ended cleanly after its server was killed"),
+            Err(e) => break e,
+        }
+    };
+    let took = t0.elapsed();
+    assert!(matches!(err, QuillError::Stream { .. }), "{err:?}");
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+}
+
+#[test]
+fn a_stream_survives_a_move_to_a_new_udp_socket() {
+    let s = tls_server();
+    let c = http3_client(&s.url, true, 20_000);
+    assert!(
+        !c.rebind().unwrap(),
+        "nothing to move before the first call"
+    );
+    let stream: MessageStream = c
+        .run_blocking(Call::json(
+            "test.v1.FaultService",
+            "StreamSlow",
+            r#"{"messages": 12, "interval_ms": 50}"#,
+        ))
+        .unwrap();
+    let mut got = vec![c.block_on(stream.next_message()).unwrap().unwrap()];
+    // Twice, as a phone going Wi-Fi → cellular → Wi-Fi.
+    assert!(c.rebind().unwrap());
+    got.push(c.block_on(stream.next_message()).unwrap().unwrap());
+    assert!(c.rebind().unwrap());
+    while let Some(message) = c.block_on(stream.next_message()).unwrap() {
+        got.push(message);
+    }
+    assert_eq!(got.len(), 12, "every message arrived across the moves");
+    // Later calls go out on the same (migrated) connection.
+    let stats = c
+        .run_blocking::<Reply>(Call::json("test.v1.FaultService", "Stats", "{}"))
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&stats.body).unwrap();
+    assert!(stats.is_object(), "{stats}");
+    let reply = c
+        .run_blocking::<Reply>(Call::proto("echo.v1.EchoService", "Echo", "moved"))
+        .unwrap();
+    assert_eq!(&reply.body[..], b"moved");
+}
