@@ -184,3 +184,75 @@ fn a_stream_survives_a_move_to_a_new_udp_socket() {
         .unwrap();
     assert_eq!(&reply.body[..], b"moved");
 }
+
+fn auto_client(url: &str) -> QuillClient {
+    let mut cfg = ClientConfig::new(url);
+    cfg.ca_cert_pem = Some(test_certificate().2.clone());
+    cfg.timeout_ms = 10_000;
+    QuillClient::with_config(cfg).unwrap()
+}
+
+fn prefer_seen(c: &QuillClient) -> String {
+    let seen = c
+        .run_blocking::<Reply>(Call::json("echo.v1.EchoService", "Headers", "{}"))
+        .unwrap();
+    let seen: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+    seen["prefer"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn auto_moves_to_http3_once_the_server_advertises_it() {
+    let s = tls_server();
+    let c = auto_client(&s.url);
+    // First call: TCP (h2 by ALPN); its response carries Alt-Svc.
+    assert_eq!(prefer_seen(&c), "prism=turbo, classic");
+    assert_eq!(c.selected_prism().as_deref(), Some("turbo"));
+    // Later calls, blocking and async alike, go over HTTP/3.
+    assert_eq!(prefer_seen(&c), "prism=hyper");
+    assert_eq!(c.selected_prism().as_deref(), Some("hyper"));
+    let reply = c
+        .block_on(c.run::<Reply>(Call::proto("echo.v1.EchoService", "Echo", "async")))
+        .unwrap();
+    assert_eq!(&reply.body[..], b"async");
+    assert_eq!(c.selected_prism().as_deref(), Some("hyper"));
+    assert!(c.rebind().unwrap(), "the HTTP/3 endpoint can move");
+}
+
+#[test]
+fn auto_falls_back_to_tcp_without_losing_a_call_when_udp_is_blocked() {
+    let s = Server::start(&[
+        "--tls-cert",
+        test_certificate().0.to_str().unwrap(),
+        "--tls-key",
+        test_certificate().1.to_str().unwrap(),
+        "--udp-blocked",
+    ]);
+    let c = auto_client(&s.url);
+    assert_eq!(prefer_seen(&c), "prism=turbo, classic"); // learns Alt-Svc
+                                                         // HTTP/3 is tried within its budget (1 s), then the same call goes over TCP.
+    let t0 = Instant::now();
+    let reply = c
+        .run_blocking::<Reply>(Call::proto("echo.v1.EchoService", "Echo", "kept"))
+        .unwrap();
+    let first = t0.elapsed();
+    assert_eq!(&reply.body[..], b"kept");
+    assert_eq!(c.selected_prism().as_deref(), Some("turbo"));
+    assert!(first < Duration::from_secs(3), "took {first:?}");
+    // HTTP/3 is then left alone: the next calls go straight over TCP.
+    let t1 = Instant::now();
+    for _ in 0..5 {
+        assert_eq!(prefer_seen(&c), "prism=turbo, classic");
+    }
+    assert!(
+        t1.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t1.elapsed()
+    );
+    // A short deadline waits at most half of it for HTTP/3, so the call still lands.
+    let c = auto_client(&s.url);
+    prefer_seen(&c);
+    let reply = c
+        .run_blocking::<Reply>(Call::proto("echo.v1.EchoService", "Echo", "short").timeout_ms(400))
+        .unwrap();
+    assert_eq!(&reply.body[..], b"short");
+}

@@ -130,9 +130,16 @@ impl CallContext {
         }
         // No transport timeout: `within_deadline` (or the stream task) bounds the whole
         // call, and dropping the request future at the deadline closes the connection.
-        let resp = match self.http.post(&self.url, headers, body, &self.label).await {
+        let resp = match self
+            .http
+            .post(&self.url, headers, body, &self.label, self.deadline)
+            .await
+        {
             Ok(resp) => {
                 self.server.learn(resp.headers());
+                if matches!(resp, Response::Tcp(_)) {
+                    self.runtime.learn_alt_svc(resp.headers());
+                }
                 resp
             }
             Err(err) => {

@@ -22,6 +22,7 @@
 //! assert_eq!(&reply.body[..], b"hi");
 //! ```
 
+mod alt_svc;
 mod answer;
 mod blocking;
 mod body;
@@ -203,13 +204,13 @@ impl QuillClient {
     /// ```
     pub fn rebind(&self) -> Result<bool> {
         let (handle, transport) = self.runtime.current()?;
-        match transport {
-            Transport::Quic(pool) => {
+        match transport.quic() {
+            Some(pool) => {
                 // The new socket is registered with the runtime's reactor.
                 let _entered = handle.enter();
                 pool.rebind()
             }
-            Transport::Tcp(_) => Ok(false),
+            None => Ok(false),
         }
     }
 

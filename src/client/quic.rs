@@ -23,6 +23,7 @@ use reqwest::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, USER_AGENT};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
+use super::alt_svc::AltSvc;
 use super::errors::{describe, BodyKind, CallLabel};
 use super::events::{self, EventKind, Level};
 use super::runtime::AbortOnDrop;
@@ -42,7 +43,8 @@ type Sender = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
 
 /// Where and how to connect: built once per client.
 pub(crate) struct QuicSettings {
-    /// The host and port the URL names: what is resolved and dialled.
+    /// The host and port the URL names: what is resolved and dialled (an `Alt-Svc`
+    /// port replaces the port).
     pub host: String,
     pub port: u16,
     /// The TLS server name (SNI and certificate name).
@@ -50,6 +52,8 @@ pub(crate) struct QuicSettings {
     pub user_agent: HeaderValue,
     /// Extra trusted roots (PEM), beside the bundled webpki roots.
     pub ca_pem: Option<Vec<u8>>,
+    /// `Alt-Svc` as learned by the client (the port to dial, when advertised).
+    pub alt_svc: Arc<AltSvc>,
     /// PING interval while the connection is open (`Http2Settings`' keep-alive).
     pub keep_alive: Option<Duration>,
     /// Silence after which the connection counts as dead: its streams and calls end
@@ -67,10 +71,14 @@ pub(crate) struct QuicPool {
     /// The current connection; held across a handshake so concurrent first calls share
     /// one connection.
     conn: tokio::sync::Mutex<Option<Conn>>,
+    /// What the server advertised over TCP (`auto` clients; shared with the client's
+    /// runtime, which learns it from every response).
+    pub alt_svc: Arc<AltSvc>,
 }
 
+/// An open HTTP/3 connection.
 #[derive(Clone)]
-struct Conn {
+pub(crate) struct Conn {
     quic: quinn::Connection,
     sender: Sender,
 }
@@ -80,10 +88,11 @@ impl QuicPool {
     pub fn new(settings: QuicSettings) -> Result<QuicPool> {
         let client_config = client_config(&settings)?;
         Ok(QuicPool {
-            settings,
             client_config,
             endpoint: std::sync::Mutex::new(None),
             conn: tokio::sync::Mutex::new(None),
+            alt_svc: settings.alt_svc.clone(),
+            settings,
         })
     }
 
@@ -91,6 +100,20 @@ impl QuicPool {
     /// response headers. Must run on the client's worker runtime.
     pub async fn post(
         &self,
+        url: &reqwest::Url,
+        headers: HeaderMap,
+        body: reqwest::Body,
+        label: &CallLabel,
+    ) -> Result<QuicResponse> {
+        let conn = self.connection(label).await?;
+        self.post_on(conn, url, headers, body, label).await
+    }
+
+    /// [`post`](Self::post) on `conn`, a connection [`connection`](Self::connection)
+    /// made (or, if it refuses new streams, on a fresh one).
+    pub async fn post_on(
+        &self,
+        mut conn: Conn,
         url: &reqwest::Url,
         mut headers: HeaderMap,
         body: reqwest::Body,
@@ -108,7 +131,6 @@ impl QuicPool {
         *request.headers_mut() = headers;
         // A connection that received GOAWAY refuses new streams before anything is
         // sent, so the call may go to a fresh connection once.
-        let mut conn = self.connection(label).await?;
         let stream = match conn.sender.send_request(request.clone()).await {
             Ok(stream) => stream,
             Err(e) if refused_before_sending(&e) => {
@@ -141,7 +163,7 @@ impl QuicPool {
     }
 
     /// The open connection, or a new one.
-    async fn connection(&self, label: &CallLabel) -> Result<Conn> {
+    pub async fn connection(&self, label: &CallLabel) -> Result<Conn> {
         let mut current = self.conn.lock().await;
         if let Some(conn) = &*current {
             if conn.quic.close_reason().is_none() {
@@ -226,8 +248,10 @@ impl QuicPool {
         }
     }
 
+    /// Where HTTP/3 is: the advertised UDP port, else the URL's port.
     async fn resolve(&self, label: &CallLabel) -> Result<SocketAddr> {
-        let target = (self.settings.host.as_str(), self.settings.port);
+        let port = self.alt_svc.h3_port().unwrap_or(self.settings.port);
+        let target = (self.settings.host.as_str(), port);
         let mut addrs = tokio::net::lookup_host(target)
             .await
             .map_err(|e| connect_error(label, &format!("could not resolve the host: {e}")))?;

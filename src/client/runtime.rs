@@ -29,12 +29,13 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
+use super::alt_svc::AltSvc;
 use super::closer::{Closed, Closer};
 use super::config::{ClientConfig, Http2Settings, HttpVersion};
 use super::connections::{ConnectEvents, SeenConnections};
 use super::errors::map_join_error;
 use super::quic::{QuicPool, QuicSettings};
-use super::transport::Transport;
+use super::transport::{AutoTransport, Transport};
 use crate::error::{QuillError, Result};
 
 /// Worker threads per client: the client is I/O bound; two keep one busy decoder from
@@ -55,6 +56,11 @@ pub(crate) struct HttpSettings {
     pub max_connections: u32,
     /// The PEM behind `extra_roots`, for the QUIC client's own TLS configuration.
     pub ca_pem: Option<Vec<u8>>,
+    /// Whether the base URL is `https://` (`auto` may then move to HTTP/3).
+    pub https: bool,
+    /// HTTP/3 as advertised by the server, shared by every pool of the client (lanes
+    /// included) and kept across a fork.
+    pub alt_svc: Arc<AltSvc>,
 }
 
 impl HttpSettings {
@@ -85,15 +91,25 @@ impl HttpSettings {
             http2: config.http2.clone(),
             max_connections: config.max_connections,
             ca_pem: config.ca_cert_pem.clone(),
+            https: config.base_url.starts_with("https://"),
+            alt_svc: Arc::default(),
         })
     }
 
     /// The transport of [`version`](Self::version); a QUIC one needs the runtime
     /// entered (its endpoint is driven there).
     fn build_transport(&self) -> Result<Transport> {
-        if self.version != HttpVersion::Http3 {
-            return self.build_client().map(Transport::Tcp);
+        match (self.version, self.https) {
+            (HttpVersion::Http3, _) => Ok(Transport::Quic(Arc::new(self.quic_pool()?))),
+            (HttpVersion::Auto, true) => Ok(Transport::Auto(Arc::new(AutoTransport::new(
+                self.build_client()?,
+                self.quic_pool()?,
+            )))),
+            _ => self.build_client().map(Transport::Tcp),
         }
+    }
+
+    fn quic_pool(&self) -> Result<QuicPool> {
         let (host, port) = self
             .peer
             .rsplit_once(':')
@@ -104,20 +120,20 @@ impl HttpSettings {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
-        let pool = QuicPool::new(QuicSettings {
+        QuicPool::new(QuicSettings {
             server_name: host.clone(),
             host,
             port,
             user_agent: reqwest::header::HeaderValue::from_str(&self.user_agent)
                 .map_err(|_| QuillError::invalid("user_agent is not a valid header value"))?,
             ca_pem: self.ca_pem.clone(),
+            alt_svc: self.alt_svc.clone(),
             keep_alive: self.keep_alive_interval(),
             // A PING goes out after `interval` of quiet and gets `timeout` to be
             // answered, as over HTTP/2.
             idle_timeout: self.keep_alive_interval().unwrap_or_default()
                 + Duration::from_millis(self.http2.keep_alive_timeout_ms),
-        })?;
-        Ok(Transport::Quic(Arc::new(pool)))
+        })
     }
 
     fn build_client(&self) -> Result<reqwest::Client> {
@@ -413,6 +429,17 @@ impl ClientRuntime {
         self.closer.is_closed()
     }
 
+    /// Notes what a TCP response says about HTTP/3 (`Alt-Svc`); only `auto` clients of
+    /// `https://` servers move to it.
+    pub fn learn_alt_svc(&self, headers: &reqwest::header::HeaderMap) {
+        let settings = &self.settings;
+        if settings.version == HttpVersion::Auto && settings.https {
+            let host = settings.peer.rsplit_once(':').map_or("", |(host, _)| host);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            settings.alt_svc.learn(headers, host);
+        }
+    }
+
     /// Whether a call on local address `local` found a connection used before.
     pub fn seen_before(&self, local: std::net::SocketAddr) -> bool {
         self.seen.seen_before(local)
@@ -462,11 +489,12 @@ impl ClientRuntime {
 
     /// [`current`](Self::current), plus a free lane: an idle one, or a new one while
     /// there are fewer than [`MAX_LANES`]; `None` when all are busy (or a new one
-    /// could not be built), and the call then runs on the workers. HTTP/3 calls always
-    /// run on the workers, where the QUIC endpoint is driven.
+    /// could not be built), and the call then runs on the workers. HTTP/3 calls (and
+    /// `auto` ones once HTTP/3 is advertised) always run on the workers, where the QUIC
+    /// endpoint is driven.
     pub fn for_blocking(&self) -> Result<(Handle, Transport, Option<LaneGuard>)> {
         let mut parts = self.parts(true)?;
-        if self.settings.version == HttpVersion::Http3 {
+        if parts.http().needs_workers() {
             return Ok((parts.handle(), parts.http(), None));
         }
         let free = parts.lanes.iter().find(|lane| {

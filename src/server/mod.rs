@@ -66,6 +66,9 @@ pub struct Config {
     /// The UDP port HTTP/3 is served on, advertised in `Alt-Svc` on every HTTP/1.1 and
     /// HTTP/2 response. [`Server::bind`] sets it when it serves HTTP/3.
     pub alt_svc_port: Option<u16>,
+    /// With TLS: advertise HTTP/3 but drop every UDP datagram, as a firewall that
+    /// blocks QUIC does (`--udp-blocked`, for clients' fallback tests).
+    pub udp_blocked: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -79,6 +82,7 @@ impl std::fmt::Debug for Config {
             .field("tls", &self.tls)
             .field("h2_max_streams", &self.h2_max_streams)
             .field("alt_svc_port", &self.alt_svc_port)
+            .field("udp_blocked", &self.udp_blocked)
             .finish()
     }
 }
@@ -87,7 +91,7 @@ impl std::fmt::Debug for Config {
 pub const USAGE: &str = "\
 usage: quill-server [--port N] [--host ADDR] [--token T] [--log]
                     [--tls-cert PEM --tls-key PEM | --tls-self-signed DIR]
-                    [--h2-max-streams N]
+                    [--h2-max-streams N] [--udp-blocked]
 
   --port N     TCP port to listen on (default 0: pick a free port)
   --host ADDR  address to bind (default 127.0.0.1)
@@ -105,6 +109,9 @@ usage: quill-server [--port N] [--host ADDR] [--token T] [--log]
   --h2-max-streams N
                most concurrent streams per HTTP/2 (and HTTP/3) connection
                (default 200)
+  --udp-blocked
+               with TLS: advertise HTTP/3 but drop every UDP datagram, as a
+               firewall blocking QUIC would (tests clients' fallback to TCP)
 
 Serves HTTP/1.1 and HTTP/2 on the same port (with TLS, HTTP/3 on UDP too).
 When ready, prints `listening on http://HOST:PORT` (`https://` with TLS) on
@@ -151,6 +158,7 @@ impl Config {
                     cfg.token = Some(v);
                 }
                 "--log" => cfg.log = true,
+                "--udp-blocked" => cfg.udp_blocked = true,
                 "--tls-cert" => tls_cert = Some(PathBuf::from(value("--tls-cert")?)),
                 "--tls-key" => tls_key = Some(PathBuf::from(value("--tls-key")?)),
                 "--tls-self-signed" => {
@@ -291,6 +299,8 @@ pub struct Server {
     config: Config,
     tls: Option<tokio_rustls::TlsAcceptor>,
     quic: Option<quinn::Endpoint>,
+    /// The UDP socket of `--udp-blocked`: bound so the port stays ours, never read.
+    _blackhole: Option<std::net::UdpSocket>,
 }
 
 /// Fresh ports tried when port 0 was asked for and the UDP twin of the TCP port the
@@ -308,14 +318,20 @@ impl Server {
             config.host.as_str()
         };
         let mut attempt = 1;
-        let (listener, addr, quic) = loop {
+        let (listener, addr, quic, blackhole) = loop {
             let listener = tokio::net::TcpListener::bind((host, config.port)).await?;
             let addr = listener.local_addr()?;
             let Some(tls) = &tls else {
-                break (listener, addr, None);
+                break (listener, addr, None, None);
             };
-            match self::h3::endpoint(tls.clone(), addr, config.h2_max_streams) {
-                Ok(quic) => break (listener, addr, Some(quic)),
+            let udp = if config.udp_blocked {
+                std::net::UdpSocket::bind(addr).map(|socket| (None, Some(socket)))
+            } else {
+                self::h3::endpoint(tls.clone(), addr, config.h2_max_streams)
+                    .map(|quic| (Some(quic), None))
+            };
+            match udp {
+                Ok((quic, blackhole)) => break (listener, addr, quic, blackhole),
                 Err(e)
                     if e.kind() == std::io::ErrorKind::AddrInUse
                         && config.port == 0
@@ -326,13 +342,14 @@ impl Server {
                 Err(e) => return Err(e),
             }
         };
-        config.alt_svc_port = quic.as_ref().map(|_| addr.port());
+        config.alt_svc_port = (quic.is_some() || blackhole.is_some()).then_some(addr.port());
         Ok(Server {
             listener,
             addr,
             config,
             tls: tls.map(listen::acceptor),
             quic,
+            _blackhole: blackhole,
         })
     }
 
