@@ -256,3 +256,57 @@ fn auto_falls_back_to_tcp_without_losing_a_call_when_udp_is_blocked() {
         .unwrap();
     assert_eq!(&reply.body[..], b"short");
 }
+
+#[test]
+fn tls_server_name_reaches_a_server_by_ip_whose_certificate_names_a_host() {
+    // A certificate for `quill.test` only, as existing servers present one for
+    // `localhost` only; the server is reached by IP.
+    let dir = std::env::temp_dir().join(format!("quill-sni-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["quill.test".to_owned()]).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let s = Server::start(&[
+        "--tls-cert",
+        cert_path.to_str().unwrap(),
+        "--tls-key",
+        key_path.to_str().unwrap(),
+    ]);
+    assert!(s.url.starts_with("https://127.0.0.1:"), "{}", s.url);
+    for version in [HttpVersion::Http1, HttpVersion::Http2, HttpVersion::Http3] {
+        let client = |name: Option<&str>| {
+            let mut cfg = ClientConfig::new(&s.url);
+            cfg.http_version = version;
+            cfg.timeout_ms = 5_000;
+            cfg.ca_cert_pem = Some(cert.cert.pem().into_bytes());
+            cfg.tls_server_name = name.map(str::to_owned);
+            QuillClient::with_config(cfg).unwrap()
+        };
+        let echo = |c: &QuillClient| {
+            c.run_blocking::<Reply>(Call::proto("echo.v1.EchoService", "Echo", "sni"))
+                .map_err(Box::new)
+        };
+        let err = echo(&client(None)).unwrap_err();
+        assert!(
+            matches!(*err, QuillError::Connection { .. }),
+            "{version:?}: {err:?}"
+        );
+        assert!(err.to_string().contains("not valid for name"), "{err}");
+        let named = client(Some("quill.test"));
+        assert_eq!(&echo(&named).unwrap().body[..], b"sni", "{version:?}");
+        assert_eq!(
+            named.base_url(),
+            s.url,
+            "the configured URL is what the client shows"
+        );
+    }
+    // Only for https://, and only a host name or address.
+    let mut cfg = ClientConfig::new("http://127.0.0.1:1");
+    cfg.tls_server_name = Some("quill.test".to_owned());
+    assert!(QuillClient::with_config(cfg).is_err());
+    let mut cfg = ClientConfig::new("https://127.0.0.1:1");
+    cfg.tls_server_name = Some("not a name".to_owned());
+    assert!(QuillClient::with_config(cfg).is_err());
+    let _ = std::fs::remove_dir_all(dir);
+}

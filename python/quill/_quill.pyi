@@ -262,6 +262,7 @@ class _ClientConfig(TypedDict):
     idle_timeout_ms: NotRequired[int | None]
     max_retries: NotRequired[int]
     ca_cert: NotRequired[bytes | None]
+    tls_server_name: NotRequired[str | None]
     user_agent: NotRequired[str | None]
     max_connections: NotRequired[int]
     http_version: NotRequired[_HttpVersion]
@@ -284,6 +285,7 @@ class QuillClient:
         idle_timeout_ms: int | None = None,
         max_retries: int = 0,
         ca_cert: _BytesLike | None = None,
+        tls_server_name: str | None = None,
         user_agent: str | None = None,
         max_connections: int = 100,
         http_version: _HttpVersion = "auto",

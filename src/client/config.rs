@@ -60,6 +60,12 @@ pub struct ClientConfig {
     pub max_retries: u32,
     /// Extra trusted root certificate(s), PEM; the bundled webpki roots stay trusted.
     pub ca_cert_pem: Option<Vec<u8>>,
+    /// The TLS server name (SNI, and the name the certificate must carry) when it is
+    /// not the URL's host: for a server reached by IP whose certificate names only a
+    /// host (`https://10.0.0.7:8443` presenting a certificate for `localhost`). Calls
+    /// then name this host (`Host`/`:authority`) and still dial the URL's address.
+    /// HTTPS over TCP and HTTP/3 alike.
+    pub tls_server_name: Option<String>,
     /// `User-Agent` to send instead of `quill/<version>`.
     pub user_agent: Option<String>,
     /// Most HTTP/1.1 calls in flight at once, each holding a connection until its
@@ -244,6 +250,7 @@ impl ClientConfig {
             idle_timeout_ms: None,
             max_retries: 0,
             ca_cert_pem: None,
+            tls_server_name: None,
             user_agent: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             http_version: HttpVersion::Auto,

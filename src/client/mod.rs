@@ -123,7 +123,7 @@ impl QuillClient {
     pub fn with_config(mut config: ClientConfig) -> Result<QuillClient> {
         config.base_url = normalize_base_url(&config.base_url)?;
         config.validate()?;
-        let base = reqwest::Url::parse(&config.base_url)
+        let mut base = reqwest::Url::parse(&config.base_url)
             .map_err(|e| QuillError::invalid(format!("base_url is not a valid URL: {e}")))?;
         if config.http_version == config::HttpVersion::Http3 && base.scheme() != "https" {
             return Err(QuillError::invalid(
@@ -137,6 +137,12 @@ impl QuillClient {
             base.port_or_known_default().unwrap_or_default()
         );
         let settings = HttpSettings::new(&config, user_agent, peer)?;
+        if let Some(name) = &config.tls_server_name {
+            // Calls name the certificate's host; the settings above still dial the URL's
+            // address (`peer`).
+            base.set_host(Some(name))
+                .map_err(|e| QuillError::invalid(format!("tls_server_name {name:?}: {e}")))?;
+        }
         let prefer = reqwest::header::HeaderValue::from_str(
             &config.http_version.prefer(base.scheme() == "https"),
         )

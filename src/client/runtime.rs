@@ -58,6 +58,8 @@ pub(crate) struct HttpSettings {
     pub ca_pem: Option<Vec<u8>>,
     /// Whether the base URL is `https://` (`auto` may then move to HTTP/3).
     pub https: bool,
+    /// `ClientConfig::tls_server_name`: the name calls use while `peer` is dialled.
+    pub server_name: Option<String>,
     /// HTTP/3 as advertised by the server, shared by every pool of the client (lanes
     /// included) and kept across a fork.
     pub alt_svc: Arc<AltSvc>,
@@ -93,6 +95,10 @@ impl HttpSettings {
             ca_pem: config.ca_cert_pem.clone(),
             https: config.base_url.starts_with("https://"),
             alt_svc: Arc::default(),
+            server_name: match &config.tls_server_name {
+                None => None,
+                Some(name) => Some(checked_server_name(name, &config.base_url)?),
+            },
         })
     }
 
@@ -109,6 +115,12 @@ impl HttpSettings {
         }
     }
 
+    /// The host of the configured URL, without IPv6 brackets: what is dialled.
+    fn dial_host(&self) -> &str {
+        let host = self.peer.rsplit_once(':').map_or("", |(host, _)| host);
+        host.trim_start_matches('[').trim_end_matches(']')
+    }
+
     fn quic_pool(&self) -> Result<QuicPool> {
         let (host, port) = self
             .peer
@@ -121,7 +133,7 @@ impl HttpSettings {
             .trim_end_matches(']')
             .to_owned();
         QuicPool::new(QuicSettings {
-            server_name: host.clone(),
+            server_name: self.server_name.clone().unwrap_or_else(|| host.clone()),
             host,
             port,
             user_agent: reqwest::header::HeaderValue::from_str(&self.user_agent)
@@ -156,6 +168,10 @@ impl HttpSettings {
         });
         for cert in &self.extra_roots {
             builder = builder.add_root_certificate(cert.clone());
+        }
+        if self.server_name.is_some() {
+            // The URL names the server name; its address is the configured host's.
+            builder = builder.dns_resolver(Arc::new(DialHost(self.dial_host().to_owned())));
         }
         builder.build().map_err(|e| {
             QuillError::invalid(format!(
@@ -203,6 +219,34 @@ impl HttpSettings {
             .keep_alive_interval_ms
             .filter(|&ms| ms > 0)
             .map(Duration::from_millis)
+    }
+}
+
+/// `tls_server_name`, checked: a DNS name or IP address, on an `https://` URL.
+fn checked_server_name(name: &str, base_url: &str) -> Result<String> {
+    if !base_url.starts_with("https://") {
+        return Err(QuillError::invalid(
+            "tls_server_name needs an https:// base_url",
+        ));
+    }
+    rustls::pki_types::ServerName::try_from(name)
+        .map_err(|_| QuillError::invalid(format!("tls_server_name {name:?} is not a host name")))?;
+    Ok(name.to_owned())
+}
+
+/// Resolves every name to the configured host's addresses (`tls_server_name`: the URL
+/// names the certificate's host, but the configured host is what is dialled).
+struct DialHost(String);
+
+impl reqwest::dns::Resolve for DialHost {
+    fn resolve(&self, _name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = self.0.clone();
+        Box::pin(async move {
+            // Port 0: the connector puts the URL's port on each address.
+            let addrs = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.collect::<Vec<_>>().into_iter());
+            Ok(addrs)
+        })
     }
 }
 
@@ -434,9 +478,7 @@ impl ClientRuntime {
     pub fn learn_alt_svc(&self, headers: &reqwest::header::HeaderMap) {
         let settings = &self.settings;
         if settings.version == HttpVersion::Auto && settings.https {
-            let host = settings.peer.rsplit_once(':').map_or("", |(host, _)| host);
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            settings.alt_svc.learn(headers, host);
+            settings.alt_svc.learn(headers, settings.dial_host());
         }
     }
 

@@ -170,6 +170,9 @@ pub struct ClientConfig {
     pub max_retries: u32,
     #[uniffi(default = None)]
     pub ca_cert_pem: Option<Vec<u8>>,
+    /// TLS server name (SNI and certificate name) when it is not the URL's host.
+    #[uniffi(default = None)]
+    pub tls_server_name: Option<String>,
     #[uniffi(default = None)]
     pub user_agent: Option<String>,
     #[uniffi(default = 100)]

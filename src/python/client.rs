@@ -278,6 +278,7 @@ impl PyQuillClient {
         idle_timeout_ms = None,
         max_retries = 0,
         ca_cert = None,
+        tls_server_name = None,
         user_agent = None,
         max_connections = 100,
         http_version = "auto",
@@ -297,6 +298,7 @@ impl PyQuillClient {
         #[pyo3(from_py_with = args::idle_timeout_ms)] idle_timeout_ms: Option<u64>,
         #[pyo3(from_py_with = args::max_retries)] max_retries: u32,
         ca_cert: Option<&Bound<'_, PyAny>>,
+        tls_server_name: Option<String>,
         user_agent: Option<String>,
         #[pyo3(from_py_with = args::max_connections)] max_connections: u32,
         http_version: &str,
@@ -326,13 +328,14 @@ impl PyQuillClient {
         config.ca_cert_pem = ca_cert
             .map(|c| request_bytes(py, c).map(|b| b.to_vec()))
             .transpose()?;
+        config.tls_server_name = tls_server_name;
         config.user_agent = user_agent;
         PyQuillClient::build(py, config, Vec::new())
     }
 
     /// The client's settings as a plain dict: `base_url`, `timeout_ms`,
     /// `enable_compression`, `max_decoded_size`, `idle_timeout_ms`, `max_retries`,
-    /// `ca_cert`, `user_agent` and `headers` (a list of `{"name", "value", "secret"}`).
+    /// `ca_cert`, `tls_server_name`, `user_agent` and `headers` (a list of `{"name", "value", "secret"}`).
     /// Secret headers (bearer token, API keys, anything set as secret) are left out
     /// unless `include_secrets=True`; `QuillClient.from_config` rebuilds a client.
     #[pyo3(signature = (*, include_secrets = false))]
@@ -350,6 +353,7 @@ impl PyQuillClient {
         d.set_item("idle_timeout_ms", c.idle_timeout_ms)?;
         d.set_item("max_retries", c.max_retries)?;
         d.set_item("ca_cert", c.ca_cert_pem.map(|pem| PyBytes::new(py, &pem)))?;
+        d.set_item("tls_server_name", c.tls_server_name)?;
         d.set_item("user_agent", c.user_agent)?;
         d.set_item("max_connections", c.max_connections)?;
         d.set_item("http_version", c.http_version.name())?;
@@ -386,6 +390,7 @@ impl PyQuillClient {
             "idle_timeout_ms",
             "max_retries",
             "ca_cert",
+            "tls_server_name",
             "user_agent",
             "max_connections",
             "http_version",
@@ -430,6 +435,7 @@ impl PyQuillClient {
         c.ca_cert_pem = get("ca_cert")?
             .map(|v| request_bytes(py, &v).map(|b| b.to_vec()))
             .transpose()?;
+        c.tls_server_name = get("tls_server_name")?.map(|v| v.extract()).transpose()?;
         c.user_agent = get("user_agent")?.map(|v| v.extract()).transpose()?;
         if let Some(v) = get("max_connections")? {
             c.max_connections = args::max_connections(&v)?;

@@ -451,3 +451,26 @@ def test_http3_stream_survives_rebind_and_needs_https(tls_server: Server) -> Non
         quill.QuillClient("http://127.0.0.1:1", http_version="http3")
     plain = quill.QuillClient(tls_server.url, ca_cert=tls_server.ca_cert)
     assert plain.rebind() is False  # TCP: nothing to migrate
+
+
+@pytest.mark.parametrize("version", ["http2", "http3"])
+def test_tls_server_name_is_the_name_checked(tls_server: Server, version: str) -> None:
+    """The certificate is checked against `tls_server_name`, not the URL's host (an
+    IP here), over TCP and QUIC alike; the setting survives to_config/from_config."""
+
+    def client(name: str) -> quill.QuillClient:
+        return quill.QuillClient(
+            tls_server.url,
+            http_version=version,  # type: ignore[arg-type]
+            ca_cert=tls_server.ca_cert,
+            tls_server_name=name,
+            timeout_ms=5_000,
+        )
+
+    good = client("localhost")
+    assert good.call("echo.v1.EchoService", "Echo", b"n") == b"n"
+    assert good.to_config()["tls_server_name"] == "localhost"
+    again = quill.QuillClient.from_config(good.to_config())
+    assert again.call("echo.v1.EchoService", "Echo", b"m") == b"m"
+    with pytest.raises(quill.QuillConnectionError, match="not valid for name"):
+        client("elsewhere.invalid").call("echo.v1.EchoService", "Echo", b"x")

@@ -3141,6 +3141,10 @@ public struct ClientConfig: Equatable, Hashable {
     public var idleTimeoutMs: UInt64?
     public var maxRetries: UInt32
     public var caCertPem: Data?
+    /**
+     * TLS server name (SNI and certificate name) when it is not the URL's host.
+     */
+    public var tlsServerName: String?
     public var userAgent: String?
     public var maxConnections: UInt32
     /**
@@ -3151,7 +3155,10 @@ public struct ClientConfig: Equatable, Hashable {
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(baseUrl: String, timeoutMs: UInt64 = UInt64(30000), enableCompression: Bool = false, maxDecodedSize: UInt64 = UInt64(67108864), idleTimeoutMs: UInt64? = nil, maxRetries: UInt32 = UInt32(0), caCertPem: Data? = nil, userAgent: String? = nil, maxConnections: UInt32 = UInt32(100), 
+    public init(baseUrl: String, timeoutMs: UInt64 = UInt64(30000), enableCompression: Bool = false, maxDecodedSize: UInt64 = UInt64(67108864), idleTimeoutMs: UInt64? = nil, maxRetries: UInt32 = UInt32(0), caCertPem: Data? = nil, 
+        /**
+         * TLS server name (SNI and certificate name) when it is not the URL's host.
+         */tlsServerName: String? = nil, userAgent: String? = nil, maxConnections: UInt32 = UInt32(100), 
         /**
          * `AUTO`/`.auto` unless you need one version: uniffi gives enum fields no default.
          */httpVersion: HttpVersion, http2: Http2Settings = Http2Settings()) {
@@ -3162,6 +3169,7 @@ public struct ClientConfig: Equatable, Hashable {
         self.idleTimeoutMs = idleTimeoutMs
         self.maxRetries = maxRetries
         self.caCertPem = caCertPem
+        self.tlsServerName = tlsServerName
         self.userAgent = userAgent
         self.maxConnections = maxConnections
         self.httpVersion = httpVersion
@@ -3191,6 +3199,7 @@ public struct FfiConverterTypeClientConfig: FfiConverterRustBuffer {
                 idleTimeoutMs: FfiConverterOptionUInt64.read(from: &buf), 
                 maxRetries: FfiConverterUInt32.read(from: &buf), 
                 caCertPem: FfiConverterOptionData.read(from: &buf), 
+                tlsServerName: FfiConverterOptionString.read(from: &buf), 
                 userAgent: FfiConverterOptionString.read(from: &buf), 
                 maxConnections: FfiConverterUInt32.read(from: &buf), 
                 httpVersion: FfiConverterTypeHttpVersion.read(from: &buf), 
@@ -3206,6 +3215,7 @@ public struct FfiConverterTypeClientConfig: FfiConverterRustBuffer {
         FfiConverterOptionUInt64.write(value.idleTimeoutMs, into: &buf)
         FfiConverterUInt32.write(value.maxRetries, into: &buf)
         FfiConverterOptionData.write(value.caCertPem, into: &buf)
+        FfiConverterOptionString.write(value.tlsServerName, into: &buf)
         FfiConverterOptionString.write(value.userAgent, into: &buf)
         FfiConverterUInt32.write(value.maxConnections, into: &buf)
         FfiConverterTypeHttpVersion.write(value.httpVersion, into: &buf)

@@ -6017,6 +6017,11 @@ data class ClientConfig (
     , 
     var `caCertPem`: kotlin.ByteArray? = null 
     , 
+    /**
+     * TLS server name (SNI and certificate name) when it is not the URL's host.
+     */
+    var `tlsServerName`: kotlin.String? = null 
+    , 
     var `userAgent`: kotlin.String? = null 
     , 
     var `maxConnections`: kotlin.UInt = 100u 
@@ -6051,6 +6056,7 @@ public object FfiConverterTypeClientConfig: FfiConverterRustBuffer<ClientConfig>
             FfiConverterUInt.read(buf),
             FfiConverterOptionalByteArray.read(buf),
             FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
             FfiConverterUInt.read(buf),
             FfiConverterTypeHttpVersion.read(buf),
             FfiConverterTypeHttp2Settings.read(buf),
@@ -6065,6 +6071,7 @@ public object FfiConverterTypeClientConfig: FfiConverterRustBuffer<ClientConfig>
             FfiConverterOptionalULong.allocationSize(value.`idleTimeoutMs`) +
             FfiConverterUInt.allocationSize(value.`maxRetries`) +
             FfiConverterOptionalByteArray.allocationSize(value.`caCertPem`) +
+            FfiConverterOptionalString.allocationSize(value.`tlsServerName`) +
             FfiConverterOptionalString.allocationSize(value.`userAgent`) +
             FfiConverterUInt.allocationSize(value.`maxConnections`) +
             FfiConverterTypeHttpVersion.allocationSize(value.`httpVersion`) +
@@ -6079,6 +6086,7 @@ public object FfiConverterTypeClientConfig: FfiConverterRustBuffer<ClientConfig>
             FfiConverterOptionalULong.write(value.`idleTimeoutMs`, buf)
             FfiConverterUInt.write(value.`maxRetries`, buf)
             FfiConverterOptionalByteArray.write(value.`caCertPem`, buf)
+            FfiConverterOptionalString.write(value.`tlsServerName`, buf)
             FfiConverterOptionalString.write(value.`userAgent`, buf)
             FfiConverterUInt.write(value.`maxConnections`, buf)
             FfiConverterTypeHttpVersion.write(value.`httpVersion`, buf)
