@@ -57,6 +57,8 @@ pub(crate) struct CallContext {
     pub runtime: std::sync::Arc<super::runtime::ClientRuntime>,
     /// Fires when the client is closed: the call ends at once.
     pub closed: Closed,
+    /// Whether the call may be repeated safely (retries, HTTP/3 0-RTT early data).
+    pub idempotent: bool,
     /// When the call began, for the elapsed times of its events.
     pub started: Instant,
     /// Where a unary body of known length goes, when the face provides memory.
@@ -132,7 +134,14 @@ impl CallContext {
         // call, and dropping the request future at the deadline closes the connection.
         let resp = match self
             .http
-            .post(&self.url, headers, body, &self.label, self.deadline)
+            .post(
+                &self.url,
+                headers,
+                body,
+                &self.label,
+                self.deadline,
+                self.idempotent,
+            )
             .await
         {
             Ok(resp) => {

@@ -68,6 +68,7 @@ pub(crate) use reply_memory::Provider as ReplyMemoryProvider;
 use call::{call_headers, CallContext};
 use config::{default_user_agent, normalize_base_url, validate_path_part, HeaderStore};
 use errors::CallLabel;
+use quic::QuicPool;
 use runtime::{run_on, ClientRuntime, HttpSettings, LaneGuard};
 use transport::Transport;
 
@@ -220,6 +221,21 @@ impl QuillClient {
         }
     }
 
+    /// Calls this client sent as HTTP/3 0-RTT early data (idempotent calls on a resumed
+    /// connection, before its handshake completed): shows 0-RTT at work.
+    ///
+    /// ```
+    /// let client = quill::QuillClient::new("http://127.0.0.1:9", 1000, false).unwrap();
+    /// assert_eq!(client.early_data_calls(), 0);
+    /// ```
+    pub fn early_data_calls(&self) -> u64 {
+        self.runtime
+            .current()
+            .ok()
+            .and_then(|(_, transport)| transport.quic().map(QuicPool::early_data_calls))
+            .unwrap_or(0)
+    }
+
     fn read_headers(&self) -> std::sync::RwLockReadGuard<'_, HeaderStore> {
         self.headers.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -353,6 +369,7 @@ impl QuillClient {
             server: self.server.clone(),
             runtime: self.runtime.clone(),
             closed: self.runtime.closed(),
+            idempotent: options.idempotent,
             started: Instant::now(),
             reply_memory: None,
         };

@@ -13,6 +13,7 @@
 //! whole one.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,6 +75,8 @@ pub(crate) struct QuicPool {
     /// What the server advertised over TCP (`auto` clients; shared with the client's
     /// runtime, which learns it from every response).
     pub alt_svc: Arc<AltSvc>,
+    /// Calls sent as 0-RTT early data.
+    early_data_calls: AtomicU64,
 }
 
 /// An open HTTP/3 connection.
@@ -81,6 +84,41 @@ pub(crate) struct QuicPool {
 pub(crate) struct Conn {
     quic: quinn::Connection,
     sender: Sender,
+    handshake: tokio::sync::watch::Receiver<Handshake>,
+}
+
+/// Where a connection's TLS handshake is: a resumed (0-RTT) connection is usable
+/// before it completes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handshake {
+    Pending,
+    Done,
+    Failed,
+}
+
+impl Conn {
+    /// Waits for the handshake (at once for a connection not resumed with 0-RTT).
+    pub async fn handshake(&self, label: &CallLabel) -> Result<()> {
+        let mut handshake = self.handshake.clone();
+        let done = handshake
+            .wait_for(|h| *h != Handshake::Pending)
+            .await
+            .is_ok_and(|h| *h == Handshake::Done);
+        if done {
+            Ok(())
+        } else {
+            Err(connect_error(label, "the resumed (0-RTT) handshake failed"))
+        }
+    }
+
+    /// Whether a request sent now goes out as 0-RTT early data.
+    fn early(&self) -> bool {
+        *self.handshake.borrow() == Handshake::Pending
+    }
+
+    fn failed(&self) -> bool {
+        *self.handshake.borrow() == Handshake::Failed
+    }
 }
 
 impl QuicPool {
@@ -92,6 +130,7 @@ impl QuicPool {
             endpoint: std::sync::Mutex::new(None),
             conn: tokio::sync::Mutex::new(None),
             alt_svc: settings.alt_svc.clone(),
+            early_data_calls: AtomicU64::new(0),
             settings,
         })
     }
@@ -104,13 +143,18 @@ impl QuicPool {
         headers: HeaderMap,
         body: reqwest::Body,
         label: &CallLabel,
+        idempotent: bool,
     ) -> Result<QuicResponse> {
         let conn = self.connection(label).await?;
-        self.post_on(conn, url, headers, body, label).await
+        self.post_on(conn, url, headers, body, label, idempotent)
+            .await
     }
 
     /// [`post`](Self::post) on `conn`, a connection [`connection`](Self::connection)
-    /// made (or, if it refuses new streams, on a fresh one).
+    /// made (or, if it refuses new streams, on a fresh one). On a resumed connection
+    /// whose handshake is still running, only an `idempotent` call goes out at once, as
+    /// 0-RTT early data (which an attacker could replay); any other waits for the
+    /// handshake.
     pub async fn post_on(
         &self,
         mut conn: Conn,
@@ -118,6 +162,7 @@ impl QuicPool {
         mut headers: HeaderMap,
         body: reqwest::Body,
         label: &CallLabel,
+        idempotent: bool,
     ) -> Result<QuicResponse> {
         if !headers.contains_key(USER_AGENT) {
             headers.insert(USER_AGENT, self.settings.user_agent.clone());
@@ -129,6 +174,11 @@ impl QuicPool {
             .body(())
             .map_err(|e| QuillError::invalid(format!("request to {}: {e}", label.path)))?;
         *request.headers_mut() = headers;
+        if !idempotent {
+            conn.handshake(label).await?;
+        } else if conn.early() {
+            self.early_data_calls.fetch_add(1, Ordering::Relaxed);
+        }
         // A connection that received GOAWAY refuses new streams before anything is
         // sent, so the call may go to a fresh connection once.
         let stream = match conn.sender.send_request(request.clone()).await {
@@ -136,6 +186,9 @@ impl QuicPool {
             Err(e) if refused_before_sending(&e) => {
                 self.forget(&conn).await;
                 conn = self.connection(label).await?;
+                if !idempotent {
+                    conn.handshake(label).await?;
+                }
                 conn.sender
                     .send_request(request)
                     .await
@@ -166,7 +219,7 @@ impl QuicPool {
     pub async fn connection(&self, label: &CallLabel) -> Result<Conn> {
         let mut current = self.conn.lock().await;
         if let Some(conn) = &*current {
-            if conn.quic.close_reason().is_none() {
+            if conn.quic.close_reason().is_none() && !conn.failed() {
                 events::emit(Level::Debug, EventKind::ConnectionReused, |e| {
                     e.target = label.path.clone();
                     e.message = format!("{}: reusing the HTTP/3 connection", label.path);
@@ -180,9 +233,37 @@ impl QuicPool {
         let connecting = endpoint
             .connect_with(self.client_config.clone(), addr, &self.settings.server_name)
             .map_err(|e| connect_error(label, &describe(&e)))?;
-        let quic = connecting
-            .await
-            .map_err(|e| connect_error(label, &describe(&e)))?;
+        // A server this client has talked to before accepts a resumed connection at
+        // once (0-RTT); the handshake then completes in the background.
+        let (quic, handshake) = match connecting.into_0rtt() {
+            Ok((quic, accepted)) => {
+                let (tx, rx) = tokio::sync::watch::channel(Handshake::Pending);
+                let watched = quic.clone();
+                tokio::spawn(async move {
+                    let done = accepted.await;
+                    if !done {
+                        // Rejected early data is lost, HTTP/3's own streams included:
+                        // the connection is dropped and the next call makes a new one.
+                        watched.close(
+                            Code::H3_NO_ERROR.value().try_into().unwrap_or_default(),
+                            b"",
+                        );
+                    }
+                    let _ = tx.send(if done {
+                        Handshake::Done
+                    } else {
+                        Handshake::Failed
+                    });
+                });
+                (quic, rx)
+            }
+            Err(connecting) => {
+                let quic = connecting
+                    .await
+                    .map_err(|e| connect_error(label, &describe(&e)))?;
+                (quic, tokio::sync::watch::channel(Handshake::Done).1)
+            }
+        };
         let (mut driver, sender) = h3::client::new(h3_quinn::Connection::new(quic.clone()))
             .await
             .map_err(|e| connect_error(label, &connection_text(&e)))?;
@@ -200,9 +281,18 @@ impl QuicPool {
                 events::millis(e.elapsed)
             );
         });
-        let conn = Conn { quic, sender };
+        let conn = Conn {
+            quic,
+            sender,
+            handshake,
+        };
         *current = Some(conn.clone());
         Ok(conn)
+    }
+
+    /// How many calls went out as 0-RTT early data.
+    pub fn early_data_calls(&self) -> u64 {
+        self.early_data_calls.load(Ordering::Relaxed)
     }
 
     /// The endpoint, bound on first use to the address family of `peer`.
@@ -302,6 +392,9 @@ fn client_config(settings: &QuicSettings) -> Result<quinn::ClientConfig> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     tls.alpn_protocols = vec![ALPN_H3.to_vec()];
+    // Resumed connections may carry idempotent calls in their first flight (0-RTT);
+    // `post_on` keeps every other call until the handshake is done.
+    tls.enable_early_data = true;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| QuillError::invalid(format!("TLS settings unusable for QUIC: {e}")))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));

@@ -74,19 +74,27 @@ impl AutoTransport {
         body: reqwest::Body,
         label: &CallLabel,
         deadline: Option<Instant>,
+        idempotent: bool,
     ) -> Result<Response> {
         if self.wants_quic() {
             let budget = deadline.map_or(FALLBACK_BUDGET, |d| {
                 FALLBACK_BUDGET.min(d.saturating_duration_since(Instant::now()) / 2)
             });
-            match tokio::time::timeout(budget, self.quic.connection(label)).await {
+            // The whole handshake, 0-RTT or not, within the budget: a call handed to
+            // HTTP/3 before it is known to work could be lost with it.
+            let connected = async {
+                let conn = self.quic.connection(label).await?;
+                conn.handshake(label).await?;
+                Ok::<_, crate::QuillError>(conn)
+            };
+            match tokio::time::timeout(budget, connected).await {
                 Ok(Ok(conn)) => {
                     // Only the profile spoken on this connection (protocol.md §1).
                     let hyper = format!("prism={PRISM_HYPER}");
                     headers.insert("prefer", HeaderValue::from_str(&hyper).expect("token"));
                     return self
                         .quic
-                        .post_on(conn, url, headers, body, label)
+                        .post_on(conn, url, headers, body, label, idempotent)
                         .await
                         .map(Response::Quic);
                 }
@@ -132,7 +140,8 @@ async fn tcp_post(
 impl Transport {
     /// POSTs `body` to `url` with exactly `headers` (plus the client's `User-Agent`)
     /// and returns the response once its headers are in. `deadline` bounds the wait
-    /// for an advertised HTTP/3 connection before `auto` uses TCP instead.
+    /// for an advertised HTTP/3 connection before `auto` uses TCP instead; only an
+    /// `idempotent` call may go out as HTTP/3 0-RTT early data.
     pub async fn post(
         &self,
         url: &reqwest::Url,
@@ -140,6 +149,7 @@ impl Transport {
         body: reqwest::Body,
         label: &CallLabel,
         deadline: Option<Instant>,
+        idempotent: bool,
     ) -> Result<Response> {
         match self {
             Transport::Tcp(http) => tcp_post(http, url, headers, body, label)
@@ -148,10 +158,12 @@ impl Transport {
             // Boxed: the QUIC futures (connect, handshake, stream open) are several KiB,
             // and every call in flight would otherwise carry that size over TCP too
             // (10,000 concurrent HTTP/1.1 calls grew by 2.5× the memory).
-            Transport::Quic(pool) => Box::pin(pool.post(url, headers, body, label))
+            Transport::Quic(pool) => Box::pin(pool.post(url, headers, body, label, idempotent))
                 .await
                 .map(Response::Quic),
-            Transport::Auto(auto) => Box::pin(auto.post(url, headers, body, label, deadline)).await,
+            Transport::Auto(auto) => {
+                Box::pin(auto.post(url, headers, body, label, deadline, idempotent)).await
+            }
         }
     }
 

@@ -47,6 +47,9 @@ pub(super) fn endpoint(
     max_streams: Option<u32>,
 ) -> io::Result<quinn::Endpoint> {
     tls.alpn_protocols = vec![b"h3".to_vec()];
+    // Resumed clients may send idempotent calls as 0-RTT early data (QUIC allows no
+    // other size than "unlimited"); the client decides which calls may.
+    tls.max_early_data_size = u32::MAX;
     let crypto = QuicServerConfig::try_from(tls)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let mut transport = quinn::TransportConfig::default();
