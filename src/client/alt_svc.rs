@@ -104,6 +104,18 @@ mod tests {
         assert_eq!(parse(r#"h3="[::1]:443""#, "::1"), Advert::Port(443));
     }
 
+    proptest::proptest! {
+        /// Header values are network bytes: any text parses without panicking, and a
+        /// port is only ever taken from the text itself.
+        #[test]
+        fn any_value_parses_safely(value in ".{0,80}", host in "[a-z.]{0,12}") {
+            if let Advert::Port(port) = parse(&value, &host) {
+                let needle = [":", &port.to_string()].concat();
+                proptest::prop_assert!(value.contains(&needle));
+            }
+        }
+    }
+
     #[test]
     fn learning_and_clearing() {
         let alt = AltSvc::default();

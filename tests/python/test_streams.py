@@ -171,9 +171,9 @@ def test_cancelling_an_asyncio_task_ends_the_call_on_the_server(
     client: quill.QuillClient,
 ) -> None:
     if client.http_version == "http3":
-        # The client resets the stream at once (tested in Rust), but the bundled
-        # server's HTTP/3 library reports a reset only at the handler's next read or
-        # write, and `Slow` does neither while it sleeps (docs/reliability.md).
+        # The client resets the stream at once, but the bundled server's HTTP/3
+        # library reports a reset only at the handler's next read or write, and `Slow`
+        # does neither while it sleeps (docs/reliability.md).
         pytest.skip("the bundled server cannot see an HTTP/3 stream reset while idle")
 
     async def main() -> float:

@@ -395,6 +395,44 @@ final class ClientTests: XCTestCase {
         XCTAssertEqual(client.selectedPrism(), "classic")
     }
 
+    func testHttp3OverQuicCallsStreamsAndMigrates() async throws {
+        let tls = try TestServer.tls
+        let client = try QuillClient.fromConfig(
+            config: ClientConfig(baseUrl: tls.url, caCertPem: tls.caPem, httpVersion: .http3))
+        XCTAssertFalse(try client.rebind(), "nothing bound before the first call")
+        let seen = try jsonObject(
+            try await client.callJson(service: "echo.v1.EchoService", method: "Headers", json: "{}"))
+        XCTAssertEqual(seen["prefer"] as? String, "prism=hyper")
+        XCTAssertEqual(client.selectedPrism(), "hyper")
+        let replies = try await withThrowingTaskGroup(of: (Int, Data).self) { group in
+            for i in 0..<20 {
+                group.addTask {
+                    (i, try await client.call(
+                        service: "echo.v1.EchoService", method: "Echo", body: Data("q\(i)".utf8)))
+                }
+            }
+            var all: [Int: Data] = [:]
+            for try await (i, reply) in group { all[i] = reply }
+            return all
+        }
+        XCTAssertEqual(replies.count, 20)
+        for (i, reply) in replies { XCTAssertEqual(reply, Data("q\(i)".utf8)) }
+        // A network change mid-stream: the stream continues on the migrated connection.
+        let stream = try await client.tokenStream(
+            service: "inference.v1.LLMService", method: "GenerateStream",
+            body: Data(#"{"prompt": "Alice", "max_tokens": 6}"#.utf8), contentTypeJson: true)
+        var tokens = 0
+        var moved = false
+        for try await batch in stream.batches {
+            tokens += batch.tokens.count
+            if !moved {
+                XCTAssertTrue(try client.rebind())
+                moved = true
+            }
+        }
+        XCTAssertEqual(tokens, 6)
+    }
+
     func testHttp2OverH2cMultiplexesCalls() async throws {
         let client = try QuillClient.fromConfig(
             config: ClientConfig(baseUrl: try TestServer.url, httpVersion: .http2))

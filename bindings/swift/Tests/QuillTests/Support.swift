@@ -119,6 +119,20 @@ enum TestServer {
         }
     }
 
+    /// The TLS server of scripts/test-swift (HTTPS and HTTP/3) and its certificate.
+    static var tls: (url: String, caPem: Data) {
+        get throws {
+            let env = ProcessInfo.processInfo.environment
+            if let url = env["QUILL_TLS_URL"], !url.isEmpty, let pem = env["QUILL_TLS_CA_PEM"] {
+                return (url, Data(pem.utf8))
+            }
+            if env["QUILL_REQUIRE_SERVER"] == "1" {
+                XCTFail("QUILL_TLS_URL is not set but QUILL_REQUIRE_SERVER=1")
+            }
+            throw XCTSkip("QUILL_TLS_URL not set: start `scripts/serve --port 0 --tls-self-signed DIR`")
+        }
+    }
+
     static var token: String? {
         ProcessInfo.processInfo.environment["QUILL_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
     }
