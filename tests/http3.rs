@@ -310,3 +310,25 @@ fn tls_server_name_reaches_a_server_by_ip_whose_certificate_names_a_host() {
     assert!(QuillClient::with_config(cfg).is_err());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_silent_udp_port_is_a_connection_error_after_the_handshake_budget() {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://127.0.0.1:{}", silent.local_addr().unwrap().port());
+    let mut cfg = ClientConfig::new(&url);
+    cfg.http_version = HttpVersion::Http3;
+    cfg.ca_cert_pem = Some(test_certificate().2.clone());
+    cfg.timeout_ms = 10_000;
+    // The handshake waits at most min(10 s, the QUIC idle timeout): 500 ms here.
+    cfg.http2.keep_alive_interval_ms = None;
+    cfg.http2.keep_alive_timeout_ms = 500;
+    let c = QuillClient::with_config(cfg).unwrap();
+    let t0 = Instant::now();
+    let err = c
+        .run_blocking::<Reply>(Call::proto("echo.v1.EchoService", "Echo", "x"))
+        .unwrap_err();
+    let took = t0.elapsed();
+    assert!(matches!(err, QuillError::Connection { .. }), "{err:?}");
+    assert!(err.to_string().contains("UDP blocked"), "{err}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}

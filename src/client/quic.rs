@@ -38,6 +38,9 @@ pub(crate) const ALPN_H3: &[u8] = b"h3";
 const STREAM_WINDOW: u32 = 8 << 20;
 const CONNECTION_WINDOW: u32 = 16 << 20;
 
+/// Longest wait for a QUIC handshake (or the connection's idle timeout, if shorter).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 type SendHalf = h3::client::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
 type RecvHalf = h3::client::RequestStream<h3_quinn::RecvStream, Bytes>;
 type Sender = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
@@ -258,8 +261,20 @@ impl QuicPool {
                 (quic, rx)
             }
             Err(connecting) => {
-                let quic = connecting
+                // UDP dropped on the way (a firewall) looks like silence: say so after
+                // a bounded wait rather than only at the call's deadline.
+                let budget = HANDSHAKE_TIMEOUT.min(self.settings.idle_timeout);
+                let quic = tokio::time::timeout(budget, connecting)
                     .await
+                    .map_err(|_| {
+                        connect_error(
+                            label,
+                            &format!(
+                                "no QUIC handshake with {addr} within {} ms (is UDP blocked?)",
+                                budget.as_millis()
+                            ),
+                        )
+                    })?
                     .map_err(|e| connect_error(label, &describe(&e)))?;
                 (quic, tokio::sync::watch::channel(Handshake::Done).1)
             }
