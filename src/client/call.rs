@@ -104,7 +104,7 @@ impl CallContext {
         };
         tokio::select! {
             biased;
-            result = bounded => result,
+            result = bounded => self.closed.or_closed(&self.label.path, result),
             () = self.closed.fired() => Err(closed_error(&self.label.path)),
         }
     }

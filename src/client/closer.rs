@@ -48,6 +48,25 @@ impl Closed {
         // call that outlives it is then over as well.
         let _ = rx.wait_for(|closed| *closed).await;
     }
+
+    /// Whether the client is closed now.
+    pub fn is_fired(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// `result`, unless it is an error and the client has been closed: closing breaks
+    /// connections at once (an HTTP/3 endpoint closes with the client), and the call
+    /// then reports the close, not the broken connection it caused.
+    pub fn or_closed<T>(
+        &self,
+        path: &str,
+        result: crate::error::Result<T>,
+    ) -> crate::error::Result<T> {
+        match result {
+            Err(_) if self.is_fired() => Err(closed_error(path)),
+            other => other,
+        }
+    }
 }
 
 /// The error of a call on a closed client, or of one that was running when it closed.

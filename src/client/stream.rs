@@ -300,7 +300,7 @@ async fn pump(mut resp: Response, spec: ReaderSpec, tx: mpsc::Sender<Item>) {
     };
     let outcome = tokio::select! {
         biased;
-        outcome = work => outcome,
+        outcome = work => spec.closed.or_closed(&spec.label.path, outcome),
         () = spec.closed.fired() => Err(closed_error(&spec.label.path)),
     };
     match outcome {
