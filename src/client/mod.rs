@@ -277,18 +277,19 @@ impl QuillClient {
     /// # Ok::<(), quill::QuillError>(())
     /// ```
     pub fn run_blocking<A: Answer>(&self, call: Call) -> Result<A> {
-        self.run_blocking_with(call, blocking::no_tick, None)
+        self.run_blocking_with(call, blocking::NO_TICK, None)
     }
 
-    /// [`run_blocking`](Self::run_blocking) calling `tick` every 50 ms while it waits
-    /// (the Python face checks signals there); an error from `tick` cancels the call.
+    /// [`run_blocking`](Self::run_blocking) calling `tick` (when given) every 50 ms while
+    /// it waits (the Python face checks signals there); an error from `tick` cancels the
+    /// call.
     /// `memory` provides the memory of a reply body of known length
     /// (`reply_memory.rs`); it is called on whichever thread reads the body: the
     /// caller's own on a lane, a worker otherwise.
     pub(crate) fn run_blocking_with<A: Answer, E: From<QuillError>>(
         &self,
         call: Call,
-        tick: impl FnMut() -> std::result::Result<(), E>,
+        tick: Option<impl FnMut() -> std::result::Result<(), E>>,
         memory: Option<ReplyMemoryProvider>,
     ) -> std::result::Result<A, E> {
         let parts = if A::ON_CALLER {

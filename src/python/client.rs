@@ -127,7 +127,9 @@ impl PyQuillClient {
     /// Runs `call` on this thread with the GIL released (signals checked meanwhile).
     pub(crate) fn run_blocking<A: Answer>(&self, py: Python<'_>, call: Call) -> PyResult<A> {
         logging::tick(py)?;
-        wait::blocking(py, |tick| self.inner.run_blocking_with(call, tick, None))
+        wait::blocking(py, |tick| {
+            self.inner.run_blocking_with(call, Some(tick), None)
+        })
     }
 
     /// `run_blocking` for a reply returned as `bytes`: a large reply of known length is
@@ -137,7 +139,8 @@ impl PyQuillClient {
         let target = Arc::new(ReplyInBytes::default());
         let provider = target.clone().provider();
         let reply: Reply = wait::blocking(py, |tick| {
-            self.inner.run_blocking_with(call, tick, Some(provider))
+            self.inner
+                .run_blocking_with(call, Some(tick), Some(provider))
         })?;
         Ok(match target.take(&reply) {
             Some(bytes) => {
