@@ -169,13 +169,16 @@ async def streams(client: quill.QuillClient) -> tuple[list[float], float]:
     return ttft, STREAMS * TOKENS / elapsed
 
 
-def stream_rows(clients: dict[str, quill.QuillClient]) -> None:
+def stream_rows(clients: dict[str, quill.QuillClient], rounds: int, title: str) -> None:
+    """A warm-up round, then `rounds` interleaved rounds of `streams` per client, as a
+    table titled `title`, tokens/s compared with HTTP/2."""
+
     async def measure() -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-        for client in clients.values():  # warm-up round
+        for client in clients.values():  # handshakes, windows
             await streams(client)
         ttfts: dict[str, list[float]] = {v: [] for v in clients}
         rates: dict[str, list[float]] = {v: [] for v in clients}
-        for _ in range(STREAM_ROUNDS):
+        for _ in range(rounds):
             for v, client in clients.items():
                 ttft, rate = await streams(client)
                 ttfts[v] += ttft
@@ -183,15 +186,11 @@ def stream_rows(clients: dict[str, quill.QuillClient]) -> None:
         return ttfts, rates
 
     ttfts, rates = asyncio.run(measure())
-    base = "http2"
-    print(
-        f"| asyncio, one client, {STREAMS} concurrent token streams of {TOKENS} tokens "
-        f"({STREAM_ROUNDS} rounds) | TTFT p50 / p99 | tokens/s | tokens/s vs HTTP/2 |"
-    )
+    print(f"| {title} ({rounds} rounds) | TTFT p50 / p99 | tokens/s | tokens/s vs HTTP/2 |")
     print("|---|---|---|---|")
     for v in clients:
         s = sorted(ttfts[v])
-        ratios = [r / b for r, b in zip(rates[v], rates[base])]
+        ratios = [r / b for r, b in zip(rates[v], rates["http2"])]
         print(
             f"| {NAMES[v]}, one connection | {pct(s, 0.5) * 1e3:.1f} / {pct(s, 0.99) * 1e3:.1f} ms"
             f" | {statistics.median(rates[v]):,.0f} | {ratio_cell(ratios)} |"
@@ -220,33 +219,12 @@ def lossy_rows(url: str, ca_cert: bytes) -> None:
             ),
         }
 
-        async def measure() -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-            ttfts: dict[str, list[float]] = {v: [] for v in clients}
-            rates: dict[str, list[float]] = {v: [] for v in clients}
-            for client in clients.values():  # handshakes, windows
-                await streams(client)
-            for _ in range(LOSSY_ROUNDS):
-                for v, client in clients.items():
-                    ttft, rate = await streams(client)
-                    ttfts[v] += ttft
-                    rates[v].append(rate)
-            return ttfts, rates
-
-        ttfts, rates = asyncio.run(measure())
-        print(
-            f"| {STREAMS} concurrent token streams of {TOKENS} tokens, {LOSS:.0%} loss, "
-            f"{RTT * 1e3:.0f} ms RTT, emulated ({LOSSY_ROUNDS} rounds) "
-            "| TTFT p50 / p99 | tokens/s | tokens/s vs HTTP/2 |"
+        stream_rows(
+            clients,
+            LOSSY_ROUNDS,
+            f"{STREAMS} concurrent token streams of {TOKENS} tokens, {LOSS:.0%} loss, "
+            f"{RTT * 1e3:.0f} ms RTT, emulated",
         )
-        print("|---|---|---|---|")
-        for v in clients:
-            s = sorted(ttfts[v])
-            ratios = [r / b for r, b in zip(rates[v], rates["http2"])]
-            print(
-                f"| {NAMES[v]}, one connection | {pct(s, 0.5) * 1e3:.0f} / "
-                f"{pct(s, 0.99) * 1e3:.0f} ms | {statistics.median(rates[v]):,.0f} | "
-                f"{ratio_cell(ratios)} |"
-            )
         for client in clients.values():
             client.close()
     finally:
@@ -268,7 +246,14 @@ def main() -> None:
     sections: list[tuple[str, Callable[[], None]]] = [
         ("unary", lambda: unary_rows(clients)),
         ("transfer", lambda: transfer_rows(clients)),
-        ("streams", lambda: stream_rows({v: clients[v] for v in ("http2", "http3")})),
+        (
+            "streams",
+            lambda: stream_rows(
+                {v: clients[v] for v in ("http2", "http3")},
+                STREAM_ROUNDS,
+                f"asyncio, one client, {STREAMS} concurrent token streams of {TOKENS} tokens",
+            ),
+        ),
         ("lossy link", lambda: lossy_rows(url, ca_cert)),
     ]
     for i, (name, run) in enumerate(sections):
