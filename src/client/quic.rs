@@ -155,12 +155,13 @@ impl QuicPool {
 
     /// [`post`](Self::post) on `conn`, a connection [`connection`](Self::connection)
     /// made (or, if it refuses new streams, on a fresh one). On a resumed connection
-    /// whose handshake is still running, only an `idempotent` call goes out at once, as
-    /// 0-RTT early data (which an attacker could replay); any other waits for the
-    /// handshake.
+    /// whose handshake is still running, only an `idempotent` call with a buffered body
+    /// goes out at once, as 0-RTT early data (which an attacker could replay); any other
+    /// waits for the handshake. If the server refuses the early data, it never ran the
+    /// call, so the call is sent again on a new connection after its handshake.
     pub async fn post_on(
         &self,
-        mut conn: Conn,
+        conn: Conn,
         url: &reqwest::Url,
         mut headers: HeaderMap,
         body: reqwest::Body,
@@ -177,11 +178,44 @@ impl QuicPool {
             .body(())
             .map_err(|e| QuillError::invalid(format!("request to {}: {e}", label.path)))?;
         *request.headers_mut() = headers;
-        if !idempotent {
+        // The copy is kept only for early calls (the first of a resumed connection).
+        let replay = match body.as_bytes() {
+            Some(bytes) if idempotent && conn.early() => Some(Bytes::copy_from_slice(bytes)),
+            _ => None,
+        };
+        let Some(replay) = replay else {
             conn.handshake(label).await?;
-        } else if conn.early() {
-            self.early_data_calls.fetch_add(1, Ordering::Relaxed);
+            return self.send(conn, request, body, label).await;
+        };
+        self.early_data_calls.fetch_add(1, Ordering::Relaxed);
+        match self.send(conn.clone(), request.clone(), body, label).await {
+            Err(e) if conn.handshake(label).await.is_err() => {
+                events::emit(Level::Info, EventKind::RetryScheduled, |ev| {
+                    ev.target = label.path.clone();
+                    ev.message = format!(
+                        "{}: the server refused the 0-RTT early data ({e}); sending the call \
+                         again after a full handshake",
+                        label.path
+                    );
+                });
+                let conn = self.connection_with(label, false).await?;
+                conn.handshake(label).await?;
+                self.send(conn, request, replay.into(), label).await
+            }
+            sent => sent,
         }
+    }
+
+    /// Opens a request stream on `conn` (on a fresh connection, after its handshake, if
+    /// `conn` refuses new streams), sends `body` from a task of its own and waits for the
+    /// response headers.
+    async fn send(
+        &self,
+        mut conn: Conn,
+        request: http::Request<()>,
+        body: reqwest::Body,
+        label: &CallLabel,
+    ) -> Result<QuicResponse> {
         // A connection that received GOAWAY refuses new streams before anything is
         // sent, so the call may go to a fresh connection once.
         let stream = match conn.sender.send_request(request.clone()).await {
@@ -189,9 +223,7 @@ impl QuicPool {
             Err(e) if refused_before_sending(&e) => {
                 self.forget(&conn).await;
                 conn = self.connection(label).await?;
-                if !idempotent {
-                    conn.handshake(label).await?;
-                }
+                conn.handshake(label).await?;
                 conn.sender
                     .send_request(request)
                     .await
@@ -200,16 +232,31 @@ impl QuicPool {
             Err(e) => return Err(send_error(&e, label)),
         };
         let (send, mut recv) = stream.split();
+        let (failed, mut body_failed) = tokio::sync::oneshot::channel();
         let pump = AbortOnDrop(tokio::spawn(send_body(
             body,
-            BodySender { send, done: false },
+            BodySender {
+                send,
+                done: false,
+                failed: Some(failed),
+            },
         )));
-        let head = recv
-            .recv_response()
-            .await
-            .map_err(|e| send_error(&e, label))?
-            .into_parts()
-            .0;
+        let head = tokio::select! {
+            biased;
+            head = recv.recv_response() => head.map_err(|e| send_error(&e, label))?,
+            // A request body that broke off ends the call here, and dropping `recv` asks
+            // the server to stop sending: a server that then ends the stream without an
+            // answer would otherwise be a connection error (RFC 9114 §4.1) failing every
+            // other call on the connection.
+            Ok(()) = &mut body_failed => {
+                return Err(connect_error(
+                    label,
+                    "the request body broke off before the response (stream reset)",
+                ));
+            }
+        }
+        .into_parts()
+        .0;
         Ok(QuicResponse {
             head,
             recv,
@@ -218,8 +265,16 @@ impl QuicPool {
         })
     }
 
-    /// The open connection, or a new one.
+    /// The open connection, or a new one (resumed with 0-RTT when the client holds a
+    /// session ticket for the server).
     pub async fn connection(&self, label: &CallLabel) -> Result<Conn> {
+        self.connection_with(label, true).await
+    }
+
+    /// [`connection`](Self::connection), where a new connection attempts 0-RTT only if
+    /// `early`: after a refusal, the client's other tickets came from the same server
+    /// and would be refused too.
+    async fn connection_with(&self, label: &CallLabel, early: bool) -> Result<Conn> {
         let mut current = self.conn.lock().await;
         if let Some(conn) = &*current {
             if conn.quic.close_reason().is_none() && !conn.failed() {
@@ -238,7 +293,12 @@ impl QuicPool {
             .map_err(|e| connect_error(label, &describe(&e)))?;
         // A server this client has talked to before accepts a resumed connection at
         // once (0-RTT); the handshake then completes in the background.
-        let (quic, handshake) = match connecting.into_0rtt() {
+        let attempt = if early {
+            connecting.into_0rtt()
+        } else {
+            Err(connecting)
+        };
+        let (quic, handshake) = match attempt {
             Ok((quic, accepted)) => {
                 let (tx, rx) = tokio::sync::watch::channel(Handshake::Pending);
                 let watched = quic.clone();
@@ -461,6 +521,9 @@ impl QuicResponse {
 struct BodySender {
     send: SendHalf,
     done: bool,
+    /// Told when the body itself failed (its producer aborted), not when the server
+    /// stopped reading it: the server's answer then still comes.
+    failed: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Drop for BodySender {
@@ -474,7 +537,11 @@ impl Drop for BodySender {
 async fn send_body(mut body: reqwest::Body, mut out: BodySender) {
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else {
-            return; // the request stream was aborted: `out` resets the stream
+            // The request stream was aborted: `out` resets the stream.
+            if let Some(failed) = out.failed.take() {
+                let _ = failed.send(());
+            }
+            return;
         };
         if let Ok(data) = frame.into_data() {
             if !data.is_empty() && out.send.send_data(data).await.is_err() {
