@@ -39,6 +39,9 @@ fn client(url: &str) -> QuillClient {
     QuillClient::with_config(cfg).unwrap()
 }
 
+/// Attempts at a call that goes out early (see the tests).
+const ROUNDS: usize = 5;
+
 fn idle() {
     std::thread::sleep(Duration::from_millis(700));
 }
@@ -65,8 +68,18 @@ fn only_idempotent_calls_go_out_as_early_data() {
         assert_eq!(c.early_data_calls(), 0);
         idle();
     }
-    // Resumed: an idempotent call goes out at once, as 0-RTT, and is answered.
-    echo("idempotent", true);
+    // Resumed: an idempotent call goes out at once, as 0-RTT, and is answered. On a
+    // loaded machine the handshake can finish before the call is sent, which then goes
+    // out as 1-RTT: a later round is early.
+    for round in 0..ROUNDS {
+        if round > 0 {
+            idle();
+        }
+        echo("idempotent", true);
+        if c.early_data_calls() > 0 {
+            break;
+        }
+    }
     assert_eq!(c.early_data_calls(), 1);
     // On the same connection after the handshake: ordinary 1-RTT again.
     std::thread::sleep(Duration::from_millis(50));
@@ -86,17 +99,23 @@ fn early_data_the_server_refuses_is_sent_again_after_the_handshake() {
         })),
         Level::Debug,
     );
-    let mut first = tls_server(0);
-    let port = first.port();
-    let c = client(&first.url);
+    let mut server = tls_server(0);
+    let port = server.port();
+    let c = client(&server.url);
     // A full handshake with the first server leaves its session ticket.
     echo(&c, "full", true);
-    first.kill();
-    idle();
-    // A new server process on the same port cannot resume the first one's session, so
-    // it refuses the early data: the call must still be answered, once.
-    let _second = tls_server(port);
-    echo(&c, "refused, then sent again", true);
+    // A new server process on the same port cannot resume the old one's session, so it
+    // refuses the early data: the call must still be answered, once. (A round whose
+    // handshake finished before the call was sent is not early; the next one is.)
+    for _ in 0..ROUNDS {
+        server.kill();
+        idle();
+        server = tls_server(port);
+        echo(&c, "refused, then sent again", true);
+        if c.early_data_calls() > 0 {
+            break;
+        }
+    }
     events::set_listener(None, Level::Debug);
     assert_eq!(c.early_data_calls(), 1, "the call went out as early data");
     let retries = retries.lock().unwrap();
