@@ -310,8 +310,9 @@ fn direct(env: &mut JNIEnv<'_>, buffer: &JByteBuffer<'_>) -> Result<(*mut u8, us
     Ok((ptr, capacity))
 }
 
-/// `void FastFfi.tensorCopyToArray(long handle, Object array, int elementSize)`: the
-/// element bytes into a primitive array of exactly their size (one copy).
+/// `void FastFfi.tensorCopyToArray(long handle, Object array, int elementSize, int
+/// byteOffset)`: the element bytes into a primitive array from `byteOffset` (one copy;
+/// the array must hold them from there).
 #[no_mangle]
 pub extern "system" fn Java_dev_quill_FastFfi_tensorCopyToArray(
     mut env: JNIEnv<'_>,
@@ -319,20 +320,26 @@ pub extern "system" fn Java_dev_quill_FastFfi_tensorCopyToArray(
     handle: jlong,
     array: JObject<'_>,
     element_size: jint,
+    byte_offset: jint,
 ) {
     guard(&mut env, |env| {
         // SAFETY: as above.
         let tensor = unsafe { borrowed::<Tensor>(handle) }?;
         let len = array_bytes(env, &array, element_size)?;
         let data = tensor.data();
-        if len != data.len() {
-            return Err(QuillError::invalid(format!(
-                "the array holds {len} bytes, the tensor {}",
-                data.len()
-            )));
-        }
+        let start = usize::try_from(byte_offset)
+            .map_err(|_| QuillError::invalid(format!("offset {byte_offset} is negative")))?;
+        let end = start
+            .checked_add(data.len())
+            .filter(|&end| end <= len)
+            .ok_or_else(|| {
+                QuillError::invalid(format!(
+                    "the tensor's {} bytes do not fit the array's {len} from offset {start}",
+                    data.len()
+                ))
+            })?;
         with_array(env, &array, len, ReleaseMode::CopyBack, |bytes| {
-            bytes.copy_from_slice(data)
+            bytes[start..end].copy_from_slice(data)
         })
     })
 }

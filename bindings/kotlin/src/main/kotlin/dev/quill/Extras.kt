@@ -367,25 +367,41 @@ private fun Tensor.elements(expected: DType): Int {
 
 /** A copy of the elements of a float32 tensor (one copy, by the core). */
 fun Tensor.toFloatArray(): FloatArray =
-    FloatArray(elements(DType.FLOAT32)).also { out -> borrow { FastFfi.tensorCopyToArray(it, out, 4) } }
+    FloatArray(elements(DType.FLOAT32)).also { out -> borrow { FastFfi.tensorCopyToArray(it, out, 4, 0) } }
 
 /** A copy of the elements of a float64 tensor. */
 fun Tensor.toDoubleArray(): DoubleArray =
-    DoubleArray(elements(DType.FLOAT64)).also { out -> borrow { FastFfi.tensorCopyToArray(it, out, 8) } }
+    DoubleArray(elements(DType.FLOAT64)).also { out -> borrow { FastFfi.tensorCopyToArray(it, out, 8, 0) } }
 
 /** A copy of the elements of an int32 tensor. */
 fun Tensor.toIntArray(): IntArray =
-    IntArray(elements(DType.INT32)).also { out -> borrow { FastFfi.tensorCopyToArray(it, out, 4) } }
+    IntArray(elements(DType.INT32)).also { out -> borrow { FastFfi.tensorCopyToArray(it, out, 4, 0) } }
 
 /** A copy of the elements of an int64 tensor. */
 fun Tensor.toLongArray(): LongArray =
-    LongArray(elements(DType.INT64)).also { out -> borrow { FastFfi.tensorCopyToArray(it, out, 8) } }
+    LongArray(elements(DType.INT64)).also { out -> borrow { FastFfi.tensorCopyToArray(it, out, 8, 0) } }
 
 /** A copy of the element bytes, whatever the dtype (one copy; `toBytes()` makes two). */
 fun Tensor.toByteArray(): ByteArray {
     val n = byteCount
     if (n > Int.MAX_VALUE) throw QuillException.InvalidArgument("tensor of $n bytes does not fit a JVM array")
-    return ByteArray(n.toInt()).also { out -> borrow { FastFfi.tensorCopyToArray(it, out, 1) } }
+    return ByteArray(n.toInt()).also { out -> borrow { FastFfi.tensorCopyToArray(it, out, 1, 0) } }
+}
+
+/**
+ * Copies the element bytes into [target] from [offset] and returns the offset after them:
+ * one copy into an array the caller reuses, with no allocation (`toByteArray` pays the
+ * JVM's zeroing of a fresh array on every call).
+ *
+ * ```
+ * val frame = ByteArray(maxFrameBytes)
+ * val end = tensor.copyInto(frame)
+ * ```
+ */
+fun Tensor.copyInto(target: ByteArray, offset: Int = 0): Int {
+    val n = byteCount
+    borrow { FastFfi.tensorCopyToArray(it, target, 1, offset) }
+    return offset + n.toInt()
 }
 
 /** Copies the element bytes into the direct buffer [target] at its position (which advances). */

@@ -36,7 +36,7 @@ internal object FastFfi {
     @JvmStatic external fun tensorFromDirect(
         buffer: ByteBuffer, position: Int, length: Int, shape: LongArray, dtype: Int, name: String?,
     ): Long
-    @JvmStatic external fun tensorCopyToArray(handle: Long, array: Any, elementSize: Int)
+    @JvmStatic external fun tensorCopyToArray(handle: Long, array: Any, elementSize: Int, byteOffset: Int)
     @JvmStatic external fun tensorCopyToDirect(handle: Long, buffer: ByteBuffer, position: Int)
     @JvmStatic external fun tensorView(retained: Long): ByteBuffer
     @JvmStatic external fun tensorRetain(handle: Long): Long

@@ -48,6 +48,10 @@ class FastFfiTest {
         direct.position(4).limit(12)
         Tensor.fromByteBuffer(direct, longArrayOf(8), DType.UINT8).use { t ->
             assertArrayEquals(ByteArray(8) { (it + 4).toByte() }, t.toByteArray())
+            // Into a reused array, at an offset.
+            val reused = ByteArray(12) { -1 }
+            assertEquals(10, t.copyInto(reused, 2))
+            assertArrayEquals(byteArrayOf(-1, -1) + ByteArray(8) { (it + 4).toByte() } + byteArrayOf(-1, -1), reused)
             val out = directTensorBuffer(10).position(2)
             t.copyTo(out)
             assertEquals(10, out.position())
@@ -83,6 +87,9 @@ class FastFfiTest {
         Tensor.fromIntArray(IntArray(3)).use { t ->
             assertThrows<QuillException.UnsupportedDType> { t.toFloatArray() }
             assertThrows<QuillException.InvalidArgument> { t.copyTo(directTensorBuffer(4)) }
+            // 12 bytes do not fit 16 from offset 8, nor anywhere from a negative offset.
+            assertThrows<QuillException.InvalidArgument> { t.copyInto(ByteArray(16), 8) }
+            assertThrows<QuillException.InvalidArgument> { t.copyInto(ByteArray(16), -1) }
         }
         val closed = Tensor.fromIntArray(IntArray(3)).also { it.close() }
         assertThrows<IllegalStateException> { closed.elementCount }

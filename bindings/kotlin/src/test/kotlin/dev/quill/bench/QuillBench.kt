@@ -12,6 +12,7 @@ import dev.quill.Tensor
 import dev.quill.UniffiRustCallStatus
 import dev.quill.asReadOnlyBuffer
 import dev.quill.callBlocking
+import dev.quill.copyInto
 import dev.quill.copyTo
 import dev.quill.directTensorBuffer
 import dev.quill.elementCount
@@ -169,10 +170,13 @@ class QuillBench {
             val outDirect = directTensorBuffer(size)
             val copyTo = perOp(300, 3_000, 300) { outDirect.clear(); t.copyTo(outDirect) }
             val toArray = perOp(300, 3_000, 300) { sink += t.toByteArray().size }
+            val reused = ByteArray(size)
+            val copyInto = perOp(300, 3_000, 300) { sink += t.copyInto(reused) }
             val view = perOp(300, 2_000, 100_000, batch = 10) { sink += t.asReadOnlyBuffer().get(0) }
             val generatedOut = perOp(300, 3_000, 100) { sink += t.toBytes().size }
             rows += "| 16 MiB out: `Tensor.copyTo` (direct buffer) | %.2f ms (%.1f GiB/s) | one copy |".format(copyTo / 1e6, gibs(copyTo))
             rows += "| 16 MiB out: `Tensor.toByteArray` | %.2f ms (%.1f GiB/s) | one copy into a new array |".format(toArray / 1e6, gibs(toArray))
+            rows += "| 16 MiB out: `Tensor.copyInto` (a reused `ByteArray`) | %.2f ms (%.1f GiB/s) | one copy, no allocation |".format(copyInto / 1e6, gibs(copyInto))
             rows += "| 16 MiB out: `Tensor.asReadOnlyBuffer` | %.2f µs | no copy: a direct buffer over the tensor's memory |".format(view / 1e3)
             rows += "| 16 MiB out: generated `Tensor.toBytes` | %.2f ms (%.1f GiB/s) | uniffi's path (a RustBuffer, then a `ByteArray`) |".format(generatedOut / 1e6, gibs(generatedOut))
         }
