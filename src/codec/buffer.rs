@@ -4,8 +4,12 @@
 //! benchmarks took more time than moving the bytes through the socket. Like numpy, which
 //! asks for transparent huge pages on its large arrays, buffers of 4 MiB and more are
 //! advised `MADV_HUGEPAGE` on Linux and Android (a hint: the kernel may ignore it).
+//! A [`ReceiveBuffer`], filled as a body arrives, also has its pages faulted in ahead of
+//! the bytes by a helper thread (`prefault.rs`).
 
 use bytes::BytesMut;
+
+use super::prefault::Prefault;
 
 /// Never reserve more than this up front: the size comes from the peer, and a buffer
 /// beyond it grows as bytes really arrive.
@@ -22,6 +26,69 @@ pub(crate) fn receive_buffer(expected: usize) -> BytesMut {
         advise_huge_pages(buf.as_ptr(), buf.capacity());
     }
     buf
+}
+
+/// A buffer filled piece by piece as a body arrives (a tensor's element bytes): a
+/// [`receive_buffer`] whose pages, when it is large, a helper thread faults in ahead
+/// of the bytes copied into it.
+///
+/// ```ignore
+/// let mut buf = ReceiveBuffer::new(8 << 20);
+/// buf.extend_from_slice(&[1, 2, 3]);
+/// assert_eq!(buf.into_bytes().as_ref(), &[1, 2, 3]);
+/// ```
+#[derive(Debug)]
+pub(crate) struct ReceiveBuffer {
+    buf: BytesMut,
+    /// Stopped before `buf` can move: when it would grow past its capacity, and when it
+    /// is handed out or dropped.
+    ahead: Option<Prefault>,
+}
+
+impl ReceiveBuffer {
+    /// An empty buffer with room for `expected` bytes, as [`receive_buffer`].
+    pub(crate) fn new(expected: usize) -> ReceiveBuffer {
+        let buf = receive_buffer(expected);
+        let ahead = if buf.capacity() >= HUGE_PAGE_HINT_FROM {
+            // SAFETY: `buf`'s allocation stays in place until `ahead` is stopped: it is
+            // stopped before `buf` could reallocate (extend_from_slice), before `buf` is
+            // handed out (into_bytes), and before it is freed (Drop below); stopping
+            // waits for the helper's step in progress.
+            unsafe { Prefault::start(buf.as_ptr(), buf.capacity()) }
+        } else {
+            None
+        };
+        ReceiveBuffer { buf, ahead }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub(crate) fn extend_from_slice(&mut self, bytes: &[u8]) {
+        let written = self.buf.len() + bytes.len();
+        if written > self.buf.capacity() {
+            // Growing moves the bytes to a new allocation.
+            self.ahead = None;
+        }
+        self.buf.extend_from_slice(bytes);
+        if let Some(ahead) = &mut self.ahead {
+            ahead.advance(written);
+        }
+    }
+
+    /// The bytes received, once the helper has let go of them.
+    pub(crate) fn into_bytes(mut self) -> BytesMut {
+        self.ahead = None;
+        std::mem::take(&mut self.buf)
+    }
+}
+
+impl Drop for ReceiveBuffer {
+    fn drop(&mut self) {
+        // Before `buf`'s allocation is freed (fields drop after this).
+        self.ahead = None;
+    }
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -54,5 +121,87 @@ mod tests {
         assert!(big.capacity() >= 8 << 20);
         // A size from the peer never reserves more than the cap.
         assert!(receive_buffer(usize::MAX).capacity() <= MAX_PREALLOC + 4096);
+    }
+
+    /// A buffer with a helper (helpers are capped process-wide, and other tests may
+    /// hold some for a moment).
+    fn with_helper(expected: usize) -> ReceiveBuffer {
+        for _ in 0..500 {
+            let buf = ReceiveBuffer::new(expected);
+            if buf.ahead.is_some() || !cfg!(target_os = "linux") {
+                return buf;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        panic!("no prefault helper became free");
+    }
+
+    #[test]
+    fn a_receive_buffer_keeps_every_byte_across_pieces_and_growth() {
+        let data: Vec<u8> = (0..40usize << 20).map(|i| (i % 251) as u8).collect();
+        let mut buf = with_helper(32 << 20);
+        // Odd pieces, and past the 32 MiB expected: growing stops the helper first.
+        for piece in data.chunks(1_000_003) {
+            buf.extend_from_slice(piece);
+        }
+        assert_eq!(buf.len(), data.len());
+        assert!(buf.ahead.is_none());
+        assert_eq!(buf.into_bytes().as_ref(), &data[..]);
+        // Dropped part-way, with its helper still running.
+        let mut buf = with_helper(64 << 20);
+        buf.extend_from_slice(&data[..1 << 20]);
+        drop(buf);
+    }
+
+    /// Which of the 4 KiB pages of `range` (page-aligned offsets into `buf`) are resident.
+    #[cfg(target_os = "linux")]
+    fn resident_pages(buf: &ReceiveBuffer, from: usize, to: usize) -> usize {
+        let base = (buf.buf.as_ptr() as usize).next_multiple_of(4096);
+        let pages = (to - from) / 4096;
+        let mut map = vec![0u8; pages];
+        // SAFETY: the range lies inside the buffer's live allocation; mincore only
+        // reports residency into `map`, which has one byte per page.
+        let rc = unsafe {
+            libc::mincore(
+                (base + from) as *mut libc::c_void,
+                to - from,
+                map.as_mut_ptr(),
+            )
+        };
+        assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
+        map.iter().filter(|b| *b & 1 == 1).count()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_helper_faults_pages_in_ahead_of_the_writer_and_no_further() {
+        use super::super::prefault::LEAD;
+        const MIB: usize = 1 << 20;
+        let mut buf = with_helper(64 * MIB);
+        buf.extend_from_slice(&[7; 4096]);
+        // The helper populates the first LEAD bytes without the writer touching them.
+        let ahead = (8 * MIB, LEAD - 2 * MIB);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while resident_pages(&buf, ahead.0, ahead.1) < (ahead.1 - ahead.0) / 4096 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pages ahead were never populated"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // ...and nothing far beyond what has arrived: a stalled peer costs at most LEAD.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(resident_pages(&buf, LEAD + 8 * MIB, 60 * MIB), 0);
+        // Progress lets it go further.
+        buf.extend_from_slice(&vec![7; 24 * MIB]);
+        let further = (LEAD + 8 * MIB, LEAD + 16 * MIB);
+        while resident_pages(&buf, further.0, further.1) < (further.1 - further.0) / 4096 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the helper did not follow the writer"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(buf.into_bytes().iter().all(|b| *b == 7));
     }
 }

@@ -12,7 +12,10 @@
 //! input as a [`QuillError`](crate::QuillError), never a panic; `fuzz/` drives each one.
 
 mod buffer;
+mod prefault;
+#[cfg(feature = "jvm")]
 pub(crate) use buffer::receive_buffer;
+pub(crate) use buffer::ReceiveBuffer;
 pub mod stream;
 pub mod tensor;
 pub mod zstd;

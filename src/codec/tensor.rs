@@ -271,7 +271,7 @@ impl TensorFrameDecoder {
 pub struct TensorAssembler {
     meta: Option<TensorMeta>,
     expected: usize,
-    data: Option<BytesMut>,
+    data: Option<super::ReceiveBuffer>,
 }
 
 impl TensorAssembler {
@@ -300,7 +300,11 @@ impl TensorAssembler {
                 let Some(meta) = self.meta.take() else {
                     return Err(QuillError::decode("END_STREAM before TENSOR_META"));
                 };
-                let data = self.data.take().map(BytesMut::freeze).unwrap_or_default();
+                let data = self
+                    .data
+                    .take()
+                    .map(|d| d.into_bytes().freeze())
+                    .unwrap_or_default();
                 if data.len() != self.expected {
                     return Err(QuillError::decode(format!(
                         "tensor payload is {} bytes but its metadata declares {}",
@@ -333,7 +337,7 @@ impl TensorAssembler {
         if self.meta.is_none() {
             return Err(QuillError::decode("TENSOR_PAYLOAD before TENSOR_META"));
         }
-        let received = self.data.as_ref().map_or(0, BytesMut::len);
+        let received = self.data.as_ref().map_or(0, super::ReceiveBuffer::len);
         if received + len > self.expected {
             return Err(QuillError::decode(format!(
                 "tensor payload exceeds the {} bytes its metadata declares",
@@ -347,7 +351,7 @@ impl TensorAssembler {
     /// once, into the tensor's own buffer.
     fn payload_bytes(&mut self, bytes: &[u8]) {
         self.data
-            .get_or_insert_with(|| super::receive_buffer(self.expected))
+            .get_or_insert_with(|| super::ReceiveBuffer::new(self.expected))
             .extend_from_slice(bytes);
     }
 
