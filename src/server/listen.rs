@@ -2,6 +2,13 @@
 //! told apart by the connection preface; with a certificate, TLS with ALPN `h2` and
 //! `http/1.1` instead. Its own loop (rather than `axum::serve`) so that HTTP/2 limits
 //! can be set and TLS put in front. HTTP/3 beside it, on UDP, is h3.rs.
+//!
+//! Each accepted connection is served whole on one of a few connection threads, each
+//! a current-thread runtime: the connection's task and the tasks of its HTTP/2 streams
+//! then hand frames to each other on one thread. On the multi-thread runtime they sat
+//! on different workers, and every DATA frame woke the other thread (about a thousand
+//! context switches per 64 MiB transfer); see docs/performance.md. Connections are
+//! dealt out in turn, so many connections still use every core.
 
 use std::io;
 use std::sync::Arc;
@@ -12,7 +19,8 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
 /// Asks the connection a request came on to shut down gracefully (HTTP/2: GOAWAY, then
@@ -78,7 +86,7 @@ where
 }
 
 /// Serves one connection until it ends, shutting it down gracefully when asked.
-async fn drive<I>(builder: Arc<auto::Builder<TokioExecutor>>, io: I, service: WithGoAway)
+async fn drive<I>(builder: &auto::Builder<TokioExecutor>, io: I, service: WithGoAway)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -127,7 +135,9 @@ pub(crate) async fn serve(
         .initial_stream_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONN_WINDOW)
         .max_send_buf_size(H2_SEND_BUF);
-    let builder = Arc::new(builder);
+    let serve_one = Arc::new(ServeOne { builder, app, tls });
+    let threads = ConnectionThreads::start(serve_one.clone());
+    let mut turn = 0usize;
     loop {
         let tcp = match listener.accept().await {
             Ok((tcp, _)) => tcp,
@@ -139,18 +149,87 @@ pub(crate) async fn serve(
         };
         // Streams flush frame by frame: do not let Nagle hold them back.
         let _ = tcp.set_nodelay(true);
-        let service = WithGoAway::new(app.clone());
-        let (builder, tls) = (builder.clone(), tls.clone());
-        tokio::spawn(async move {
-            match tls {
-                None => drive(builder, tcp, service).await,
-                // A failed handshake ends only that connection.
-                Some(tls) => {
-                    if let Ok(stream) = tls.accept(tcp).await {
-                        drive(builder, stream, service).await;
-                    }
+        turn = turn.wrapping_add(1);
+        if let Err(tcp) = threads.hand(turn, tcp) {
+            // No connection thread could be started: serve it here instead.
+            tokio::spawn(serve_one.clone().serve(tcp));
+        }
+    }
+}
+
+/// What serving one accepted connection needs, shared by every connection thread.
+struct ServeOne {
+    builder: auto::Builder<TokioExecutor>,
+    app: Router,
+    tls: Option<TlsAcceptor>,
+}
+
+impl ServeOne {
+    async fn serve(self: Arc<Self>, tcp: TcpStream) {
+        let service = WithGoAway::new(self.app.clone());
+        match &self.tls {
+            None => drive(&self.builder, tcp, service).await,
+            // A failed handshake ends only that connection.
+            Some(tls) => {
+                if let Ok(stream) = tls.accept(tcp).await {
+                    drive(&self.builder, stream, service).await;
                 }
             }
-        });
+        }
+    }
+}
+
+/// The connection threads: one current-thread runtime each, fed accepted sockets. They
+/// end when the accept loop does (their senders drop), cancelling their connections.
+struct ConnectionThreads(Vec<mpsc::UnboundedSender<std::net::TcpStream>>);
+
+impl ConnectionThreads {
+    fn start(serve_one: Arc<ServeOne>) -> ConnectionThreads {
+        let count = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut senders = Vec::with_capacity(count);
+        for i in 0..count {
+            let (tx, mut rx) = mpsc::unbounded_channel::<std::net::TcpStream>();
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                break;
+            };
+            let serve_one = serve_one.clone();
+            let started = std::thread::Builder::new()
+                .name(format!("quill-conn-{i}"))
+                .spawn(move || {
+                    rt.block_on(async move {
+                        while let Some(tcp) = rx.recv().await {
+                            // Registered with this thread's reactor, so that its
+                            // readiness wakes this thread and no other.
+                            if let Ok(tcp) = TcpStream::from_std(tcp) {
+                                tokio::spawn(serve_one.clone().serve(tcp));
+                            }
+                        }
+                    });
+                });
+            if started.is_ok() {
+                senders.push(tx);
+            }
+        }
+        ConnectionThreads(senders)
+    }
+
+    /// Gives `tcp` to connection thread `turn` (modulo their number); the socket back
+    /// when there is none to take it.
+    fn hand(&self, turn: usize, tcp: TcpStream) -> Result<(), TcpStream> {
+        if self.0.is_empty() {
+            return Err(tcp);
+        }
+        let std = match tcp.into_std() {
+            Ok(std) => std,
+            // Could not be taken off this reactor: the connection is lost either way.
+            Err(_) => return Ok(()),
+        };
+        match self.0[turn % self.0.len()].send(std) {
+            Ok(()) => Ok(()),
+            Err(e) => TcpStream::from_std(e.0).map_err(|_| ()).map_or(Ok(()), Err),
+        }
     }
 }
