@@ -27,7 +27,7 @@ import numpy as np
 import quill
 
 SIZE = 64 << 20
-ROUNDS = 15
+ROUNDS = 25
 
 
 class RawTcp:
