@@ -136,8 +136,7 @@ pub(crate) async fn serve(
         .initial_connection_window_size(H2_CONN_WINDOW)
         .max_send_buf_size(H2_SEND_BUF);
     let serve_one = Arc::new(ServeOne { builder, app, tls });
-    let threads = ConnectionThreads::start(serve_one.clone());
-    let mut turn = 0usize;
+    let mut threads = ConnectionThreads::start(serve_one.clone());
     loop {
         let tcp = match listener.accept().await {
             Ok((tcp, _)) => tcp,
@@ -149,8 +148,7 @@ pub(crate) async fn serve(
         };
         // Streams flush frame by frame: do not let Nagle hold them back.
         let _ = tcp.set_nodelay(true);
-        turn = turn.wrapping_add(1);
-        if let Err(tcp) = threads.hand(turn, tcp) {
+        if let Err(tcp) = threads.hand(tcp) {
             // No connection thread could be started: serve it here instead.
             tokio::spawn(serve_one.clone().serve(tcp));
         }
@@ -179,9 +177,14 @@ impl ServeOne {
     }
 }
 
-/// The connection threads: one current-thread runtime each, fed accepted sockets. They
-/// end when the accept loop does (their senders drop), cancelling their connections.
-struct ConnectionThreads(Vec<mpsc::UnboundedSender<std::net::TcpStream>>);
+/// The connection threads: one current-thread runtime each, fed accepted sockets in
+/// turn. They end when the accept loop does (their senders drop), cancelling their
+/// connections.
+struct ConnectionThreads {
+    senders: Vec<mpsc::UnboundedSender<std::net::TcpStream>>,
+    /// Accepted connections so far: the next goes to thread `turn % senders.len()`.
+    turn: usize,
+}
 
 impl ConnectionThreads {
     fn start(serve_one: Arc<ServeOne>) -> ConnectionThreads {
@@ -213,13 +216,13 @@ impl ConnectionThreads {
                 senders.push(tx);
             }
         }
-        ConnectionThreads(senders)
+        ConnectionThreads { senders, turn: 0 }
     }
 
-    /// Gives `tcp` to connection thread `turn` (modulo their number); the socket back
-    /// when there is none to take it.
-    fn hand(&self, turn: usize, tcp: TcpStream) -> Result<(), TcpStream> {
-        if self.0.is_empty() {
+    /// Gives `tcp` to the next connection thread; the socket back when there is none
+    /// to take it.
+    fn hand(&mut self, tcp: TcpStream) -> Result<(), TcpStream> {
+        if self.senders.is_empty() {
             return Err(tcp);
         }
         let std = match tcp.into_std() {
@@ -227,9 +230,15 @@ impl ConnectionThreads {
             // Could not be taken off this reactor: the connection is lost either way.
             Err(_) => return Ok(()),
         };
-        match self.0[turn % self.0.len()].send(std) {
-            Ok(()) => Ok(()),
-            Err(e) => TcpStream::from_std(e.0).map_err(|_| ()).map_or(Ok(()), Err),
+        self.turn = self.turn.wrapping_add(1);
+        let thread = &self.senders[self.turn % self.senders.len()];
+        let Err(refused) = thread.send(std) else {
+            return Ok(());
+        };
+        // That thread has ended: hand the socket back, registered here again.
+        match TcpStream::from_std(refused.0) {
+            Ok(tcp) => Err(tcp),
+            Err(_) => Ok(()),
         }
     }
 }
