@@ -12,7 +12,7 @@ use super::request::{Outgoing, RequestStream};
 use crate::codec::stream::{frame_header, END_STREAM_FRAME};
 use crate::codec::tensor::encode_tensor_parts;
 use crate::error::{QuillError, Result};
-use crate::protocol::{flags, TENSOR_PAYLOAD_CHUNK};
+use crate::protocol::{flags, TENSOR_UPLOAD_CHUNK};
 use crate::tensor::Tensor;
 
 /// Messages up to this size are copied behind their frame header into one chunk; larger
@@ -96,7 +96,7 @@ fn frame_stream(
 /// The tensor's frames as a streamed body: headers plus slices of the tensor's own
 /// buffer, so the element bytes are never copied on the way to the socket.
 pub(crate) fn tensor_body(tensor: &Tensor) -> Result<reqwest::Body> {
-    let parts = encode_tensor_parts(tensor, TENSOR_PAYLOAD_CHUNK)?;
+    let parts = encode_tensor_parts(tensor, TENSOR_UPLOAD_CHUNK)?;
     Ok(reqwest::Body::wrap_stream(futures_util::stream::iter(
         parts.into_iter().map(Ok::<Bytes, Infallible>),
     )))
@@ -116,6 +116,34 @@ mod tests {
             out.extend_from_slice(&item?);
         }
         Ok(out)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_tensor_uploads_in_256_kib_payload_frames() {
+        use crate::codec::tensor::{decode_tensor, TensorFrame, TensorFrameDecoder};
+        use crate::dtype::DType;
+        use crate::tensor::{Tensor, TensorMeta};
+        use http_body_util::BodyExt;
+        let len = 2 * TENSOR_UPLOAD_CHUNK + 4099;
+        let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+        let meta = TensorMeta::new(vec![len as u64], DType::Uint8, None).unwrap();
+        let tensor = Tensor::new(meta, Bytes::from(data.clone())).unwrap();
+        let body = tensor_body(&tensor)
+            .unwrap()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        let mut frames = TensorFrameDecoder::new();
+        frames.push(&body);
+        let mut payloads = Vec::new();
+        while let Some(frame) = frames.next_frame().unwrap() {
+            if let TensorFrame::Payload(p) = frame {
+                payloads.push(p.len());
+            }
+        }
+        assert_eq!(payloads, [TENSOR_UPLOAD_CHUNK, TENSOR_UPLOAD_CHUNK, 4099]);
+        assert_eq!(decode_tensor(&body).unwrap().data().as_ref(), &data[..]);
     }
 
     #[tokio::test(flavor = "current_thread")]
