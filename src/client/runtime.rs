@@ -535,24 +535,38 @@ impl ClientRuntime {
     /// `auto` ones once HTTP/3 is advertised) always run on the workers, where the QUIC
     /// endpoint is driven.
     pub fn for_blocking(&self) -> Result<(Handle, Transport, Option<LaneGuard>)> {
-        let mut parts = self.parts(true)?;
-        if parts.http().needs_workers() {
-            return Ok((parts.handle(), parts.http(), None));
+        {
+            let parts = self.parts(true)?;
+            if parts.http().needs_workers() {
+                return Ok((parts.handle(), parts.http(), None));
+            }
+            let free = parts.lanes.iter().find(|lane| {
+                lane.busy
+                    .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            });
+            if let Some(lane) = free {
+                let lane = LaneGuard(lane.clone());
+                return Ok((parts.handle(), parts.http(), Some(lane)));
+            }
+            if parts.lanes.len() >= MAX_LANES {
+                return Ok((parts.handle(), parts.http(), None));
+            }
         }
-        let free = parts.lanes.iter().find(|lane| {
-            lane.busy
-                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-        });
-        let lane = match free {
-            Some(lane) => Some(LaneGuard(lane.clone())),
-            None if parts.lanes.len() < MAX_LANES => Lane::build(&self.settings).ok().map(|lane| {
-                let lane = Arc::new(lane);
+        // Built without the lock: a runtime and a TLS client take milliseconds, and a
+        // process forked meanwhile would inherit a lock that no thread of the child
+        // ever releases, so the child's first call would wait forever.
+        let built = Lane::build(&self.settings).ok().map(Arc::new);
+        let mut parts = self.parts(true)?;
+        let lane = match built {
+            // Another thread may have taken the last place meanwhile: this call then
+            // runs on the workers, and the lane built for it is dropped.
+            Some(lane) if parts.lanes.len() < MAX_LANES => {
                 lane.busy.store(true, Ordering::Relaxed);
                 parts.lanes.push(lane.clone());
-                LaneGuard(lane)
-            }),
-            None => None,
+                Some(LaneGuard(lane))
+            }
+            _ => None,
         };
         Ok((parts.handle(), parts.http(), lane))
     }
