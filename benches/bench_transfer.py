@@ -5,11 +5,7 @@ and with plain reqwest (the native floor) downloading them.
 The raw contender is what the bytes cost with no protocol at all: `sendall` of the
 array's buffer into a reader that drops it (upload), and `recv_into` a fresh
 `numpy.empty` array (download: a received tensor needs new memory, so the raw side
-pays for it too). numpy's 64 MiB arrays come from glibc, which unmaps them when freed,
-so each raw download faults in fresh pages. quill's allocator (mimalloc) reuses the
-memory of a tensor already freed; the "every tensor kept" rows keep each tensor alive
-(in rounds of their own, after the others), so their downloads land on fresh pages like
-the raw side's.
+pays for it too).
 
 Quill uploads to `Sink` and downloads from `Download`, routes of the bundled server that
 do no per-byte work. Rounds interleave the contenders so machine noise hits each alike:
@@ -34,7 +30,6 @@ import quill
 
 SIZE = 64 << 20
 ROUNDS = 25
-FRESH_ROUNDS = 8
 
 
 class RawTcp:
@@ -89,19 +84,17 @@ class NativeDownload:
         float(self.proc.stdout.readline())
 
 
-def timed(
-    contenders: dict[str, Callable[[], object]], rounds: int, prefix: str = ""
-) -> dict[str, list[float]]:
-    """Each contender's time per round (after one warm-up call each), keyed
-    `prefix + name`; the rounds interleave the contenders."""
-    times: dict[str, list[float]] = {prefix + name: [] for name in contenders}
+def timed(contenders: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Each contender's time per round (after one warm-up call each); the rounds
+    interleave the contenders, so machine noise hits each alike."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
     for fn in contenders.values():
         fn()
     for _ in range(rounds):
         for name, fn in contenders.items():
             t0 = time.perf_counter()
             fn()
-            times[prefix + name].append(time.perf_counter() - t0)
+            times[name].append(time.perf_counter() - t0)
     return times
 
 
@@ -119,10 +112,6 @@ def main() -> None:
         v: quill.QuillClient(url, timeout_ms=120_000, http_version=v) for v in ("http1", "http2")
     }
     down_req = {"shape": [SIZE], "dtype": "uint8"}
-    # Run after the main rounds: downloads that keep every tensor, so none can reuse a
-    # freed one's memory (fresh pages, as on a first call), against raw TCP.
-    kept: list[quill.Tensor] = []
-    fresh: dict[str, Callable[[], object]] = {"raw TCP down": raw.download}
     for version, client in clients.items():
 
         def up(c: quill.QuillClient = client) -> None:
@@ -132,12 +121,8 @@ def main() -> None:
         def down(c: quill.QuillClient = client) -> None:
             assert c.call_tensor("tensor.v1.TensorService", "Download", down_req).size_bytes == SIZE
 
-        def down_kept(c: quill.QuillClient = client) -> None:
-            kept.append(c.call_tensor("tensor.v1.TensorService", "Download", down_req))
-
         contenders[f"{version} up"] = up
         contenders[f"{version} down"] = down
-        fresh[f"{version} down, every tensor kept"] = down_kept
         contenders[f"reqwest {version} down"] = lambda v=version: native.once(v)
     # The receive windows quill used before (hyper's 2 MiB / 5 MiB), for comparison.
     small = quill.QuillClient(
@@ -154,10 +139,6 @@ def main() -> None:
         "http1"
     ].send_tensor("tensor.v1.TensorService", "Upload", tensor)
     times = timed(contenders, ROUNDS)
-    # Memory grows by 64 MiB per kept download, which would slow the other contenders'
-    # page faults if it ran among them.
-    times.update(timed(fresh, FRESH_ROUNDS, "fresh: "))
-    kept.clear()
     rate = {name: (SIZE >> 20) / statistics.median(ts) for name, ts in times.items()}
 
     def vs_raw(name: str, raw_name: str) -> str:
@@ -180,14 +161,6 @@ def main() -> None:
         print(
             f"| {label} | {u:.0f} MiB/s | {vs_raw(f'{version} up', 'raw TCP up')} | "
             f"{d:.0f} MiB/s | {vs_raw(f'{version} down', 'raw TCP down')} |"
-        )
-    for version, label in (("http1", "HTTP/1.1"), ("http2", "HTTP/2 (h2c)")):
-        name = f"fresh: {version} down, every tensor kept"
-        print(
-            f"| quill, {label}, every tensor kept (each download into new memory; "
-            f"{FRESH_ROUNDS} rounds after the others, raw TCP at "
-            f"{rate['fresh: raw TCP down']:.0f} MiB/s then) | | | "
-            f"{rate[name]:.0f} MiB/s | {vs_raw(name, 'fresh: raw TCP down')} |"
         )
     d = rate["http2 small windows down"]
     print(

@@ -57,16 +57,13 @@ pub fn version() -> String {
 #[cfg(feature = "ffi")]
 uniffi::setup_scaffolding!();
 
-/// The allocator of the Python extension and the bundled server (feature `mimalloc`,
-/// which `pyproject.toml` and the `server` feature turn on). glibc unmaps every block
-/// over 32 MiB as soon as it is freed, so each large tensor received landed on fresh
-/// pages for the kernel to fault in and zero, and the HTTP/2 library's per-frame read
-/// buffers went through glibc's shared heap, page faults included. mimalloc keeps freed
-/// memory for the next allocation and serves those buffers from per-thread lists: 64 MiB
-/// HTTP/2 downloads went from about 0.7-0.8 to 0.9-1.0 of raw loopback TCP, and the
-/// server's thousand or so page faults per 64 MiB HTTP/2 upload went to none
-/// (docs/performance.md). The cost: memory a tensor freed stays with the process for
-/// reuse for a while instead of going back to the kernel at once.
+/// The allocator of the bundled server (feature `mimalloc`, which `server` turns on).
+/// The HTTP/2 library reads each DATA frame into a buffer of its own; with glibc those
+/// 256 KiB buffers of a tensor upload cost the server hundreds to thousands of page
+/// faults per 64 MiB, and with mimalloc's per-thread free lists none, which took HTTP/2
+/// uploads from 0.71-0.91 to 0.93-0.99 of raw loopback TCP (docs/performance.md).
+/// Not in the Python extension: a forked child's first call there now and then waited
+/// forever (docs/performance.md).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
