@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from bench_transfer import timed
 from lossy_link import LossyLink
 
 import quill
@@ -120,14 +121,7 @@ def transfer_rows(clients: dict[str, quill.QuillClient]) -> None:
 
         contenders[f"{version} up"] = up
         contenders[f"{version} down"] = down
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for fn in contenders.values():
-        fn()
-    for _ in range(TRANSFER_ROUNDS):
-        for name, fn in contenders.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+    times = timed(contenders, TRANSFER_ROUNDS)
     rate = {name: (SIZE >> 20) / statistics.median(ts) for name, ts in times.items()}
 
     def vs_http1(name: str, base: str) -> str:
