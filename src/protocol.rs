@@ -9,10 +9,10 @@ pub const MAX_VARINT_LEN: usize = 10;
 pub const TENSOR_PAYLOAD_CHUNK: usize = 64 * 1024;
 /// Payload size of the TENSOR_PAYLOAD frames the client uploads. The HTTP/2 library
 /// writes one DATA frame per socket write, and each payload frame is one DATA frame:
-/// 64 KiB frames cost a 64 MiB upload 1,024 writes against HTTP/1.1's ~150, and held
-/// HTTP/2 uploads near 0.75 of raw loopback TCP; 256 KiB frames (the largest DATA frame
-/// the bundled server accepts) take them to HTTP/1.1's level (docs/performance.md).
-/// Well under the 4 MiB frame limit that existing Quill servers enforce.
+/// 64 KiB frames cost a 64 MiB upload 1,024 writes against HTTP/1.1's ~150; 256 KiB
+/// frames (the largest DATA frame the bundled server accepts) make a quarter of them
+/// (docs/performance.md has the rates). Well under the 4 MiB frame limit that existing
+/// Quill servers enforce.
 pub const TENSOR_UPLOAD_CHUNK: usize = 256 * 1024;
 /// Length of a tensor-frame header: type, 4 reserved bytes, u32 length.
 pub const TENSOR_FRAME_HEADER_LEN: usize = 9;
