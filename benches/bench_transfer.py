@@ -5,7 +5,10 @@ and with plain reqwest (the native floor) downloading them.
 The raw contender is what the bytes cost with no protocol at all: `sendall` of the
 array's buffer into a reader that drops it (upload), and `recv_into` a fresh
 `numpy.empty` array (download: a received tensor needs new memory, so the raw side
-pays for it too).
+pays for it too). quill gives the memory of a dropped large tensor to the next download
+of a similar size (`src/codec/spare.rs`), and these rounds drop each tensor at once, so
+raw TCP into one reused array is also measured, and quill's downloads compared to it;
+one more HTTP/2 contender keeps every tensor it receives, so it never has such memory.
 
 Quill uploads to `Sink` and downloads from `Download`, routes of the bundled server that
 do no per-byte work. Rounds interleave the contenders so machine noise hits each alike:
@@ -58,9 +61,9 @@ class RawTcp:
         self.conn.sendall(data)
         assert self.conn.recv(1) == b"k"
 
-    def download(self) -> np.ndarray:
+    def download(self, into: np.ndarray | None = None) -> np.ndarray:
         self.conn.sendall(b"g")
-        out = np.empty(SIZE, np.uint8)
+        out = np.empty(SIZE, np.uint8) if into is None else into
         view, got = memoryview(out), 0
         while got < SIZE:
             got += self.conn.recv_into(view[got:], min(SIZE - got, 1 << 20))
@@ -108,6 +111,8 @@ def main() -> None:
         "raw TCP up": lambda: raw.upload(memoryview(array)),
         "raw TCP down": raw.download,
     }
+    reused = np.empty(SIZE, np.uint8)
+    contenders["raw TCP down, reused array"] = lambda: raw.download(into=reused)
     clients = {
         v: quill.QuillClient(url, timeout_ms=120_000, http_version=v) for v in ("http1", "http2")
     }
@@ -124,6 +129,11 @@ def main() -> None:
         contenders[f"{version} up"] = up
         contenders[f"{version} down"] = down
         contenders[f"reqwest {version} down"] = lambda v=version: native.once(v)
+    # Every tensor kept, so none of them frees memory for the next (25 rounds: 1.7 GiB).
+    kept: list[quill.Tensor] = []
+    contenders["http2 down, every tensor kept"] = lambda: kept.append(
+        clients["http2"].call_tensor("tensor.v1.TensorService", "Download", down_req)
+    )
     # The receive windows quill used before (hyper's 2 MiB / 5 MiB), for comparison.
     small = quill.QuillClient(
         url,
@@ -153,6 +163,11 @@ def main() -> None:
         f"| raw loopback TCP | {rate['raw TCP up']:.0f} MiB/s | 1.00 | "
         f"{rate['raw TCP down']:.0f} MiB/s | 1.00 |"
     )
+    print(
+        f"| raw loopback TCP, into one reused array | | | "
+        f"{rate['raw TCP down, reused array']:.0f} MiB/s | "
+        f"{vs_raw('raw TCP down, reused array', 'raw TCP down')} |"
+    )
     for version, label in (
         ("http1", "quill, HTTP/1.1"),
         ("http2", "quill, HTTP/2 (h2c)"),
@@ -162,6 +177,11 @@ def main() -> None:
             f"| {label} | {u:.0f} MiB/s | {vs_raw(f'{version} up', 'raw TCP up')} | "
             f"{d:.0f} MiB/s | {vs_raw(f'{version} down', 'raw TCP down')} |"
         )
+    d = rate["http2 down, every tensor kept"]
+    print(
+        f"| quill, HTTP/2 (h2c), every tensor kept (no dropped tensor's memory to reuse) "
+        f"| | | {d:.0f} MiB/s | {vs_raw('http2 down, every tensor kept', 'raw TCP down')} |"
+    )
     d = rate["http2 small windows down"]
     print(
         f"| quill, HTTP/2 (h2c), hyper's default windows (2 MiB stream / 5 MiB connection) "
@@ -179,6 +199,11 @@ def main() -> None:
         f"{hashed:.0f} MiB/s | "
         f"{vs_raw('http1 up to Upload (server reassembles and hashes)', 'raw TCP up')} | | |"
     )
+    print()
+    print("| 64 MiB download | vs raw TCP into one reused array |")
+    print("|---|---|")
+    for version, label in (("http1", "quill, HTTP/1.1"), ("http2", "quill, HTTP/2 (h2c)")):
+        print(f"| {label} | {vs_raw(f'{version} down', 'raw TCP down, reused array')} |")
 
 
 if __name__ == "__main__":

@@ -5,11 +5,14 @@
 //! asks for transparent huge pages on its large arrays, buffers of 4 MiB and more are
 //! advised `MADV_HUGEPAGE` on Linux and Android (a hint: the kernel may ignore it).
 //! A [`ReceiveBuffer`], filled as a body arrives, also has its pages faulted in ahead of
-//! the bytes by a helper thread (`prefault.rs`).
+//! the bytes by a helper thread (`prefault.rs`); once the value made of it is dropped,
+//! its memory goes to the next large reply instead of back to the allocator
+//! (`spare.rs`).
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use super::prefault::Prefault;
+use super::spare::SPARE;
 
 /// Never reserve more than this up front: the size comes from the peer, and a buffer
 /// beyond it grows as bytes really arrive.
@@ -46,8 +49,15 @@ pub(crate) struct ReceiveBuffer {
 }
 
 impl ReceiveBuffer {
-    /// An empty buffer with room for `expected` bytes, as [`receive_buffer`].
+    /// An empty buffer with room for `expected` bytes, as [`receive_buffer`]: the
+    /// memory of a dropped large reply when there is one of a similar size (its pages
+    /// are already there), else fresh memory.
     pub(crate) fn new(expected: usize) -> ReceiveBuffer {
+        if expected >= HUGE_PAGE_HINT_FROM {
+            if let Some(buf) = SPARE.take(expected.min(MAX_PREALLOC)) {
+                return ReceiveBuffer { buf, ahead: None };
+            }
+        }
         let buf = receive_buffer(expected);
         let ahead = if buf.capacity() >= HUGE_PAGE_HINT_FROM {
             // SAFETY: `buf`'s allocation stays in place until `ahead` is stopped: it is
@@ -77,10 +87,31 @@ impl ReceiveBuffer {
         }
     }
 
-    /// The bytes received, once the helper has let go of them.
-    pub(crate) fn into_bytes(mut self) -> BytesMut {
+    /// The bytes received, once the helper has let go of them. A large buffer's memory
+    /// is parked for the next large reply when the last `Bytes` of it is dropped.
+    pub(crate) fn into_bytes(mut self) -> Bytes {
         self.ahead = None;
-        std::mem::take(&mut self.buf)
+        let buf = std::mem::take(&mut self.buf);
+        if (HUGE_PAGE_HINT_FROM..=MAX_PREALLOC).contains(&buf.capacity()) {
+            Bytes::from_owner(Recycled(buf))
+        } else {
+            buf.freeze()
+        }
+    }
+}
+
+/// A received buffer handed out as `Bytes`; parked in [`SPARE`] when dropped.
+struct Recycled(BytesMut);
+
+impl AsRef<[u8]> for Recycled {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Recycled {
+    fn drop(&mut self) {
+        SPARE.park(std::mem::take(&mut self.0));
     }
 }
 
@@ -151,6 +182,36 @@ mod tests {
         let mut buf = with_helper(64 << 20);
         buf.extend_from_slice(&data[..1 << 20]);
         drop(buf);
+    }
+
+    #[test]
+    fn a_dropped_replys_memory_serves_the_next_large_reply_with_only_its_bytes() {
+        const MIB: usize = 1 << 20;
+        let old: Vec<u8> = (0..8 * MIB).map(|i| (i % 251) as u8).collect();
+        let new: Vec<u8> = (0..6 * MIB).map(|i| (i % 13) as u8 + 100).collect();
+        // Other tests in this process park and take buffers too: retry until this
+        // test's own buffer comes back to it.
+        for _ in 0..50 {
+            let mut first = ReceiveBuffer::new(8 * MIB);
+            first.extend_from_slice(&old);
+            let first = first.into_bytes();
+            let at = first.as_ptr();
+            drop(first);
+            let mut second = ReceiveBuffer::new(6 * MIB);
+            assert_eq!(second.len(), 0);
+            let reused = second.buf.as_ptr() == at;
+            assert!(
+                !reused || second.ahead.is_none(),
+                "its pages are there already"
+            );
+            second.extend_from_slice(&new);
+            let second = second.into_bytes();
+            assert_eq!(second.as_ref(), &new[..], "only the new reply's bytes");
+            if reused {
+                return;
+            }
+        }
+        panic!("a dropped reply's memory was never reused");
     }
 
     /// Which of the 4 KiB pages of `range` (page-aligned offsets into `buf`) are resident.

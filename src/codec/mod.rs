@@ -13,6 +13,7 @@
 
 mod buffer;
 mod prefault;
+mod spare;
 #[cfg(feature = "jvm")]
 pub(crate) use buffer::receive_buffer;
 pub(crate) use buffer::ReceiveBuffer;

@@ -300,11 +300,7 @@ impl TensorAssembler {
                 let Some(meta) = self.meta.take() else {
                     return Err(QuillError::decode("END_STREAM before TENSOR_META"));
                 };
-                let data = self
-                    .data
-                    .take()
-                    .map(|d| d.into_bytes().freeze())
-                    .unwrap_or_default();
+                let data = self.data.take().map(|d| d.into_bytes()).unwrap_or_default();
                 if data.len() != self.expected {
                     return Err(QuillError::decode(format!(
                         "tensor payload is {} bytes but its metadata declares {}",

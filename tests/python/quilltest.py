@@ -14,6 +14,15 @@ ROOT = Path(os.environ.get("QUILL_REPO_ROOT") or Path(__file__).resolve().parent
 TOKEN = "s3cret-test-token-7f1e"
 
 
+def rss_mib() -> float:
+    """This process's resident memory in MiB (Linux)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
 def server_binary() -> Path:
     """The quill-server binary: $QUILL_SERVER_BIN, or built on demand (debug)."""
     env = os.environ.get("QUILL_SERVER_BIN")

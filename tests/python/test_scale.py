@@ -11,20 +11,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from quilltest import Server, start_server
+from quilltest import Server, rss_mib, start_server
 
 import quill
 
 LLM = "inference.v1.LLMService"
 VERSIONS = ["http1", "http2"]
-
-
-def rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
 
 
 @pytest.fixture(scope="module")

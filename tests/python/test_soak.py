@@ -8,18 +8,11 @@ import gc
 
 import numpy as np
 import pytest
+from quilltest import rss_mib
 
 import quill
 
 pytestmark = pytest.mark.slow
-
-
-def rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def test_100k_unary_calls_and_10k_streams_keep_rss_flat(client: quill.QuillClient) -> None:

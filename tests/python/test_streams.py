@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -244,6 +245,54 @@ def test_tensor_upload_and_download_64_mib(client: quill.QuillClient) -> None:
     )
     assert down.shape == [1024, n // 1024] and down.dtype == quill.DType.uint8()
     assert np.array_equal(np.asarray(down), arr)
+
+
+SPARE_SCRIPT = """
+import sys, time
+from pathlib import Path
+import numpy as np
+import quill
+from quilltest import rss_mib
+
+client = quill.QuillClient(sys.argv[1], timeout_ms=10_000, http_version=sys.argv[2])
+n = 48 << 20  # above glibc's largest mmap threshold: freeing it unmaps it
+req = {"shape": [n], "dtype": "uint8"}
+tail = (np.arange(n - (1 << 16), n) % 251).astype(np.uint8)
+first = np.asarray(client.call_tensor("tensor.v1.TensorService", "Download", req))
+at = first.__array_interface__["data"][0]
+del first
+second = np.asarray(client.call_tensor("tensor.v1.TensorService", "Download", req))
+assert second.__array_interface__["data"][0] == at, "the dropped tensor's memory was not reused"
+assert np.array_equal(second[-(1 << 16) :], tail), "a reused buffer holds only the new bytes"
+del second
+parked, t0 = rss_mib(), time.monotonic()
+while rss_mib() > parked - 40:
+    threads = sorted(p.read_text().strip() for p in Path("/proc/self/task").glob("*/comm"))
+    assert time.monotonic() < t0 + 10, f"{rss_mib():.0f} MiB, {parked:.0f} parked; {threads}"
+    time.sleep(0.05)
+print(f"{time.monotonic() - t0:.1f}")
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/status")
+@pytest.mark.parametrize("version", ["http1", "http2"])
+def test_a_dropped_tensors_memory_serves_the_next_download_then_goes_back(
+    server: Server, version: str
+) -> None:
+    """A dropped large reply's memory is kept for the next one of a similar size (no
+    fresh pages to fault in), and given back once downloads stop (src/codec/spare.rs).
+    In a fresh interpreter: RSS is the whole process's, so no other test's threads."""
+    proc = subprocess.run(
+        [sys.executable, "-c", SPARE_SCRIPT, server.url, version],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parent,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # Freed by the helper within two idle periods of one second each (and some slack
+    # for a busy machine).
+    assert float(proc.stdout) < 4.0
 
 
 def test_embed_returns_a_tensor(client: quill.QuillClient) -> None:
