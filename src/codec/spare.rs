@@ -48,6 +48,8 @@ pub(crate) struct Spare {
 
 struct Parked {
     buf: BytesMut,
+    /// Its number among all buffers parked (`parks` once it was counted).
+    number: u64,
 }
 
 impl Spare {
@@ -78,8 +80,10 @@ impl Spare {
     /// Parks `buf` (emptied) for the next taker; a buffer parked before it is freed.
     pub(crate) fn park(&'static self, mut buf: BytesMut) {
         buf.clear();
-        drop(self.swap(Box::into_raw(Box::new(Parked { buf }))));
-        self.parks.fetch_add(1, Ordering::SeqCst);
+        // Counted before it lands, so a helper that finds the count unchanged has not
+        // yet been able to see this buffer in the slot.
+        let number = self.parks.fetch_add(1, Ordering::SeqCst) + 1;
+        drop(self.swap(Box::into_raw(Box::new(Parked { buf, number }))));
         self.watch();
     }
 
@@ -138,8 +142,13 @@ impl Spare {
                 seen = parks;
                 continue;
             }
-            // A buffer parked just now may go too: only a reuse is missed.
-            drop(self.swap(ptr::null_mut()));
+            if let Some(parked) = self.swap(ptr::null_mut()) {
+                if parked.number > seen {
+                    // Parked between the count above and the swap: not idle.
+                    self.put_back(parked);
+                    continue;
+                }
+            }
             self.helper_pid.store(0, Ordering::SeqCst);
             // A buffer parked after the swap above saw this helper still registered and
             // started none: carry on for it, unless another helper has started since.
