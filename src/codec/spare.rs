@@ -131,6 +131,19 @@ impl Spare {
         }
     }
 
+    /// Frees the parked buffer unless it came after the `seen`-th park (parked between
+    /// the helper's count and this call: not idle), which is put back; returns whether
+    /// it was.
+    fn free_unless_parked_after(&self, seen: u64) -> bool {
+        match self.swap(ptr::null_mut()) {
+            Some(parked) if parked.number > seen => {
+                self.put_back(parked);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Frees the parked buffer once a whole `idle` period has passed without a buffer
     /// parked; ends when the slot is empty.
     fn helper(&self, pid: u32) {
@@ -142,12 +155,8 @@ impl Spare {
                 seen = parks;
                 continue;
             }
-            if let Some(parked) = self.swap(ptr::null_mut()) {
-                if parked.number > seen {
-                    // Parked between the count above and the swap: not idle.
-                    self.put_back(parked);
-                    continue;
-                }
+            if self.free_unless_parked_after(seen) {
+                continue;
             }
             self.helper_pid.store(0, Ordering::SeqCst);
             // A buffer parked after the swap above saw this helper still registered and
@@ -227,6 +236,25 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    #[test]
+    fn a_buffer_parked_while_the_helper_looks_is_put_back_not_freed() {
+        let s = spare(Duration::from_secs(60));
+        s.park(BytesMut::with_capacity(8 * MIB));
+        // The helper counts the parks and finds no new one...
+        let seen = s.parks.load(Ordering::SeqCst);
+        // ...then a buffer is parked before it swaps the slot out: that one stays.
+        let newer = BytesMut::with_capacity(8 * MIB);
+        let at = newer.as_ptr();
+        s.park(newer);
+        assert!(s.free_unless_parked_after(seen));
+        assert_eq!(s.take(8 * MIB).map(|b| b.as_ptr()), Some(at));
+        // One parked no later than the count is freed.
+        s.park(BytesMut::with_capacity(8 * MIB));
+        let seen = s.parks.load(Ordering::SeqCst);
+        assert!(!s.free_unless_parked_after(seen));
+        assert!(s.take(8 * MIB).is_none());
     }
 
     #[test]
