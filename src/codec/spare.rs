@@ -9,9 +9,9 @@
 //!
 //! What it holds is bounded: one buffer (of 4 MiB to 64 MiB, see `buffer.rs`), for at
 //! most about two [`IDLE`] periods after buffers stop being parked: a helper thread then
-//! frees it, and ends. Parking and
-//! taking are single atomic swaps, so a thread that forks while another parks leaves the
-//! child no held lock; a child whose parent's helper does not exist starts its own.
+//! frees it, and ends. Parking and taking are single atomic swaps, so a thread that forks
+//! while another parks leaves the child no held lock; a child whose parent's helper does
+//! not exist starts its own.
 //!
 //! [`ReceiveBuffer`]: super::ReceiveBuffer
 
@@ -159,7 +159,7 @@ impl Spare {
                 continue;
             }
             self.helper_pid.store(0, Ordering::SeqCst);
-            // A buffer parked after the swap above saw this helper still registered and
+            // A buffer parked after that swap saw this helper still registered and
             // started none: carry on for it, unless another helper has started since.
             let parked_since = !self.slot.load(Ordering::SeqCst).is_null();
             if !parked_since
