@@ -245,7 +245,7 @@ impl QuillClient {
     }
 
     /// Runs `call` and reads its answer as `A`: a [`Reply`] (one message), a
-    /// [`Tensor`], a [`MessageStream`] or a [`TokenStream`]. The call runs on the
+    /// [`Tensor`](crate::Tensor), a [`MessageStream`] or a [`TokenStream`]. The call runs on the
     /// client's own runtime, so the future can be awaited from any executor. A non-2xx
     /// answer is [`QuillError::Status`] with the server's Problem Details; calls marked
     /// idempotent whose body can be sent again are retried per `max_retries`.
