@@ -23,6 +23,7 @@ pub mod client;
 pub mod codec;
 pub mod dtype;
 pub mod error;
+mod fork;
 pub mod inference;
 pub mod problem;
 pub mod proto;

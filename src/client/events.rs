@@ -24,7 +24,9 @@
 //! ```
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 use std::time::Duration;
 
 /// How much an event matters, as logging frameworks grade it.
@@ -85,19 +87,21 @@ pub type Listener = Arc<dyn Fn(&Event) + Send + Sync>;
 const OFF: u8 = u8::MAX;
 
 static THRESHOLD: AtomicU8 = AtomicU8::new(OFF);
-static LISTENER: RwLock<Option<Listener>> = RwLock::new(None);
+/// Lock-free: events are delivered on any thread, and a fork while one is delivered
+/// must leave the child nothing locked (`fork.rs`).
+static LISTENER: ArcSwapOption<Listener> = ArcSwapOption::const_empty();
 
 /// Installs `listener` for events at `level` and above (or removes it with `None`).
 pub fn set_listener(listener: Option<Listener>, level: Level) {
     let on = listener.is_some();
-    *LISTENER.write().unwrap_or_else(|p| p.into_inner()) = listener;
+    LISTENER.store(listener.map(Arc::new));
     THRESHOLD.store(if on { level as u8 } else { OFF }, Ordering::Relaxed);
 }
 
 /// Changes the level of the installed listener (`None`: stop events without removing
 /// it). A face whose logging levels change at run time calls this as they change.
 pub fn set_level(level: Option<Level>) {
-    let has_listener = LISTENER.read().unwrap_or_else(|p| p.into_inner()).is_some();
+    let has_listener = LISTENER.load().is_some();
     let value = match level {
         Some(l) if has_listener => l as u8,
         _ => OFF,
@@ -131,8 +135,7 @@ fn deliver(level: Level, kind: EventKind, describe: impl FnOnce(&mut Event)) {
         message: String::new(),
     };
     describe(&mut event);
-    let listener = LISTENER.read().unwrap_or_else(|p| p.into_inner()).clone();
-    if let Some(listener) = listener {
+    if let Some(listener) = LISTENER.load_full() {
         // A panicking listener must not take the call down with it.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| listener(&event)));
     }

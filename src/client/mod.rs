@@ -45,7 +45,9 @@ mod transport;
 
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -99,7 +101,9 @@ pub struct QuillClient {
     /// `config.base_url`, parsed once: each call appends its path to a copy.
     base: reqwest::Url,
     runtime: Arc<ClientRuntime>,
-    headers: RwLock<HeaderStore>,
+    /// Lock-free, so that a fork while another thread reads or writes them leaves the
+    /// child nothing locked (`fork.rs`).
+    headers: ArcSwap<HeaderStore>,
     server: Arc<negotiation::ServerCodings>,
     /// `Prefer: prism=...` for this client's HTTP version and scheme.
     prefer: reqwest::header::HeaderValue,
@@ -154,7 +158,7 @@ impl QuillClient {
             prefer,
             runtime: Arc::new(ClientRuntime::new(settings)?),
             server: Arc::default(),
-            headers: RwLock::new(HeaderStore::default()),
+            headers: ArcSwap::from_pointee(HeaderStore::default()),
         })
     }
 
@@ -236,12 +240,20 @@ impl QuillClient {
             .unwrap_or(0)
     }
 
-    fn read_headers(&self) -> std::sync::RwLockReadGuard<'_, HeaderStore> {
-        self.headers.read().unwrap_or_else(|p| p.into_inner())
+    fn read_headers(&self) -> arc_swap::Guard<Arc<HeaderStore>> {
+        self.headers.load()
     }
 
-    fn write_headers(&self) -> std::sync::RwLockWriteGuard<'_, HeaderStore> {
-        self.headers.write().unwrap_or_else(|p| p.into_inner())
+    /// Applies `change` to a copy of the headers and publishes it; writers racing each
+    /// other each see the other's change (`change` runs again on the newer headers).
+    fn update_headers<T>(&self, change: impl Fn(&mut HeaderStore) -> T) -> T {
+        let mut outcome = None;
+        self.headers.rcu(|current| {
+            let mut next = HeaderStore::clone(current);
+            outcome = Some(change(&mut next));
+            next
+        });
+        outcome.expect("rcu runs its closure at least once")
     }
 
     /// Runs `call` and reads its answer as `A`: a [`Reply`] (one message), a
@@ -369,7 +381,7 @@ impl QuillClient {
             slots: self.runtime.slots(),
             server: self.server.clone(),
             runtime: self.runtime.clone(),
-            closed: self.runtime.closed(),
+            closed: self.runtime.closed()?,
             idempotent: options.idempotent,
             started: Instant::now(),
             reply_memory: None,
@@ -446,7 +458,7 @@ impl QuillClient {
     /// Sets `Authorization: Bearer <token>` (replacing any API key under
     /// `Authorization`).
     pub fn set_bearer_token(&self, token: &str) -> Result<()> {
-        self.write_headers().set_bearer_token(token)
+        self.update_headers(|h| h.set_bearer_token(token))
     }
 
     /// Sets the API key under `header_name` (default [`DEFAULT_API_KEY_HEADER`]). It
@@ -454,7 +466,7 @@ impl QuillClient {
     /// [`remove_header`](Self::remove_header)), and a key under `Authorization`
     /// replaces the bearer token.
     pub fn set_api_key(&self, key: &str, header_name: Option<&str>) -> Result<()> {
-        self.write_headers().set_api_key(key, header_name)
+        self.update_headers(|h| h.set_api_key(key, header_name))
     }
 
     /// Sets a header sent on every call. Names must be HTTP tokens; values visible
@@ -462,17 +474,17 @@ impl QuillClient {
     /// (`Content-Type`, `Accept`, `Content-Encoding`, `Content-Length`, …) are refused.
     /// Errors name the header, never the value.
     pub fn set_header(&self, name: &str, value: &str) -> Result<()> {
-        self.write_headers().set(name, value, false)
+        self.update_headers(|h| h.set(name, value, false))
     }
 
     /// [`set_header`](Self::set_header) for a value that must always be redacted.
     pub fn set_secret_header(&self, name: &str, value: &str) -> Result<()> {
-        self.write_headers().set(name, value, true)
+        self.update_headers(|h| h.set(name, value, true))
     }
 
     /// Removes a configured header (any case); whether it was set.
     pub fn remove_header(&self, name: &str) -> bool {
-        self.write_headers().remove(name)
+        self.update_headers(|h| h.remove(name))
     }
 
     /// The base URL as it is sent (parsed and re-serialised, no trailing `/`).

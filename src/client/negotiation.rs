@@ -12,7 +12,8 @@
 //! the last one named is kept for the client to show.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+
+use arc_swap::ArcSwapOption;
 
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT_ENCODING};
 
@@ -23,7 +24,8 @@ use crate::protocol::SELECTED_PRISM_HEADER;
 #[derive(Debug, Default)]
 pub(crate) struct ServerCodings {
     zstd: AtomicBool,
-    prism: Mutex<Option<HeaderValue>>,
+    /// Lock-free: it crosses a fork (`fork.rs`).
+    prism: ArcSwapOption<HeaderValue>,
 }
 
 impl ServerCodings {
@@ -31,9 +33,8 @@ impl ServerCodings {
     /// which profile it chose.
     pub fn learn(&self, headers: &HeaderMap) {
         if let Some(named) = headers.get(SELECTED_PRISM_HEADER) {
-            let mut prism = self.prism.lock().unwrap_or_else(|p| p.into_inner());
-            if prism.as_ref() != Some(named) {
-                *prism = Some(named.clone());
+            if self.prism.load().as_deref() != Some(named) {
+                self.prism.store(Some(std::sync::Arc::new(named.clone())));
             }
         }
         if !self.zstd.load(Ordering::Relaxed)
@@ -49,8 +50,8 @@ impl ServerCodings {
     /// The profile the server last named in `Selected-Prism` (trimmed, lower case), if
     /// any response has carried one that is text.
     pub fn selected_prism(&self) -> Option<String> {
-        let prism = self.prism.lock().unwrap_or_else(|p| p.into_inner());
-        let text = prism.as_ref()?.to_str().ok()?.trim();
+        let prism = self.prism.load_full()?;
+        let text = prism.to_str().ok()?.trim();
         (!text.is_empty()).then(|| text.to_ascii_lowercase())
     }
 

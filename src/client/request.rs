@@ -3,11 +3,14 @@
 //! [`QuillClient::run`](super::QuillClient::run) or
 //! [`run_blocking`](super::QuillClient::run_blocking).
 
+use std::mem::ManuallyDrop;
+
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::call::ContentKind;
 use crate::error::{QuillError, Result};
+use crate::fork::{inherited, Mark};
 use crate::protocol::MAX_TIMEOUT_MS;
 use crate::tensor::Tensor;
 
@@ -207,18 +210,34 @@ pub struct RequestStream {
 /// ```
 #[derive(Debug)]
 pub struct RequestSender {
-    tx: Option<mpsc::Sender<Outgoing>>,
+    /// Dropped only in the process that made it (see `Drop`).
+    tx: ManuallyDrop<Option<mpsc::Sender<Outgoing>>>,
+    born: Mark,
 }
 
 /// A request stream holding at most `capacity` messages not yet written to the socket
 /// (at least 1): a sender waits while it is full, which is the request's backpressure.
 pub fn request_stream(capacity: usize) -> (RequestSender, RequestStream) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
-    (RequestSender { tx: Some(tx) }, RequestStream { rx })
+    let tx = RequestSender {
+        tx: ManuallyDrop::new(Some(tx)),
+        born: Mark::here(),
+    };
+    (tx, RequestStream { rx })
 }
 
 impl RequestSender {
+    /// An error in a forked child: the stream is the parent's (`fork.rs`).
+    fn here(&self) -> Result<()> {
+        if self.born.is_here() {
+            Ok(())
+        } else {
+            Err(inherited("the request stream"))
+        }
+    }
+
     fn sender(&self) -> Result<&mpsc::Sender<Outgoing>> {
+        self.here()?;
         self.tx.as_ref().ok_or_else(|| QuillError::Cancelled {
             reason: "the request stream was already finished or aborted".into(),
         })
@@ -263,6 +282,7 @@ impl RequestSender {
 
     /// Ends the request stream with END_STREAM.
     pub async fn finish(mut self) -> Result<()> {
+        self.here()?;
         let tx = self.tx.take();
         match tx {
             Some(tx) => tx
@@ -275,6 +295,7 @@ impl RequestSender {
 
     /// [`finish`](Self::finish) for a thread outside any async runtime.
     pub fn blocking_finish(mut self) -> Result<()> {
+        self.here()?;
         match self.tx.take() {
             Some(tx) => tx
                 .blocking_send(Outgoing::Finish)
@@ -289,6 +310,9 @@ impl RequestSender {
     }
 
     fn abort_with(&mut self, reason: String) {
+        if !self.born.is_here() {
+            return;
+        }
         if let Some(tx) = self.tx.take() {
             // A full queue must not block a drop: the body then sees the channel close
             // without Finish, which aborts it just the same.
@@ -313,6 +337,8 @@ impl MessageQueue {
 
 impl Drop for RequestSender {
     fn drop(&mut self) {
+        // In a forked child the sender is leaked: closing the channel would wake the
+        // parent's body task on a runtime that has no threads here (`fork.rs`).
         self.abort_with("the request sender was dropped without finish()".into());
     }
 }

@@ -14,15 +14,15 @@
 //! spawned there must never be handed to a task elsewhere.
 //!
 //! Fork safety: a forked child inherits the runtime's memory but none of its threads,
-//! and the pool's sockets are shared with the parent. The pid is recorded at creation;
-//! when it changes, a fresh runtime and reqwest client are built. The inherited ones are
-//! leaked on purpose: dropping them would wait for threads that do not exist in the
-//! child, and closing the pool would disturb the parent's connections.
+//! the locks other threads held at that moment, and the pool's sockets, shared with the
+//! parent. So everything of one process (`Local`: runtime, pools, lanes, the closing
+//! signal) is a [`PerProcess`]: the child builds its own on its first call and leaves
+//! the inherited one alone (see `fork.rs`).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -37,6 +37,7 @@ use super::errors::map_join_error;
 use super::quic::{QuicPool, QuicSettings};
 use super::transport::{AutoTransport, Transport};
 use crate::error::{QuillError, Result};
+use crate::fork::PerProcess;
 
 /// Worker threads per client: the client is I/O bound; two keep one busy decoder from
 /// stalling timers and sockets.
@@ -379,7 +380,6 @@ impl Drop for LaneGuard {
 }
 
 struct Parts {
-    pid: u32,
     runtime: Option<tokio::runtime::Runtime>,
     /// Dropped by `close`, which closes the pool's idle connections.
     http: Option<Transport>,
@@ -402,7 +402,6 @@ impl Parts {
             settings.build_transport()?
         };
         Ok(Parts {
-            pid: std::process::id(),
             runtime: Some(runtime),
             http: Some(http),
             lanes: Vec::new(),
@@ -431,6 +430,42 @@ impl Parts {
     }
 }
 
+impl Drop for Parts {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            // Never blocks, so a client may be dropped inside async code.
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// What one process has of a client: its runtime and pools, the signal its calls
+/// watch, the connections it has seen. A forked child builds its own (see `fork.rs`):
+/// another thread of the parent may have held the parts' lock or the closing signal's
+/// at the moment of the fork, and the runtime's threads are not in the child.
+struct Local {
+    parts: Mutex<Parts>,
+    closer: Closer,
+    seen: SeenConnections,
+}
+
+impl Local {
+    fn build(settings: &HttpSettings, closed: bool) -> Result<Local> {
+        let mut parts = Parts::build(settings)?;
+        let closer = Closer::new();
+        if closed {
+            // The child of a closed client: closed too, with the pools gone.
+            closer.close();
+            parts.http = None;
+        }
+        Ok(Local {
+            parts: Mutex::new(parts),
+            closer,
+            seen: SeenConnections::default(),
+        })
+    }
+}
+
 /// The runtime and HTTP client of one `QuillClient`, rebuilt after a fork.
 ///
 /// Closing ([`close`](Self::close)) cancels every call in flight and drops the pools,
@@ -438,39 +473,50 @@ impl Parts {
 /// dropped, because a caller still unwinding from a cancelled call may be waiting on
 /// their timers.
 pub(crate) struct ClientRuntime {
-    parts: Mutex<Parts>,
+    local: PerProcess<Local>,
     settings: HttpSettings,
-    closer: Closer,
-    seen: SeenConnections,
+    /// Whether `close` was called; crosses a fork, where the child's `Local` is built
+    /// closed.
+    closed: AtomicBool,
 }
 
 impl ClientRuntime {
     pub fn new(settings: HttpSettings) -> Result<ClientRuntime> {
         Ok(ClientRuntime {
-            parts: Mutex::new(Parts::build(&settings)?),
+            local: PerProcess::new(Local::build(&settings, false)?),
             settings,
-            closer: Closer::new(),
-            seen: SeenConnections::default(),
+            closed: AtomicBool::new(false),
         })
+    }
+
+    /// This process's part of the client, built first in a forked child.
+    fn local(&self) -> Result<&Local> {
+        self.local
+            .get_or_try(|| Local::build(&self.settings, self.closed.load(Ordering::SeqCst)))
     }
 
     /// Cancels every call in flight and drops the connection pools; later calls fail
     /// with [`QuillError::Cancelled`]. Whether this call closed it (false when it
     /// already was). Never blocks.
     pub fn close(&self) -> bool {
-        if !self.closer.close() {
+        if self.closed.swap(true, Ordering::SeqCst) {
             return false;
         }
-        let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
-        // A lane a caller is driving right now stays with its guard until the caller
-        // returns (with the cancellation), and is dropped then.
-        parts.lanes.clear();
-        parts.http = None;
+        // Without a `Local` of this process nothing is in flight here, and the one a
+        // later call builds starts closed.
+        if let Some(local) = self.local.get_if_built() {
+            local.closer.close();
+            let mut parts = lock(&local.parts);
+            // A lane a caller is driving right now stays with its guard until the
+            // caller returns (with the cancellation), and is dropped then.
+            parts.lanes.clear();
+            parts.http = None;
+        }
         true
     }
 
     pub fn is_closed(&self) -> bool {
-        self.closer.is_closed()
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// Notes what a TCP response says about HTTP/3 (`Alt-Svc`); only `auto` clients of
@@ -484,34 +530,30 @@ impl ClientRuntime {
 
     /// Whether a call on local address `local` found a connection used before.
     pub fn seen_before(&self, local: std::net::SocketAddr) -> bool {
-        self.seen.seen_before(local)
+        self.local().is_ok_and(|l| l.seen.seen_before(local))
     }
 
     /// The signal a call watches to end when the client closes.
-    pub fn closed(&self) -> Closed {
-        self.closer.watch()
+    pub fn closed(&self) -> Result<Closed> {
+        Ok(self.local()?.closer.watch())
     }
 
-    /// The parts for this process, rebuilt first after a fork; with `open`, an error
-    /// once the client is closed (its pools are gone).
-    fn parts(&self, open: bool) -> Result<std::sync::MutexGuard<'_, Parts>> {
-        let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+    /// The parts for this process; with `open`, an error once the client is closed
+    /// (its pools are gone).
+    fn parts(&self, open: bool) -> Result<MutexGuard<'_, Parts>> {
+        let local = self.local()?;
+        let parts = lock(&local.parts);
         // Checked under the lock: `close` fires before it takes the lock to drop the
         // pools, so a caller that finds them gone has seen the signal.
-        if open && self.closer.is_closed() {
+        if open && local.closer.is_closed() {
             return Err(QuillError::Cancelled {
                 reason: "the client is closed".to_owned(),
             });
         }
-        if parts.pid != std::process::id() {
-            let fresh = Parts::build(&self.settings)?;
-            let inherited = std::mem::replace(&mut *parts, fresh);
-            std::mem::forget(inherited);
-        }
         Ok(parts)
     }
 
-    /// The connection slots for this process (rebuilt after a fork: a parent's calls
+    /// The connection slots for this process (its own after a fork: a parent's calls
     /// in flight must not hold the child's).
     pub fn slots(&self) -> Option<Arc<tokio::sync::Semaphore>> {
         self.parts(false).ok()?.slots.clone()
@@ -553,9 +595,8 @@ impl ClientRuntime {
                 return Ok((parts.handle(), parts.http(), None));
             }
         }
-        // Built without the lock: a runtime and a TLS client take milliseconds, and a
-        // process forked meanwhile would inherit a lock that no thread of the child
-        // ever releases, so the child's first call would wait forever.
+        // Built without the lock: a runtime and a TLS client take milliseconds, and
+        // other threads' calls need the lock meanwhile.
         let built = Lane::build(&self.settings).ok().map(Arc::new);
         let mut parts = self.parts(true)?;
         let lane = match built {
@@ -572,17 +613,8 @@ impl ClientRuntime {
     }
 }
 
-impl Drop for ClientRuntime {
-    fn drop(&mut self) {
-        let parts = self.parts.get_mut().unwrap_or_else(|p| p.into_inner());
-        if parts.pid != std::process::id() {
-            return; // inherited from the parent: see the module docs
-        }
-        if let Some(rt) = parts.runtime.take() {
-            // Never blocks, so a client may be dropped inside async code.
-            rt.shutdown_background();
-        }
-    }
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A `JoinHandle` that aborts its task when dropped, so cancelling the caller's future
@@ -665,7 +697,7 @@ mod tests {
     #[test]
     fn lanes_are_made_on_demand_up_to_the_limit_and_reused() {
         let rt = runtime();
-        assert!(rt.parts.lock().unwrap().lanes.is_empty());
+        assert!(rt.parts(false).unwrap().lanes.is_empty());
         let held: Vec<LaneGuard> = (0..MAX_LANES)
             .map(|_| rt.for_blocking().unwrap().2.expect("a free lane"))
             .collect();
@@ -676,17 +708,38 @@ mod tests {
         drop(held);
         let again = rt.for_blocking().unwrap().2;
         assert!(again.is_some());
-        assert_eq!(rt.parts.lock().unwrap().lanes.len(), MAX_LANES);
+        assert_eq!(rt.parts(false).unwrap().lanes.len(), MAX_LANES);
     }
 
     #[test]
-    fn a_changed_pid_rebuilds() {
+    fn a_forked_child_rebuilds_without_touching_the_inherited_lock() {
         let rt = runtime();
         let (before, _) = rt.current().unwrap();
-        rt.parts.lock().unwrap().pid = 0; // what a forked child would see
+        // Another thread holds the parts' lock when the process forks.
+        let held = rt.local().unwrap().parts.lock().unwrap();
+        rt.local.pretend_inherited();
         let (after, _) = rt.current().unwrap();
         assert_ne!(before.id(), after.id());
-        assert_eq!(rt.parts.lock().unwrap().pid, std::process::id());
+        assert!(
+            rt.for_blocking().unwrap().2.is_some(),
+            "the child makes its own lanes"
+        );
+        drop(held);
+    }
+
+    #[test]
+    fn the_child_of_a_closed_client_is_closed() {
+        let rt = runtime();
+        assert!(rt.close());
+        rt.local.pretend_inherited();
+        assert!(rt.is_closed());
+        assert!(matches!(rt.current(), Err(QuillError::Cancelled { .. })));
+        assert!(rt.closed().unwrap().is_fired());
+        assert!(
+            rt.handle().is_ok(),
+            "the runtime stays for callers unwinding"
+        );
+        assert!(!rt.close(), "closing again is a no-op");
     }
 
     #[test]

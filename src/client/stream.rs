@@ -8,6 +8,7 @@
 //! `next_message` needs no timer and works from any executor.
 
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use super::runtime::ClientRuntime;
 use super::transport::Response;
 use crate::codec::stream::{Event, MessageReader};
 use crate::error::{QuillError, Result};
+use crate::fork::{inherited, Mark};
 use crate::token::TokenBatch;
 
 /// Messages decoded ahead of the consumer. Small: each may be up to 4 MiB.
@@ -70,10 +72,13 @@ enum State {
 /// # Ok(()) }
 /// ```
 pub struct MessageStream {
-    rx: tokio::sync::Mutex<mpsc::Receiver<Item>>,
+    /// Dropped only in the process that opened the stream (see `Drop`).
+    rx: ManuallyDrop<tokio::sync::Mutex<mpsc::Receiver<Item>>>,
     state: Mutex<State>,
     reader: AbortHandle,
     path: String,
+    /// In a forked child the stream is the parent's: nothing of it is touched there.
+    born: Mark,
     /// The reader runs on the client's runtime; keep it alive as long as the stream.
     _runtime: Arc<ClientRuntime>,
 }
@@ -97,10 +102,11 @@ pub(crate) struct Opened {
 impl MessageStream {
     pub(crate) fn new(opened: Opened, runtime: Arc<ClientRuntime>) -> MessageStream {
         MessageStream {
-            rx: tokio::sync::Mutex::new(opened.rx),
+            rx: ManuallyDrop::new(tokio::sync::Mutex::new(opened.rx)),
             state: Mutex::new(State::Open),
             reader: opened.reader,
             path: opened.path,
+            born: Mark::here(),
             _runtime: runtime,
         }
     }
@@ -127,6 +133,9 @@ impl MessageStream {
     /// The next message; `Ok(None)` once the stream ended normally (see the type docs
     /// for the errors). Safe to call from several tasks: they take turns.
     pub async fn next_message(&self) -> Result<Option<Bytes>> {
+        if !self.born.is_here() {
+            return Err(inherited(&format!("stream {}", self.path)));
+        }
         if let Some(done) = self.settled() {
             return done;
         }
@@ -158,9 +167,10 @@ impl MessageStream {
         }
     }
 
-    /// Whether the stream is over: ended, failed or cancelled.
+    /// Whether the stream is over: ended, failed or cancelled (or, in a forked child,
+    /// the parent's).
     pub fn is_finished(&self) -> bool {
-        !matches!(*self.state(), State::Open)
+        !self.born.is_here() || !matches!(*self.state(), State::Open)
     }
 }
 
@@ -170,6 +180,9 @@ impl MessageStream {
     /// [`QuillError::Cancelled`] (messages already buffered are discarded), except on a
     /// stream that had already ended or failed, which keeps its outcome. Idempotent.
     pub fn cancel(&self) {
+        if !self.born.is_here() {
+            return; // the parent's stream: its reader runs (or ran) there
+        }
         let was_open = {
             let mut state = self.state();
             let open = matches!(*state, State::Open);
@@ -187,7 +200,13 @@ impl MessageStream {
 
 impl Drop for MessageStream {
     fn drop(&mut self) {
-        self.reader.abort();
+        if self.born.is_here() {
+            self.reader.abort();
+            // SAFETY: dropped once, here, and never used again.
+            unsafe { ManuallyDrop::drop(&mut self.rx) };
+        }
+        // In a forked child the receiver is leaked: closing it would wake the parent's
+        // reader task on a runtime that has no threads here (`fork.rs`).
     }
 }
 

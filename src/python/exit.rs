@@ -165,7 +165,67 @@ pub(crate) fn from_foreign_thread<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) 
         return None;
     }
     let _visit = Inside::counted(true);
+    KEPT.with(KeptState::keep);
     Python::try_attach(f)
+}
+
+thread_local! {
+    /// The Python thread state a runtime thread keeps for its life.
+    static KEPT: KeptState = const { KeptState(Cell::new(None)) };
+}
+
+/// A runtime thread's own Python thread state, made at its first visit and kept until
+/// the thread ends. Without it every visit (an async call completing) would make a
+/// thread state and delete it again, and each takes the interpreter's thread list lock:
+/// a fork at that moment leaves the lock held in the child, which then hangs inside
+/// `os.fork()` on CPython versions without the fix for gh-112275 (3.9-3.11 before
+/// 3.9.20, 3.10.15 and 3.11.10).
+/// Keeping one state per thread takes that lock once per thread instead of once per
+/// call.
+struct KeptState(Cell<Option<pyo3::ffi::PyGILState_STATE>>);
+
+impl KeptState {
+    /// Makes this thread's state, once; the GIL is released right away. Called while
+    /// counted (after `arrive`), so the exit hook has not run.
+    fn keep(&self) {
+        if self.0.get().is_some() || unsafe { pyo3::ffi::Py_IsInitialized() } == 0 {
+            return;
+        }
+        // A Python thread (one with a thread state: a drop on it lands here too) has
+        // its own state and may hold the GIL right now: leave it alone.
+        if !unsafe { pyo3::ffi::PyGILState_GetThisThreadState() }.is_null() {
+            return;
+        }
+        // SAFETY: the interpreter is initialized and not finalizing (counted), and this
+        // thread holds no thread state: `Ensure` makes one and takes the GIL, which
+        // `SaveThread` gives back at once, leaving the state kept for later visits.
+        unsafe {
+            let state = pyo3::ffi::PyGILState_Ensure();
+            pyo3::ffi::PyEval_SaveThread();
+            self.0.set(Some(state));
+        }
+    }
+}
+
+impl Drop for KeptState {
+    /// At thread exit: deletes the kept state, unless the interpreter is shutting down
+    /// (finalization then deletes it, and taking the GIL here is what must not happen).
+    fn drop(&mut self) {
+        let Some(state) = self.0.get() else { return };
+        if !arrive() {
+            return;
+        }
+        // SAFETY: counted, so the interpreter is alive; this thread's kept state is
+        // made current again, and releasing the `Ensure` above deletes it (and the GIL).
+        unsafe {
+            let tstate = pyo3::ffi::PyGILState_GetThisThreadState();
+            if !tstate.is_null() {
+                pyo3::ffi::PyEval_RestoreThread(tstate);
+                pyo3::ffi::PyGILState_Release(state);
+            }
+        }
+        depart();
+    }
 }
 
 /// Runs `f` attached to Python on whatever thread calls it, for work done where a last

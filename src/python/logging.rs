@@ -22,6 +22,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 
 use crate::client::events::{self, Event, EventKind, Level};
+use crate::fork::PerProcess;
 
 /// Events kept while no Python thread comes by; beyond it the oldest are dropped (and
 /// counted in the next record).
@@ -29,7 +30,9 @@ const CAPACITY: usize = 10_000;
 /// How stale the core's idea of the logger's level may get.
 const LEVEL_REFRESH: Duration = Duration::from_millis(100);
 
-static QUEUE: Mutex<VecDeque<Event>> = Mutex::new(VecDeque::new());
+/// Per process: a fork while an I/O thread queues an event must leave the child a lock
+/// nobody holds (`fork.rs`); the parent writes its own records.
+static QUEUE: PerProcess<Mutex<VecDeque<Event>>> = PerProcess::empty();
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 static LOGGER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -37,7 +40,10 @@ static EPOCH: OnceLock<Instant> = OnceLock::new();
 static REFRESHED_NS: AtomicU64 = AtomicU64::new(0);
 
 fn queue() -> std::sync::MutexGuard<'static, VecDeque<Event>> {
-    QUEUE.lock().unwrap_or_else(|p| p.into_inner())
+    QUEUE
+        .get_or(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
 }
 
 fn push(event: &Event) {

@@ -2,6 +2,7 @@
 //! async iterator and a context manager. Leaving the loop early or `close()` cancels
 //! the HTTP request, so the server sees the connection go.
 
+use std::mem::ManuallyDrop;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
@@ -19,6 +20,7 @@ use crate::client::{
     request_stream, Call, MessageStream, QuillClient, RequestSender, RequestStream,
 };
 use crate::error::QuillError;
+use crate::fork::{inherited, Mark};
 use crate::inference::{tracker_for, GenerateResponse, GenerateTracker, StreamTiming};
 use crate::token::TokenBatch;
 
@@ -140,11 +142,15 @@ type Opener = BoxFuture<'static, Result<MessageStream, QuillError>>;
 
 /// Shared state: opened lazily (async iteration) or eagerly (sync API).
 struct Core {
-    opener: tokio::sync::Mutex<Option<Opener>>,
+    /// Dropped only in the process that made it (see `Drop`).
+    opener: ManuallyDrop<tokio::sync::Mutex<Option<Opener>>>,
     stream: OnceLock<Arc<MessageStream>>,
     closed: Mutex<bool>,
     decode: Decode,
     path: String,
+    /// In a forked child the stream is the parent's: its locks may be held by threads
+    /// the child does not have, so none is touched there (`fork.rs`).
+    born: Mark,
 }
 
 enum Item {
@@ -187,6 +193,9 @@ impl Core {
     }
 
     async fn next(&self) -> Result<Option<Item>, QuillError> {
+        if !self.born.is_here() {
+            return Err(inherited(&format!("stream {}", self.path)));
+        }
         let s = self.opened().await?;
         let Some(msg) = s.next_message().await? else {
             if let Some(tracker) = self.tracker() {
@@ -211,12 +220,26 @@ impl Core {
     }
 
     fn close(&self) {
+        if !self.born.is_here() {
+            return;
+        }
         *self.closed.lock().unwrap_or_else(|p| p.into_inner()) = true;
         if let Some(s) = self.stream.get() {
             s.cancel();
         } else if let Ok(mut opener) = self.opener.try_lock() {
             opener.take();
         }
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        if self.born.is_here() {
+            // SAFETY: dropped once, here, and never used again.
+            unsafe { ManuallyDrop::drop(&mut self.opener) };
+        }
+        // In a forked child an opening the parent had begun is leaked: dropping it
+        // would abort the parent's task on a runtime with no threads here.
     }
 }
 
@@ -252,11 +275,12 @@ pub struct PyStream {
 impl PyStream {
     fn new(client: &PyQuillClient, path: String, kind: StreamKind, opener: Opener) -> PyStream {
         let core = Arc::new(Core {
-            opener: tokio::sync::Mutex::new(Some(opener)),
+            opener: ManuallyDrop::new(tokio::sync::Mutex::new(Some(opener))),
             stream: OnceLock::new(),
             closed: Mutex::new(false),
             decode: kind.into(),
             path,
+            born: Mark::here(),
         });
         PyStream {
             _owner: Arc::new(CloseOnDrop(core.clone())),

@@ -13,6 +13,7 @@ use super::errors::IntoPyResult;
 use super::exit::{self, from_foreign_thread};
 use super::logging;
 use crate::error::QuillError;
+use crate::fork::Mark;
 
 /// How often a blocking wait wakes up to let Python run signal handlers.
 const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(50);
@@ -134,9 +135,11 @@ where
         });
     });
     let abort = task.abort_handle();
+    let born = Mark::here();
     let on_done = PyCFunction::new_closure(py, None, None, move |args, _kwargs| -> PyResult<()> {
         let fut = args.get_item(0)?;
-        if fut.call_method0("cancelled")?.is_truthy()? {
+        // In a forked child the task is the parent's, on a runtime with no threads here.
+        if fut.call_method0("cancelled")?.is_truthy()? && born.is_here() {
             abort.abort();
         }
         Ok(())
