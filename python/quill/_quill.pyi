@@ -33,7 +33,10 @@ __all__ = [
     "__version__",
     "_RequestSink",
     "_after_fork_in_child",
+    "_log_records",
+    "_log_records_done",
     "_mark_shutdown",
+    "_stop_log_records",
 ]
 
 __version__: str
@@ -602,6 +605,9 @@ class GenerateStream(Stream):
 
 def _mark_shutdown() -> None: ...
 def _after_fork_in_child() -> None: ...
+def _log_records() -> list[tuple[int, str, dict[str, Any]]] | None: ...
+def _log_records_done() -> None: ...
+def _stop_log_records() -> None: ...
 
 @final
 class _RequestSink:

@@ -69,10 +69,14 @@ where
         }
         let peer = self.peer.clone();
         let start = Instant::now();
+        // The pool may finish the connection on a task of its own: the event is still
+        // the caller's whose call asked for it (called here, in that call's task).
+        let caller = events::current_caller();
         Box::pin(async move {
             let result = connecting.await;
             if result.is_ok() {
                 events::emit(Level::Debug, EventKind::ConnectionOpened, |e| {
+                    e.caller = caller;
                     e.elapsed = start.elapsed();
                     e.message = format!(
                         "connection to {peer} opened in {}",

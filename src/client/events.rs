@@ -23,7 +23,8 @@
 //! assert!(!events::enabled(Level::Warning));
 //! ```
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
@@ -77,6 +78,9 @@ pub struct Event {
     pub elapsed: Duration,
     /// One line for a log; never a header value or a body.
     pub message: String,
+    /// Who made the call: the [`this_thread`] id of the thread that started it (an
+    /// async call's, too, wherever it runs), or 0 for events of no caller's call.
+    pub caller: u64,
 }
 
 /// Receives every event at or above the level it was installed with. Called on the
@@ -133,12 +137,69 @@ fn deliver(level: Level, kind: EventKind, describe: impl FnOnce(&mut Event)) {
         status: None,
         elapsed: Duration::ZERO,
         message: String::new(),
+        caller: current_caller(),
     };
     describe(&mut event);
     if let Some(listener) = LISTENER.load_full() {
         // A panicking listener must not take the call down with it.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| listener(&event)));
     }
+}
+
+tokio::task_local! {
+    /// The caller a task works for, when it was spawned for one.
+    static CALLER: u64;
+}
+
+thread_local! {
+    static THREAD_ID: Cell<u64> = const { Cell::new(0) };
+    /// Set on a client's worker threads, whose own id belongs to no caller.
+    static ON_WORKER: Cell<bool> = const { Cell::new(false) };
+}
+
+static NEXT_THREAD_ID: AtomicU64 = AtomicU64::new(1);
+
+/// This thread's caller id: never 0, the same for every call it makes, and not reused
+/// by another thread of the process.
+///
+/// ```
+/// let id = quill::client::events::this_thread();
+/// assert_eq!(id, quill::client::events::this_thread());
+/// assert_ne!(id, std::thread::spawn(quill::client::events::this_thread).join().unwrap());
+/// ```
+pub fn this_thread() -> u64 {
+    THREAD_ID.with(|id| {
+        if id.get() == 0 {
+            id.set(NEXT_THREAD_ID.fetch_add(1, Ordering::Relaxed));
+        }
+        id.get()
+    })
+}
+
+/// Marks this thread as a client worker (from the runtime's thread start hook).
+pub(crate) fn mark_worker() {
+    ON_WORKER.with(|w| w.set(true));
+}
+
+/// The caller that work running here is for: the task's when it was spawned for one,
+/// else this thread's (0 on a worker: there the work is no caller's).
+pub(crate) fn current_caller() -> u64 {
+    CALLER.try_with(|caller| *caller).unwrap_or_else(|_| {
+        if ON_WORKER.with(Cell::get) {
+            0
+        } else {
+            this_thread()
+        }
+    })
+}
+
+/// `fut`, attributed to `caller` wherever it is polled (a task spawned for a call
+/// carries its caller with it).
+pub(crate) fn for_caller<F: std::future::Future>(
+    caller: u64,
+    fut: F,
+) -> impl std::future::Future<Output = F::Output> {
+    CALLER.scope(caller, fut)
 }
 
 /// `1.234 ms` or `2.5 s`: elapsed times in event messages.
@@ -208,5 +269,22 @@ mod tests {
         );
         assert_eq!(millis(Duration::from_micros(1500)), "1.500 ms");
         assert_eq!(millis(Duration::from_millis(2500)), "2.500 s");
+    }
+
+    #[test]
+    fn callers_are_threads_and_travel_with_their_tasks() {
+        let me = this_thread();
+        assert_ne!(me, 0);
+        assert_eq!(current_caller(), me);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .on_thread_start(mark_worker)
+            .build()
+            .unwrap();
+        let on_worker = rt.block_on(async { tokio::spawn(async { current_caller() }).await });
+        assert_eq!(on_worker.unwrap(), 0, "a worker's own work is no caller's");
+        let carried =
+            rt.block_on(async { tokio::spawn(for_caller(me, async { current_caller() })).await });
+        assert_eq!(carried.unwrap(), me);
     }
 }

@@ -394,6 +394,7 @@ impl Parts {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(WORKER_THREADS)
             .thread_name("quill-io")
+            .on_thread_start(super::events::mark_worker)
             .enable_all()
             .build()
             .map_err(runtime_error)?;
@@ -643,7 +644,9 @@ where
     T: Send + 'static,
     F: Future<Output = Result<T>> + Send + 'static,
 {
-    AbortOnDrop(handle.spawn(fut))
+    // The task works for whoever spawned it: its events are that caller's.
+    let caller = super::events::current_caller();
+    AbortOnDrop(handle.spawn(super::events::for_caller(caller, fut)))
 }
 
 /// Flattens the task's own `Result` with the join result.

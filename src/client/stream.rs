@@ -296,10 +296,12 @@ pub(crate) async fn open(
         closed: ctx.closed.clone(),
     };
     // The connection slot goes with the reader: the connection is busy until it ends.
-    let task = tokio::spawn(async move {
+    // Its events are those of the caller that opened the stream.
+    let caller = super::events::current_caller();
+    let task = tokio::spawn(super::events::for_caller(caller, async move {
         let _slot = slot;
         pump(resp, spec, tx).await
-    });
+    }));
     Ok(Opened {
         rx,
         reader: task.abort_handle(),

@@ -45,6 +45,9 @@ fn _quill(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<inference::PyStreamTiming>()?;
     m.add_function(wrap_pyfunction!(exit::_mark_shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(exit::_after_fork_in_child, m)?)?;
+    m.add_function(wrap_pyfunction!(logging::_log_records, m)?)?;
+    m.add_function(wrap_pyfunction!(logging::_log_records_done, m)?)?;
+    m.add_function(wrap_pyfunction!(logging::_stop_log_records, m)?)?;
     logging::install();
     Ok(())
 }

@@ -12,6 +12,7 @@ use tokio::runtime::Handle;
 use super::errors::IntoPyResult;
 use super::exit::{self, from_foreign_thread};
 use super::logging;
+use crate::client::events;
 use crate::error::QuillError;
 use crate::fork::Mark;
 
@@ -42,10 +43,11 @@ where
 }
 
 /// What a blocking wait does with the GIL every tick: run signal handlers (an
-/// exception stops the wait) and log the client's events so far.
+/// exception stops the wait). Never logging: the call still holds its connection and
+/// lane, and a handler that waited on them, or on calls that need them, would wait
+/// forever; records are written once the call has returned.
 fn check(py: Python<'_>) -> PyResult<()> {
-    py.check_signals()?;
-    logging::tick(py)
+    py.check_signals()
 }
 
 /// Why a blocking core call stopped: the core's error, or one raised by Python while
@@ -87,8 +89,9 @@ fn unstop<T>(out: Result<T, Stopped>) -> PyResult<T> {
 
 static RESOLVE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-/// `quill._async._resolve(fut, value, error)`: sets a result unless the future was
-/// cancelled meanwhile. Run on the event loop's thread via `call_soon_threadsafe`.
+/// `quill._async._resolve(fut, value, error)`: writes the loop thread's log records
+/// (`logging::_log_records`), then sets a result unless the future was cancelled
+/// meanwhile. Run on the event loop's thread via `call_soon_threadsafe`.
 fn resolver(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     RESOLVE.import(py, "quill._async", "_resolve")
 }
@@ -112,12 +115,12 @@ where
     resolver(py)?;
     let loop_ref = event_loop.unbind();
     let fut_ref = py_future.clone().unbind();
-    let task = handle.spawn(async move {
+    // The call's events are this (the loop's) thread's: `_resolve` writes them there.
+    let caller = events::this_thread();
+    let task = handle.spawn(events::for_caller(caller, async move {
         let result = fut.await;
         let _ = from_foreign_thread(|py| -> PyResult<()> {
-            // Not the main thread: no signal handler runs here, and the future must be
-            // resolved whatever the logging does.
-            let _ = logging::tick(py);
+            // A runtime thread: no Python code of the user's runs here (no logging).
             let (value, error) = match result.py().and_then(|v| convert(py, v)) {
                 Ok(v) => (v, py.None().into_bound(py)),
                 Err(e) => (
@@ -133,7 +136,7 @@ where
             );
             Ok(())
         });
-    });
+    }));
     let abort = task.abort_handle();
     let born = Mark::here();
     let on_done = PyCFunction::new_closure(py, None, None, move |args, _kwargs| -> PyResult<()> {
