@@ -63,9 +63,9 @@ uniffi::setup_scaffolding!();
 /// 256 KiB buffers of a tensor upload cost the server hundreds to thousands of page
 /// faults per 64 MiB, and with mimalloc's per-thread free lists none, which took HTTP/2
 /// uploads from 0.71-0.91 to 0.93-0.99 of raw loopback TCP (docs/performance.md).
-/// Not in the Python extension: a forked child's first call there now and then waited
-/// forever (docs/performance.md). The extension reuses a dropped tensor's memory through
-/// `codec/spare.rs` instead, the part of mimalloc's gain that mattered for downloads.
+/// Not in the Python extension (docs/performance.md says why). The extension reuses a
+/// dropped tensor's memory through `codec/spare.rs` instead, the part of mimalloc's
+/// gain that mattered for downloads.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
