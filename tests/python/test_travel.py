@@ -1,0 +1,151 @@
+"""Values that travel, beyond tensors and tokens (test_pickle.py): the typed inference
+values pickle and copy; tensors with a zero dimension survive every pickle route; a
+tensor adopted from a buffer never changes after the fact."""
+
+from __future__ import annotations
+
+import copy
+import math
+import pickle
+from typing import Any
+
+import pytest
+from quilltest import Server
+
+import quill
+
+PROTOCOLS = list(range(2, pickle.HIGHEST_PROTOCOL + 1))
+DTYPES = ["float32", "float64", "float16", "bfloat16", "int8", "int32", "int64", "uint8", "bool"]
+
+
+def round_trip(obj: object, protocol: int) -> Any:
+    return pickle.loads(pickle.dumps(obj, protocol=protocol))
+
+
+def out_of_band(obj: object) -> tuple[Any, list[pickle.PickleBuffer]]:
+    buffers: list[pickle.PickleBuffer] = []
+    data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    return pickle.loads(data, buffers=buffers), buffers
+
+
+REQUESTS = [
+    quill.GenerateRequest([101, 2023, 2003]),
+    quill.GenerateRequest(
+        [1, 2**32 - 1],
+        max_new_tokens=64,
+        temperature=0.7,
+        top_p=0.9,
+        top_k=40,
+        stop_token_ids=[2, 3],
+        repetition_penalty=1.1,
+        stream_embeddings=True,
+    ),
+    # Floats that a decimal round trip through repr could bend.
+    quill.GenerateRequest([], temperature=1e-45, top_p=-0.0, repetition_penalty=3.4e38),
+]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_generate_requests_round_trip(protocol: int) -> None:
+    for request in REQUESTS:
+        back = round_trip(request, protocol)
+        assert isinstance(back, quill.GenerateRequest)
+        assert back == request and back.encode() == request.encode()
+        assert back.temperature == request.temperature
+    assert math.copysign(1.0, round_trip(REQUESTS[2], protocol).top_p) == -1.0
+    # A chat's request list, as handed to a worker process.
+    assert round_trip(REQUESTS, protocol) == REQUESTS
+
+
+def test_generate_requests_copy_as_themselves() -> None:
+    for request in REQUESTS:
+        assert copy.copy(request) is request and copy.deepcopy(request) is request
+    dup = copy.deepcopy(REQUESTS)
+    assert dup == REQUESTS and dup is not REQUESTS
+
+
+def test_a_corrupt_pickled_request_is_a_decode_error() -> None:
+    with pytest.raises(quill.DecodeError, match="GenerateRequest"):
+        quill.GenerateRequest._from_encoded(b"\x0a\xff")  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def chat_responses(server: Server) -> tuple[list[quill.GenerateResponse], quill.StreamTiming]:
+    client = quill.QuillClient(server.url, timeout_ms=10_000)
+    stream = client.chat(
+        [
+            quill.GenerateRequest([7, 8], max_new_tokens=5, stream_embeddings=True),
+            {"input_ids": [9], "max_new_tokens": 3},
+        ]
+    )
+    responses = list(stream)
+    timing = stream.timing
+    assert timing is not None and timing.tokens == 8
+    assert any(r.embedding is not None for r in responses)
+    assert any(r.embedding is None for r in responses)
+    return responses, timing
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_generate_responses_and_timing_round_trip(
+    chat_responses: tuple[list[quill.GenerateResponse], quill.StreamTiming], protocol: int
+) -> None:
+    responses, timing = chat_responses
+    back = round_trip(responses, protocol)
+    assert back == responses
+    for b, r in zip(back, responses):
+        assert isinstance(b, quill.GenerateResponse) and b is not r
+        assert b.tokens == r.tokens and b.tokens.sequence_id == r.tokens.sequence_id
+        assert b.attention_mask == r.attention_mask
+        assert (b.total_generated, b.is_complete, b.finish_reason) == (
+            r.total_generated,
+            r.is_complete,
+            r.finish_reason,
+        )
+        if r.embedding is not None:
+            assert b.embedding == r.embedding and b.embedding.name == r.embedding.name
+    t = round_trip(timing, protocol)
+    assert isinstance(t, quill.StreamTiming) and t == timing
+    assert (t.tokens, t.responses, t.elapsed_ms, t.tokens_per_second) == (
+        timing.tokens,
+        timing.responses,
+        timing.elapsed_ms,
+        timing.tokens_per_second,
+    )
+
+
+def test_response_embeddings_travel_out_of_band(
+    chat_responses: tuple[list[quill.GenerateResponse], quill.StreamTiming],
+) -> None:
+    responses, _ = chat_responses
+    with_embedding = [r for r in responses if r.embedding is not None]
+    back, buffers = out_of_band(with_embedding)
+    assert back == with_embedding
+    assert len(buffers) == len(with_embedding)  # one buffer per embedding, none in-band
+
+
+def test_generate_responses_and_timing_copy(
+    chat_responses: tuple[list[quill.GenerateResponse], quill.StreamTiming],
+) -> None:
+    responses, timing = chat_responses
+    assert copy.copy(timing) is timing and copy.deepcopy(timing) is timing
+    r = responses[0]
+    shallow, deep = copy.copy(r), copy.deepcopy(r)
+    assert shallow == r == deep and shallow is not r and deep is not r
+    # A shallow copy shares the (mutable) token batch, a deep copy has its own.
+    assert shallow.tokens is r.tokens and deep.tokens is not r.tokens
+    deep.tokens.add(quill.Token(1))
+    assert len(deep.tokens) == len(r.tokens) + 1 and deep != r
+    # The embedding is immutable: shared either way.
+    assert deep.embedding is r.embedding
+    assert r != responses[-1] and r != "not a response"
+
+
+def test_a_pickled_response_keeps_its_field_types() -> None:
+    restore = quill.GenerateResponse._from_state  # type: ignore[attr-defined]
+    ok = restore(quill.TokenBatch(), [True, False], None, 0, False, None)
+    assert ok.attention_mask == [True, False]
+    with pytest.raises(TypeError, match="attention_mask"):
+        restore(quill.TokenBatch(), [1, "x"], None, 0, False, None)
+    with pytest.raises(TypeError):
+        restore([quill.Token(1)], [], None, 0, False, None)
