@@ -521,6 +521,10 @@ fn adopt_buffer(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Bytes> {
     }
     let memoryview = py.import("builtins")?.getattr("memoryview")?;
     let view = memoryview.call1((obj,))?;
+    // `cast` refuses views with a zero in their shape: an empty tensor has no bytes.
+    if view.getattr("nbytes")?.extract::<usize>()? == 0 {
+        return Ok(Bytes::new());
+    }
     // A read-only view can sit over a writable exporter (pickle hands back read-only
     // views of the caller's bytearrays): share only memory its owner cannot change.
     let owner_readonly = memoryview
@@ -573,6 +577,10 @@ pub(crate) fn bytes_like<T: Send>(
                     .unwrap_or_default()
             ))
         })?;
+    // `cast` refuses views with a zero in their shape (`[0, 3]`): there are no bytes.
+    if mv.getattr("nbytes")?.extract::<usize>()? == 0 {
+        return f(&[]).py();
+    }
     if !mv.getattr("c_contiguous")?.is_truthy()? {
         // A strided view (`memoryview(b)[::2]`, a transposed array): its bytes in C
         // order, as `bytes(view)` gives them; one copy.

@@ -9,6 +9,7 @@ import math
 import pickle
 from typing import Any
 
+import numpy as np
 import pytest
 from quilltest import Server
 
@@ -149,3 +150,36 @@ def test_a_pickled_response_keeps_its_field_types() -> None:
         restore(quill.TokenBatch(), [1, "x"], None, 0, False, None)
     with pytest.raises(TypeError):
         restore([quill.Token(1)], [], None, 0, False, None)
+
+
+ZERO_SHAPES = [[0], [0, 3], [3, 0], [2, 0, 4], [0, 0]]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tensors_with_a_zero_dimension_travel_every_way(dtype: str) -> None:
+    qd = quill.DType.from_name(dtype)
+    for shape in ZERO_SHAPES:
+        t = quill.Tensor.zeros(shape, qd, name="empty")
+        for protocol in PROTOCOLS:
+            back = round_trip(t, protocol)
+            assert back == t and back.shape == shape and back.name == "empty"
+        back, buffers = out_of_band(t)
+        assert back == t and back.shape == shape and back.dtype == qd
+        assert len(buffers) == 1 and buffers[0].raw().nbytes == 0
+        # The buffer as a consumer may hand it back: a plain copy, an empty array.
+        data = pickle.dumps(t, protocol=5, buffer_callback=lambda _: False)
+        for given in (b"", bytearray(), np.empty(shape, np.uint8), memoryview(b"")):
+            assert pickle.loads(data, buffers=[given]) == t
+        # Views of the tensor and copies of its bytes are empty, with its shape.
+        assert np.asarray(memoryview(back)).size == 0 and back.tobytes() == b""
+        assert copy.deepcopy(back) is back
+
+
+def test_empty_buffers_with_zero_dimensions_are_accepted_as_data() -> None:
+    empty = np.zeros((0, 3), np.float32)
+    t = quill.Tensor.from_bytes(empty, [0, 3], quill.DType.float32())
+    assert t.shape == [0, 3] and t.tobytes() == b""
+    assert quill.Tensor.from_bytes(memoryview(empty), [3, 0], quill.DType.float32()).shape == [3, 0]
+    assert quill.Tensor.from_numpy(empty).shape == [0, 3]
+    with pytest.raises(quill.InvalidArgumentError, match="0 bytes"):
+        quill.Tensor.from_bytes(empty, [1, 3], quill.DType.float32())
