@@ -5,6 +5,7 @@
 
 use pyo3::prelude::*;
 
+mod adopt;
 mod args;
 mod client;
 mod dlpack;

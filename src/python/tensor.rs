@@ -11,9 +11,9 @@ use bytes::Bytes;
 use pyo3::exceptions::{PyBufferError, PyOverflowError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyCapsule, PyTuple};
 
+use super::adopt;
 use super::dlpack;
 use super::dtype::PyDType;
 use super::errors::{out_of_range, IntoPyResult};
@@ -393,9 +393,10 @@ impl PyTensor {
         (restore, args).into_pyobject(py)
     }
 
-    /// Rebuilds a pickled tensor. `bytes` and read-only buffers (an out-of-band
-    /// `PickleBuffer`, shared memory) are adopted without a copy, the tensor keeping
-    /// their owner alive; a writable buffer is copied, since its owner may change it.
+    /// Rebuilds a pickled tensor. Buffers whose memory can never change (`bytes`, an
+    /// out-of-band `PickleBuffer` of a tensor, Ray's object store) are adopted without
+    /// a copy, the tensor keeping their owner alive; anything its owner could still
+    /// write is copied (`src/python/adopt.rs` has the rule).
     #[staticmethod]
     fn _from_buffer(
         py: Python<'_>,
@@ -407,7 +408,7 @@ impl PyTensor {
     ) -> PyResult<Self> {
         let mut meta = TensorMeta::new(shape, dtype.0, name).py()?;
         meta.device = Device::from_name(device).py()?;
-        let bytes = adopt_buffer(py, data)?;
+        let bytes = adopt::adopt_buffer(py, data)?;
         Tensor::new(meta, bytes).map(PyTensor::wrap).py()
     }
 
@@ -491,60 +492,6 @@ impl PyTensor {
     }
 
     unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}
-}
-
-/// A read-only buffer's memory, kept alive by a private memoryview of it. Dropping it
-/// needs no GIL: the reference is released by PyO3 when the GIL is next held.
-struct SharedView {
-    _view: Py<PyAny>,
-    ptr: *const u8,
-    len: usize,
-}
-
-// SAFETY: the memory is read-only and stays valid while `_view` (a memoryview nobody
-// else can reach, so nobody releases it) is alive; `Py<PyAny>` is Send + Sync.
-unsafe impl Send for SharedView {}
-unsafe impl Sync for SharedView {}
-
-impl AsRef<[u8]> for SharedView {
-    fn as_ref(&self) -> &[u8] {
-        // SAFETY: see the Send/Sync impls; `len` bytes at `ptr` belong to the buffer.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-}
-
-/// The bytes of `obj` without a copy where that is safe (`bytes`, contiguous buffers
-/// whose owner is read-only), else a copy.
-fn adopt_buffer(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Bytes> {
-    if let Ok(b) = obj.cast::<PyBytes>() {
-        return Ok(Bytes::from_owner(PyBackedBytes::from(b.clone())));
-    }
-    let memoryview = py.import("builtins")?.getattr("memoryview")?;
-    let view = memoryview.call1((obj,))?;
-    // `cast` refuses views with a zero in their shape: an empty tensor has no bytes.
-    if view.getattr("nbytes")?.extract::<usize>()? == 0 {
-        return Ok(Bytes::new());
-    }
-    // A read-only view can sit over a writable exporter (pickle hands back read-only
-    // views of the caller's bytearrays): share only memory its owner cannot change.
-    let owner_readonly = memoryview
-        .call1((view.getattr("obj")?,))?
-        .getattr("readonly")?
-        .is_truthy()?;
-    let shareable = owner_readonly && view.getattr("c_contiguous")?.is_truthy()?;
-    if !shareable {
-        return bytes_like(py, obj, |raw| Ok(Bytes::copy_from_slice(raw)));
-    }
-    let flat = view.call_method1("cast", ("B",))?;
-    let (ptr, len) = {
-        let buf = pyo3::buffer::PyBuffer::<u8>::get(&flat)?;
-        (buf.buf_ptr() as *const u8, buf.item_count())
-    };
-    Ok(Bytes::from_owner(SharedView {
-        _view: flat.unbind(),
-        ptr,
-        len,
-    }))
 }
 
 /// Runs `f` over the bytes of a bytes-like object (bytes, bytearray, memoryview, numpy

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import copy
 import math
+import mmap
 import pickle
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -183,3 +185,76 @@ def test_empty_buffers_with_zero_dimensions_are_accepted_as_data() -> None:
     assert quill.Tensor.from_numpy(empty).shape == [0, 3]
     with pytest.raises(quill.InvalidArgumentError, match="0 bytes"):
         quill.Tensor.from_bytes(empty, [1, 3], quill.DType.float32())
+
+
+def address(buffer: Any) -> int:
+    return int(np.frombuffer(buffer, np.uint8).__array_interface__["data"][0])
+
+
+def load_with(buffer: Any, t: quill.Tensor) -> quill.Tensor:
+    data = pickle.dumps(t, protocol=5, buffer_callback=lambda _: False)
+    back = pickle.loads(data, buffers=[buffer])
+    assert isinstance(back, quill.Tensor)
+    return back
+
+
+SOURCE = quill.Tensor.from_bytes(bytes(range(8)), [8], quill.DType.uint8())
+
+
+def test_a_read_only_array_its_owner_can_make_writable_is_copied() -> None:
+    # numpy's rule: the array owns its memory, so `writeable = True` is allowed later.
+    arr = np.arange(8, dtype=np.uint8)
+    arr.flags.writeable = False
+    back = load_with(arr, SOURCE)
+    arr.flags.writeable = True
+    arr[0] = 99
+    assert back.tobytes() == bytes(range(8))
+    assert address(back) != address(arr)
+    # A read-only view of such an array: its base decides, and can change.
+    base = np.arange(16, dtype=np.uint8)
+    view = base[8:]
+    view.flags.writeable = False
+    back = load_with(view, SOURCE)
+    base[8] = 42
+    assert back.tobytes()[0] == 8
+    # A read-only view over a bytearray: numpy refuses `writeable = True` on the array,
+    # but the bytearray's owner writes it directly.
+    owner = bytearray(range(8))
+    frozen = np.frombuffer(memoryview(owner).toreadonly(), np.uint8)
+    with pytest.raises(ValueError):
+        frozen.flags.writeable = True
+    back = load_with(frozen, SOURCE)
+    owner[0] = 77
+    assert back.tobytes()[0] == 0
+    back = load_with(memoryview(owner).toreadonly(), SOURCE)
+    owner[1] = 77
+    assert back.tobytes()[1] == 1
+
+
+def test_memory_that_cannot_change_is_shared_without_a_copy(tmp_path: Path) -> None:
+    raw = bytes(range(8))
+    # Arrays and views over bytes, and the tensor's own out-of-band buffer.
+    over_bytes = np.frombuffer(raw, np.uint8)
+    back = load_with(over_bytes, SOURCE)
+    assert back.tobytes() == raw and address(back) == address(raw)
+    back = load_with(memoryview(raw)[:], SOURCE)
+    assert address(back) == address(raw)
+    back, buffers = out_of_band(SOURCE)
+    assert address(back) == address(SOURCE)
+    # A read-only memory map cannot be made writable (as Ray's object store): shared.
+    path = tmp_path / "t.bin"
+    path.write_bytes(raw)
+    with open(path, "rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        back = load_with(mapped, SOURCE)
+        assert back.tobytes() == raw and address(back) == address(mapped)
+        readonly_map = np.memmap(path, dtype=np.uint8, mode="r")
+        assert address(load_with(readonly_map, SOURCE)) == address(readonly_map)
+        del back
+    # A writable map is copied.
+    with open(path, "r+b") as f:
+        writable = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_WRITE)
+        back = load_with(writable, SOURCE)
+        writable[0] = 55
+        assert back.tobytes() == raw
+        writable.close()
