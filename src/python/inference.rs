@@ -15,7 +15,7 @@ use super::errors::IntoPyResult;
 use super::stream::{pump_encoded, PyStream, StreamKind};
 use super::tensor::PyTensor;
 use super::token::PyTokenBatch;
-use super::{exit, wait};
+use super::{exit, text, wait};
 use crate::client::{Call, Reply};
 use crate::inference::{
     chat_call, embed_call, embeddings_from_reply, generate_call, EmbedRequest, GenerateRequest,
@@ -194,9 +194,9 @@ impl PyGenerateResponse {
         tokens: Py<PyTokenBatch>,
         attention_mask: Bound<'_, PyList>,
         embedding: Option<Py<PyTensor>>,
-        total_generated: u32,
+        #[pyo3(from_py_with = args::total_generated)] total_generated: u32,
         is_complete: bool,
-        finish_reason: Option<String>,
+        #[pyo3(from_py_with = text::opt_finish_reason)] finish_reason: Option<String>,
     ) -> PyResult<Self> {
         if !attention_mask
             .iter()
@@ -299,8 +299,8 @@ impl PyStreamTiming {
     #[staticmethod]
     #[allow(clippy::too_many_arguments)]
     fn _from_state(
-        tokens: u64,
-        responses: u64,
+        #[pyo3(from_py_with = args::tokens)] tokens: u64,
+        #[pyo3(from_py_with = args::responses)] responses: u64,
         time_to_first_token_ms: Option<f64>,
         inter_token_p50_ms: Option<f64>,
         inter_token_p99_ms: Option<f64>,

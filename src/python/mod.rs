@@ -17,6 +17,7 @@ mod logging;
 mod numpy_conv;
 mod stream;
 mod tensor;
+mod text;
 mod token;
 mod wait;
 

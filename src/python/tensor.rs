@@ -19,6 +19,7 @@ use super::dtype::PyDType;
 use super::errors::{out_of_range, IntoPyResult};
 use super::exit;
 use super::numpy_conv;
+use super::text;
 use crate::dtype::DType;
 use crate::error::QuillError;
 use crate::tensor::{Device, Tensor, TensorMeta};
@@ -71,7 +72,11 @@ pub struct PyTensorMeta(pub TensorMeta);
 impl PyTensorMeta {
     #[new]
     #[pyo3(signature = (shape, dtype, name=None))]
-    fn new(shape: &Bound<'_, PyAny>, dtype: PyDType, name: Option<String>) -> PyResult<Self> {
+    fn new(
+        shape: &Bound<'_, PyAny>,
+        dtype: PyDType,
+        #[pyo3(from_py_with = text::opt_name)] name: Option<String>,
+    ) -> PyResult<Self> {
         TensorMeta::new(dims_from_py(shape)?, dtype.0, name)
             .map(PyTensorMeta)
             .py()
@@ -80,13 +85,13 @@ impl PyTensorMeta {
     /// Rebuilds a pickled `TensorMeta` (`__reduce__`), device included.
     #[staticmethod]
     fn _from_state(
-        shape: Vec<u64>,
+        #[pyo3(from_py_with = dims_from_py)] shape: Vec<u64>,
         dtype: PyDType,
-        name: Option<String>,
-        device: &str,
+        #[pyo3(from_py_with = text::opt_name)] name: Option<String>,
+        #[pyo3(from_py_with = text::device)] device: String,
     ) -> PyResult<Self> {
         let mut meta = TensorMeta::new(shape, dtype.0, name).py()?;
-        meta.device = Device::from_name(device).py()?;
+        meta.device = Device::from_name(&device).py()?;
         Ok(PyTensorMeta(meta))
     }
 
@@ -218,7 +223,7 @@ impl PyTensor {
     fn from_numpy(
         py: Python<'_>,
         array: &Bound<'_, PyAny>,
-        name: Option<String>,
+        #[pyo3(from_py_with = text::opt_name)] name: Option<String>,
         dtype: Option<PyDType>,
     ) -> PyResult<Self> {
         let (data, shape, dtype) = numpy_conv::from_numpy(py, array, dtype.map(|d| d.0))?;
@@ -233,7 +238,7 @@ impl PyTensor {
     fn from_dlpack(
         py: Python<'_>,
         x: &Bound<'_, PyAny>,
-        name: Option<String>,
+        #[pyo3(from_py_with = text::opt_name)] name: Option<String>,
         copy: Option<bool>,
     ) -> PyResult<Self> {
         let (data, shape, dtype) = dlpack::import(py, x, copy)?;
@@ -262,7 +267,11 @@ impl PyTensor {
     /// A zero-filled tensor.
     #[staticmethod]
     #[pyo3(signature = (shape, dtype, name=None))]
-    fn zeros(shape: &Bound<'_, PyAny>, dtype: PyDType, name: Option<String>) -> PyResult<Self> {
+    fn zeros(
+        shape: &Bound<'_, PyAny>,
+        dtype: PyDType,
+        #[pyo3(from_py_with = text::opt_name)] name: Option<String>,
+    ) -> PyResult<Self> {
         let meta = TensorMeta::new(dims_from_py(shape)?, dtype.0, name).py()?;
         Tensor::zeros(meta).map(PyTensor::wrap).py()
     }
@@ -275,7 +284,7 @@ impl PyTensor {
         data: &Bound<'_, PyAny>,
         shape: &Bound<'_, PyAny>,
         dtype: PyDType,
-        name: Option<String>,
+        #[pyo3(from_py_with = text::opt_name)] name: Option<String>,
     ) -> PyResult<Self> {
         let meta = TensorMeta::new(dims_from_py(shape)?, dtype.0, name).py()?;
         let bytes = bytes_like(py, data, |raw| {
@@ -364,7 +373,10 @@ impl PyTensor {
     }
 
     /// The same data under another name (no copy).
-    fn with_name(&self, name: Option<String>) -> PyResult<Self> {
+    fn with_name(
+        &self,
+        #[pyo3(from_py_with = text::opt_name)] name: Option<String>,
+    ) -> PyResult<Self> {
         self.inner.with_name(name).map(PyTensor::wrap).py()
     }
 
@@ -401,13 +413,13 @@ impl PyTensor {
     fn _from_buffer(
         py: Python<'_>,
         data: &Bound<'_, PyAny>,
-        shape: Vec<u64>,
+        #[pyo3(from_py_with = dims_from_py)] shape: Vec<u64>,
         dtype: PyDType,
-        name: Option<String>,
-        device: &str,
+        #[pyo3(from_py_with = text::opt_name)] name: Option<String>,
+        #[pyo3(from_py_with = text::device)] device: String,
     ) -> PyResult<Self> {
         let mut meta = TensorMeta::new(shape, dtype.0, name).py()?;
-        meta.device = Device::from_name(device).py()?;
+        meta.device = Device::from_name(&device).py()?;
         let bytes = adopt::adopt_buffer(py, data)?;
         Tensor::new(meta, bytes).map(PyTensor::wrap).py()
     }
