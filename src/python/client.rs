@@ -948,6 +948,17 @@ impl PyQuillClient {
         self.inner.set_header(&name, &value).py()
     }
 
+    /// A custom header whose value is a secret whatever its name: never shown by
+    /// `get_headers()`, `repr`, pickles, `to_config()` (without `include_secrets`),
+    /// logs or errors.
+    fn set_secret_header(
+        &self,
+        #[pyo3(from_py_with = text::name)] name: String,
+        #[pyo3(from_py_with = text::value)] value: String,
+    ) -> PyResult<()> {
+        self.inner.set_secret_header(&name, &value).py()
+    }
+
     /// Removes a header; returns whether it was set.
     fn remove_header(&self, #[pyo3(from_py_with = text::name)] name: String) -> bool {
         self.inner.remove_header(&name)
