@@ -837,8 +837,8 @@ impl PyQuillClient {
     }
 
     /// `quill.inference.v1.InferenceService/Embed`: one float `Tensor` per layer asked
-    /// for (`numpy.asarray(t)` is a zero-copy view). Idempotent: retried when the
-    /// client has `max_retries`.
+    /// for (`numpy.asarray(t)` is a zero-copy view); an answer with another count is a
+    /// `ProtocolError`. Idempotent: retried when the client has `max_retries`.
     #[pyo3(signature = (input_ids, *, layers=None, pool=false, pool_strategy=None,
         timeout_ms=None, headers=None))]
     #[allow(clippy::too_many_arguments)]
@@ -853,10 +853,10 @@ impl PyQuillClient {
         #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let _inside = exit::enter(py);
-        let call =
+        let (call, request) =
             inference::embed_request(input_ids, layers, pool, pool_strategy, timeout_ms, headers);
         let reply: Reply = self.run_blocking(py, call)?;
-        inference::embed_reply(py, reply)
+        inference::embed_reply(py, reply, &request)
     }
 
     /// `await client.embed_async(...)`: `embed` for asyncio.
@@ -874,9 +874,11 @@ impl PyQuillClient {
         #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let _inside = exit::enter(py);
-        let call =
+        let (call, request) =
             inference::embed_request(input_ids, layers, pool, pool_strategy, timeout_ms, headers);
-        self.run_async(py, call, inference::embed_reply)
+        self.run_async(py, call, move |py, reply| {
+            inference::embed_reply(py, reply, &request)
+        })
     }
 
     /// Closes the client: calls and streams in flight on any thread end with

@@ -439,7 +439,8 @@ pub(crate) fn chat(
     PyGenerateStream::open(py, client, call, true, eager)
 }
 
-/// The `Embed` call of the keyword arguments of `QuillClient.embed`.
+/// The `Embed` call of the keyword arguments of `QuillClient.embed`, and the request
+/// its answer is checked against.
 pub(crate) fn embed_request(
     input_ids: Vec<u32>,
     layers: Option<Vec<i32>>,
@@ -447,20 +448,24 @@ pub(crate) fn embed_request(
     pool_strategy: Option<String>,
     timeout_ms: Option<u64>,
     headers: Option<Vec<(String, String)>>,
-) -> Call {
+) -> (Call, EmbedRequest) {
     let request = EmbedRequest {
         input_ids,
         layers: layers.unwrap_or_default(),
         pool,
         pool_strategy,
     };
-    call_options(embed_call(&request), timeout_ms, headers)
+    let call = call_options(embed_call(&request), timeout_ms, headers);
+    (call, request)
 }
 
-/// The tensors of an `Embed` reply as a list of `quill.Tensor`.
-pub(crate) fn embed_reply(py: Python<'_>, reply: Reply) -> PyResult<Bound<'_, PyAny>> {
-    use super::errors::IntoPyResult;
-    let tensors = embeddings_from_reply(reply.body).py()?;
+/// The tensors of the `Embed` reply to `request` as a list of `quill.Tensor`.
+pub(crate) fn embed_reply<'py>(
+    py: Python<'py>,
+    reply: Reply,
+    request: &EmbedRequest,
+) -> PyResult<Bound<'py, PyAny>> {
+    let tensors = embeddings_from_reply(request, reply.body).py()?;
     let list = PyList::empty(py);
     for t in tensors {
         list.append(Py::new(py, PyTensor::wrap(t))?)?;

@@ -353,6 +353,14 @@ pub async fn stream_slow(
     infallible_stream_response(CONTENT_TYPE_STREAM, frames)
 }
 
+/// `/test.v1.EmptyAnswers/{*path}`: any POST under this prefix is answered 200 with an
+/// empty `application/proto` body and its request is not read, as the original Quill
+/// server's HTTP/3 path answers every POST (protocol.md, interop notes). A client whose
+/// `base_url` ends in `/test.v1.EmptyAnswers` meets that server on every route.
+pub async fn empty_answer() -> Response {
+    ([(header::CONTENT_TYPE, CONTENT_TYPE_PROTO)], Bytes::new()).into_response()
+}
+
 /// `GoAway`: `{"ok": true}`, then the connection it came on shuts down gracefully
 /// (HTTP/2 and HTTP/3 GOAWAY: streams already open finish, new ones need a new
 /// connection).

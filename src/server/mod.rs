@@ -283,6 +283,7 @@ pub fn router(config: Config) -> Router {
         .route("/test.v1.FaultService/Stall", post(fault::stall))
         .route("/test.v1.FaultService/GoAway", post(fault::goaway))
         .route("/test.v1.FaultService/Bomb", post(fault::bomb))
+        .route("/test.v1.EmptyAnswers/{*path}", post(fault::empty_answer))
         .method_not_allowed_fallback(problem::method_not_allowed)
         .fallback(problem::not_found)
         .layer(axum::middleware::from_fn_with_state(
