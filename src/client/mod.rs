@@ -358,6 +358,8 @@ impl QuillClient {
             label: CallLabel {
                 path: format!("{service}/{method}"),
                 timeout_ms,
+                // Set by the stream reader when it sends the call.
+                streamed: false,
             },
             deadline,
             idle_timeout: self

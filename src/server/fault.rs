@@ -250,6 +250,15 @@ pub async fn stream_cut(headers: HeaderMap, body: Body) -> Response {
     stream_response(CONTENT_TYPE_STREAM, frames)
 }
 
+/// `StreamBreak`: the response body fails at once, before its first byte. hyper then
+/// sends no response at all over HTTP/1.1 (the connection closes, as the original
+/// Quill server's does when a stream fails early) and resets the stream over HTTP/2;
+/// over HTTP/3 the headers go out and the stream is reset.
+pub async fn stream_break() -> Response {
+    let failing = stream::once(async { Err::<Bytes, _>(Abort("StreamBreak: failed at once")) });
+    stream_response(CONTENT_TYPE_STREAM, failing)
+}
+
 /// `StreamOversized`: a DATA frame header declaring 8 MiB (over the 4 MiB limit),
 /// then its 8 MiB of zero bytes and END_STREAM: a client without the limit would
 /// accept it.

@@ -264,6 +264,10 @@ pub fn router(config: Config) -> Router {
         .route("/test.v1.FaultService/Auth", post(fault::auth))
         .route("/test.v1.FaultService/StreamCut", post(fault::stream_cut))
         .route(
+            "/test.v1.FaultService/StreamBreak",
+            post(fault::stream_break),
+        )
+        .route(
             "/test.v1.FaultService/StreamOversized",
             post(fault::stream_oversized),
         )

@@ -5,6 +5,7 @@ breaks off (before or after its first message)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Iterable
 
 import pytest
 
@@ -38,3 +39,56 @@ def test_embed_without_one_tensor_per_layer_is_a_protocol_error(
     # The same calls on the real route get what they asked for.
     assert len(client.embed([5, 6], layers=[-1, -2])) == 2
     assert len(client.embed([5, 6])) == 1
+
+
+def broken_end(open_stream: Callable[[], Iterable[object]]) -> BaseException:
+    """The error a stream ends with, whether at its open or while reading it."""
+    with pytest.raises(quill.QuillError) as info:
+        for _ in open_stream():
+            pass
+    return info.value
+
+
+FAULT = "test.v1.FaultService"
+
+
+def test_a_stream_that_breaks_off_is_a_stream_error_on_every_version(
+    client: quill.QuillClient,
+) -> None:
+    for _ in range(5):
+        # Fails before its first byte: over HTTP/1.1 no response at all (the
+        # connection closes, as the original Quill server's does), over HTTP/2 and
+        # HTTP/3 a reset stream.
+        for method in (client.stream, client.stream_tokens):
+            e = broken_end(lambda m=method: m(FAULT, "StreamBreak", {}))
+            assert type(e) is quill.StreamError and "StreamBreak" in str(e), repr(e)
+        # Fails after its headers, before or after a message.
+        for n in (0, 2):
+            e = broken_end(lambda n=n: client.stream(FAULT, "StreamCut", {"messages": n}))
+            assert type(e) is quill.StreamError, repr(e)
+
+    async def read_async() -> None:
+        async for _ in client.stream_async(FAULT, "StreamBreak", {}):
+            pass
+
+    with pytest.raises(quill.StreamError):
+        asyncio.run(read_async())
+    # A unary call without an answer is still a connection error (it may be retried).
+    with pytest.raises(quill.QuillConnectionError):
+        client.call(FAULT, "StreamBreak", b"{}")
+
+
+def test_a_chat_the_server_fails_midway_is_a_stream_error(client: quill.QuillClient) -> None:
+    """The server fails the second generation (max_new_tokens over its limit) while
+    the first streams: whether the response headers were out yet is a race, and the
+    error is the same either way."""
+    for _ in range(10):
+        with pytest.raises(quill.StreamError):
+            list(
+                client.chat(
+                    [
+                        {"input_ids": [1], "max_new_tokens": 3},
+                        {"input_ids": [1], "max_new_tokens": 100_000},
+                    ]
+                )
+            )
