@@ -397,3 +397,49 @@ fn streams_from_a_foreign_executor() {
         Err(QuillError::Protocol { .. })
     ));
 }
+
+/// The end of a stream that breaks off, whether at its open (no response yet) or
+/// while reading it.
+fn broken_end(c: &QuillClient, method: &str, req: Value) -> QuillError {
+    match open(c, method, req) {
+        Err(e) => e,
+        Ok(stream) => drain(c, &stream).1.unwrap_err(),
+    }
+}
+
+#[test]
+fn a_stream_that_breaks_off_is_a_stream_error_before_and_after_its_response() {
+    let s = Server::start(&[]);
+    let c = s.client();
+    for _ in 0..10 {
+        // Fails before its first byte: over HTTP/1.1 no response at all (the connection
+        // closes), over HTTP/2 a reset stream, over HTTP/3 a reset stream.
+        let e = broken_end(&c, "StreamBreak", json!({}));
+        assert!(
+            matches!(&e, QuillError::Stream { reason } if reason.contains("StreamBreak")),
+            "{e:?}"
+        );
+        // Fails after its headers, with no message.
+        let e = broken_end(&c, "StreamCut", json!({"messages": 0}));
+        assert!(matches!(e, QuillError::Stream { .. }), "{e:?}");
+    }
+    // A unary call that gets no answer is a connection error, as before: it may be
+    // retried, and there is no stream to break.
+    let unary = c.run_blocking::<Reply>(Call::json(FAULT, "StreamBreak", "{}"));
+    assert!(
+        matches!(unary, Err(QuillError::Connection { .. })),
+        "{unary:?}"
+    );
+    // A server that cannot be reached is a connection error for a stream too.
+    let gone = Server::start(&[]);
+    let url = gone.url.clone();
+    drop(gone);
+    let refused = s.client_with(|cfg| {
+        cfg.base_url = url;
+        // Over HTTP/3 nothing answers the UDP handshake: give up after 500 ms.
+        cfg.http2.keep_alive_interval_ms = None;
+        cfg.http2.keep_alive_timeout_ms = 500;
+    });
+    let e = broken_end(&refused, "StreamSlow", json!({}));
+    assert!(matches!(e, QuillError::Connection { .. }), "{e:?}");
+}

@@ -274,3 +274,37 @@ fn pregenerated_mode_streams_big_batches() {
         }
     }
 }
+
+#[test]
+fn embed_refuses_an_answer_without_one_tensor_per_layer() {
+    let srv = Server::start(&[]);
+    // Under this prefix the server answers every POST with 200 and an empty body, as
+    // the original Quill server's HTTP/3 path does.
+    let c = srv.client_with(|cfg| cfg.base_url = format!("{}/test.v1.EmptyAnswers", srv.url));
+    for (layers, expected) in [(vec![-1, -2], 2), (vec![], 1)] {
+        let req = EmbedRequest {
+            input_ids: vec![5],
+            layers,
+            ..Default::default()
+        };
+        match c.block_on(c.embed(&req, CallOptions::default())) {
+            Err(QuillError::Protocol { reason }) => {
+                assert!(
+                    reason.contains(&format!("{expected} embeddings expected"))
+                        && reason.contains("0 received"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // The real route answers as many as asked for.
+    let good = srv.client();
+    let req = EmbedRequest {
+        input_ids: vec![5],
+        layers: vec![-1, -2, 0],
+        ..Default::default()
+    };
+    let tensors = good.block_on(good.embed(&req, CallOptions::default()));
+    assert_eq!(tensors.unwrap().len(), 3);
+}

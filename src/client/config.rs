@@ -382,22 +382,29 @@ const RESERVED: &[&str] = &[
     "upgrade",
 ];
 
-/// Whether a header name looks like it carries a credential. Errs on the side of
-/// redacting: a redacted harmless value costs nothing, a shown secret leaks.
-pub(crate) fn is_secret_name(lower: &str) -> bool {
-    matches!(lower, "authorization" | "proxy-authorization" | "cookie")
-        || [
-            "auth",
-            "token",
-            "secret",
-            "password",
-            "passwd",
-            "api-key",
-            "api_key",
-            "apikey",
-            "session",
-            "credential",
-        ]
+/// Parts of header names that mark a credential: `key` covers API, subscription,
+/// function and access keys (`X-API-Key`, `Ocp-Apim-Subscription-Key`,
+/// `x-functions-key`, `X-Access-Key`, `X-Key`), `auth` covers `Authorization` and
+/// `Proxy-Authorization`, `cookie` covers `Cookie`.
+pub(crate) const SECRET_NAME_PARTS: &[&str] = &[
+    "auth",
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "key",
+    "session",
+    "credential",
+    "cookie",
+    "signature",
+];
+
+/// Whether a header name looks like it carries a credential: it contains one of
+/// [`SECRET_NAME_PARTS`], in any case. Errs on the side of redacting (`X-Monkey` is
+/// redacted too): a redacted harmless value costs nothing, a shown secret leaks.
+pub(crate) fn is_secret_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    SECRET_NAME_PARTS
         .iter()
         .any(|needle| lower.contains(needle))
 }
@@ -688,6 +695,44 @@ mod tests {
         assert!(h.set_api_key(" ", None).is_err());
         h.set("X-Tab", "a\tb", false).unwrap();
         h.set("X-Empty", "", false).unwrap();
+    }
+
+    #[test]
+    fn credential_names_are_secret_whatever_their_case() {
+        for name in [
+            "Authorization",
+            "Proxy-Authorization",
+            "Cookie",
+            "X-API-Key",
+            "x-api_key",
+            "Apikey",
+            "Ocp-Apim-Subscription-Key",
+            "x-functions-key",
+            "X-Access-Key",
+            "X-Key",
+            "X-Amz-Security-Token",
+            "X-Client-Secret",
+            "X-Session-Id",
+            "X-Hub-Signature-256",
+            "X-Db-Password",
+            "X-Credentials",
+        ] {
+            assert!(is_secret_name(name), "{name}");
+            let mut h = HeaderStore::default();
+            h.set(name, "s3cret-value", false).unwrap();
+            assert_eq!(h.list(false)[0].1, REDACTED, "{name}");
+            assert!(h.settings(false).is_empty(), "{name}");
+            assert!(h.settings(true)[0].secret, "{name}");
+        }
+        for name in [
+            "X-Request-ID",
+            "X-Trace",
+            "User-Agent",
+            "Accept-Language",
+            "X-Priority",
+        ] {
+            assert!(!is_secret_name(name), "{name}");
+        }
     }
 
     #[test]

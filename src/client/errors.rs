@@ -9,11 +9,15 @@ use std::time::Duration;
 use super::events::{self, EventKind, Level};
 use crate::error::QuillError;
 
-/// What a call is, for error messages: `service/method` and its timeout.
+/// What a call is, for error messages: `service/method`, its timeout, and whether it
+/// answers with a stream of messages.
 #[derive(Debug, Clone)]
 pub(crate) struct CallLabel {
     pub path: String,
     pub timeout_ms: u64,
+    /// A stream call: once its request went out on a connection, any failure before
+    /// END_STREAM (before the response headers too) is the stream breaking off.
+    pub streamed: bool,
 }
 
 impl CallLabel {
@@ -38,6 +42,14 @@ impl CallLabel {
             },
             idle,
         )
+    }
+
+    /// The error of a stream call whose request went out but whose response never
+    /// began: `why` is what the transport saw.
+    pub fn broke_off_before_response(&self, why: &str) -> QuillError {
+        QuillError::Stream {
+            reason: format!("stream {} broke off before its response: {why}", self.path),
+        }
     }
 
     fn timed_out(&self, err: QuillError, after: Duration) -> QuillError {
@@ -87,6 +99,12 @@ pub(crate) fn map_send_error(err: reqwest::Error, label: &CallLabel) -> QuillErr
     }
     if err.is_redirect() {
         return QuillError::protocol(format!("call to {}: {}", label.path, describe(&err)));
+    }
+    // A stream whose request reached an open connection and got no response (the
+    // connection closed, the stream was reset): the stream broke off, as it would have
+    // a moment later with the headers in (protocol.md §3), on every HTTP version.
+    if label.streamed && !err.is_connect() {
+        return label.broke_off_before_response(&describe(&err));
     }
     // Refused, DNS, TLS handshake, reset or closed before the response: the server
     // could not be reached or gave no answer, which is what Connection means.
@@ -153,6 +171,7 @@ mod tests {
         CallLabel {
             path: "s.v1.S/M".into(),
             timeout_ms: 500,
+            streamed: false,
         }
     }
 

@@ -82,9 +82,10 @@ use crate::error::{QuillError, Result};
 /// Headers set with the `set_*` methods go out on every later call. Secret values —
 /// `Authorization`, the API-key header, headers set with
 /// [`set_secret_header`](Self::set_secret_header) and any header whose name looks like
-/// a credential (contains `auth`, `token`, `secret`, `password`, `api-key`, `session`,
-/// …, or is `Cookie`) — are shown as [`REDACTED`] by [`headers`](Self::headers) and
-/// never appear in `Debug` or in error messages.
+/// a credential (contains `auth`, `token`, `secret`, `password`, `passwd`, `key`,
+/// `session`, `credential`, `cookie` or `signature`, in any case) — are shown as
+/// [`REDACTED`] by [`headers`](Self::headers) and never appear in `Debug` or in error
+/// messages.
 ///
 /// ```
 /// use quill::QuillClient;
@@ -369,6 +370,8 @@ impl QuillClient {
             label: CallLabel {
                 path: format!("{service}/{method}"),
                 timeout_ms,
+                // Set by the stream reader when it sends the call.
+                streamed: false,
             },
             deadline,
             idle_timeout: self

@@ -243,7 +243,7 @@ impl QuicPool {
         )));
         let head = tokio::select! {
             biased;
-            head = recv.recv_response() => head.map_err(|e| send_error(&e, label))?,
+            head = recv.recv_response() => head.map_err(|e| answer_error(&e, label))?,
             // A request body that broke off ends the call here, and dropping `recv` asks
             // the server to stop sending: a server that then ends the stream without an
             // answer would otherwise be a connection error (RFC 9114 §4.1) failing every
@@ -590,6 +590,15 @@ fn stream_text(err: &StreamError) -> String {
 /// An error before the response headers arrived.
 fn send_error(err: &StreamError, label: &CallLabel) -> QuillError {
     connect_error(label, &stream_text(err))
+}
+
+/// An error while waiting for the response headers of a request that was sent: a
+/// stream call's stream broke off (as over TCP), any other call's connection failed.
+fn answer_error(err: &StreamError, label: &CallLabel) -> QuillError {
+    if label.streamed {
+        return label.broke_off_before_response(&format!("{} (HTTP/3)", stream_text(err)));
+    }
+    send_error(err, label)
 }
 
 /// An error while reading a response body.

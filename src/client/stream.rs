@@ -52,9 +52,12 @@ enum State {
 ///
 /// `next_message` returns `Ok(Some(message))` per DATA payload and `Ok(None)` after
 /// END_STREAM. Errors: [`QuillError::Stream`] when the body ends or the connection
-/// drops before END_STREAM, or on a CANCEL frame; [`QuillError::Protocol`] for malformed
-/// or oversized frames (or a message over `max_decoded_size`); [`QuillError::Timeout`]
-/// when the call deadline or the idle timeout passes. A non-2xx answer fails the
+/// drops before END_STREAM, or on a CANCEL frame (opening the stream fails with it too
+/// when the connection closes or the stream is reset before the response headers, on
+/// every HTTP version; [`QuillError::Connection`] only when the server cannot be
+/// reached); [`QuillError::Protocol`] for malformed or oversized frames (or a message
+/// over `max_decoded_size`); [`QuillError::Timeout`] when the call deadline or the
+/// idle timeout passes. A non-2xx answer fails the
 /// `open_*` call itself with [`QuillError::Status`]. Errors are sticky: once the stream
 /// failed, every later call returns the same error.
 ///
@@ -271,11 +274,12 @@ enum Outcome {
 /// Sends `body` and, once 2xx headers are in, starts the reader task. Must run on the
 /// client's runtime.
 pub(crate) async fn open(
-    ctx: CallContext,
+    mut ctx: CallContext,
     body: reqwest::Body,
     zstd: bool,
     request_error: Option<ErrorSlot>,
 ) -> Result<Opened> {
+    ctx.label.streamed = true;
     let sent = ctx
         .within_deadline(async {
             let slot = ctx.connection_slot().await;

@@ -40,11 +40,38 @@ pub(crate) fn tracker_for(chat: bool) -> GenerateTracker {
     })
 }
 
-/// The tensors of an `EmbedResponse`, each checked; `metadata`, when sent, must
-/// describe them one for one.
-pub fn embeddings_from_reply(body: Bytes) -> Result<Vec<Tensor>> {
+/// How many tensors the answer to `request` holds: one per layer asked for, or one
+/// (the last layer's) when it names none.
+pub fn expected_embeddings(request: &EmbedRequest) -> usize {
+    request.layers.len().max(1)
+}
+
+/// The tensors of the `EmbedResponse` answering `request`, each checked: exactly
+/// [`expected_embeddings`] of them (an empty body, as some servers answer every call,
+/// holds none), and `metadata`, when sent, must describe them one for one. A reply that
+/// breaks these rules is [`QuillError::Protocol`].
+///
+/// ```
+/// use quill::inference::{embeddings_from_reply, EmbedRequest};
+/// let request = EmbedRequest { input_ids: vec![7], layers: vec![-1, -2], ..Default::default() };
+/// let err = embeddings_from_reply(&request, bytes::Bytes::new()).unwrap_err();
+/// assert!(err.to_string().contains("2 embeddings expected"), "{err}");
+/// ```
+pub fn embeddings_from_reply(request: &EmbedRequest, body: Bytes) -> Result<Vec<Tensor>> {
     let resp = pb::EmbedResponse::decode(body)
         .map_err(|e| QuillError::protocol(format!("invalid EmbedResponse: {e}")))?;
+    let expected = expected_embeddings(request);
+    if resp.embeddings.len() != expected {
+        let asked = if request.layers.is_empty() {
+            "the last layer, no layers being named".to_owned()
+        } else {
+            format!("one per layer asked for, {:?}", request.layers)
+        };
+        return Err(QuillError::protocol(format!(
+            "invalid EmbedResponse: {expected} embeddings expected ({asked}), {} received",
+            resp.embeddings.len()
+        )));
+    }
     let tensors = resp
         .embeddings
         .into_iter()
@@ -120,7 +147,9 @@ impl QuillClient {
             .await
     }
 
-    /// `quill.inference.v1.InferenceService/Embed`: one tensor per layer asked for.
+    /// `quill.inference.v1.InferenceService/Embed`: one tensor per layer asked for (one
+    /// for the last layer when `layers` is empty); any other count is
+    /// [`QuillError::Protocol`].
     ///
     /// ```no_run
     /// # async fn demo(client: &quill::QuillClient) -> quill::Result<()> {
@@ -135,7 +164,7 @@ impl QuillClient {
             ..options
         });
         let reply: Reply = self.run(call).await?;
-        embeddings_from_reply(reply.body)
+        embeddings_from_reply(request, reply.body)
     }
 
     /// `quill.inference.v1.InferenceService/Chat`: one generation per request sent on
@@ -191,23 +220,83 @@ mod tests {
         .into()
     }
 
+    fn asking(layers: Vec<i32>) -> EmbedRequest {
+        EmbedRequest {
+            input_ids: vec![7],
+            layers,
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn embeddings_are_checked_against_their_metadata() {
         let t = tensor(vec![2, 4]);
         let one = std::slice::from_ref(&t);
-        let got = embeddings_from_reply(reply(one, std::slice::from_ref(t.meta()))).unwrap();
-        assert_eq!(got, one);
+        let last = asking(vec![]);
+        let got = embeddings_from_reply(&last, reply(one, std::slice::from_ref(t.meta())));
+        assert_eq!(got.unwrap(), one);
         // No metadata is fine.
-        assert_eq!(embeddings_from_reply(reply(one, &[])).unwrap(), one);
+        assert_eq!(embeddings_from_reply(&last, reply(one, &[])).unwrap(), one);
         // Metadata of another shape, or of another count, is a protocol error.
         let other = tensor(vec![4, 2]);
         for metas in [vec![other.meta().clone()], vec![t.meta().clone(); 2]] {
-            let err = embeddings_from_reply(reply(one, &metas)).unwrap_err();
+            let err = embeddings_from_reply(&last, reply(one, &metas)).unwrap_err();
             assert!(matches!(err, QuillError::Protocol { .. }), "{err}");
             assert!(err.to_string().contains("metadata"), "{err}");
         }
         // A body that is not an EmbedResponse.
-        let err = embeddings_from_reply(Bytes::from_static(&[0x0a, 0x09, 0x01])).unwrap_err();
+        let body = Bytes::from_static(&[0x0a, 0x09, 0x01]);
+        let err = embeddings_from_reply(&last, body).unwrap_err();
         assert!(matches!(err, QuillError::Protocol { .. }), "{err}");
+    }
+
+    #[test]
+    fn one_embedding_per_layer_asked_for_or_an_error_naming_both_counts() {
+        let t = tensor(vec![1, 4]);
+        let two = asking(vec![-1, -2]);
+        assert_eq!(expected_embeddings(&two), 2);
+        assert_eq!(expected_embeddings(&asking(vec![])), 1);
+        let ok = embeddings_from_reply(&two, reply(&[t.clone(), t.clone()], &[])).unwrap();
+        assert_eq!(ok.len(), 2);
+        // An empty body (what a server answering every call with 200 and nothing
+        // sends), too few and too many tensors: never a silent short list.
+        let cases = [
+            (
+                two.clone(),
+                Bytes::new(),
+                "2 embeddings expected",
+                "0 received",
+            ),
+            (
+                two.clone(),
+                reply(std::slice::from_ref(&t), &[]),
+                "2 embeddings expected",
+                "1 received",
+            ),
+            (
+                two,
+                reply(&[t.clone(), t.clone(), t.clone()], &[]),
+                "2",
+                "3 received",
+            ),
+            (
+                asking(vec![]),
+                Bytes::new(),
+                "1 embeddings expected",
+                "0 received",
+            ),
+            (
+                asking(vec![5]),
+                reply(&[t.clone(), t], &[]),
+                "1 embeddings",
+                "2 received",
+            ),
+        ];
+        for (request, body, expected, received) in cases {
+            let err = embeddings_from_reply(&request, body).unwrap_err();
+            assert!(matches!(err, QuillError::Protocol { .. }), "{err}");
+            let text = err.to_string();
+            assert!(text.contains(expected) && text.contains(received), "{text}");
+        }
     }
 }

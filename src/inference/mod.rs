@@ -34,7 +34,8 @@ mod timing;
 #[cfg(feature = "python")]
 pub(crate) use calls::tracker_for;
 pub use calls::{
-    chat_call, chat_requests, embed_call, embeddings_from_reply, generate_call, ChatSender,
+    chat_call, chat_requests, embed_call, embeddings_from_reply, expected_embeddings,
+    generate_call, ChatSender,
 };
 pub use response::GenerateResponse;
 #[cfg(feature = "python")]

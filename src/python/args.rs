@@ -104,10 +104,10 @@ pub(crate) fn index(obj: &Bound<'_, PyAny>, len: usize, what: &str) -> PyResult<
 }
 
 /// The repr of a value for an error message, cut short (a huge int has a huge repr).
-fn short_repr(obj: &Bound<'_, PyAny>) -> String {
+pub(crate) fn short_repr(obj: &Bound<'_, PyAny>) -> String {
     let repr = obj.repr().map(|r| r.to_string()).unwrap_or_default();
-    if repr.len() > 40 {
-        format!("{}…", &repr[..40])
+    if repr.chars().count() > 40 {
+        format!("{}…", repr.chars().take(40).collect::<String>())
     } else {
         repr
     }
@@ -137,8 +137,11 @@ named_uints!(
     max_decoded_size: u64,
     max_retries: u32,
     max_connections: u32,
+    total_generated: u32,
+    tokens: u64,
+    responses: u64,
 );
-named_opt_uints!(sequence_id: u32);
+named_opt_uints!(sequence_id: u32, logprob_bits: u32);
 
 pub(crate) fn timeout_ms(obj: &Bound<'_, PyAny>) -> PyResult<u64> {
     uint_at_most(obj, "timeout_ms", crate::protocol::MAX_TIMEOUT_MS)
@@ -205,21 +208,35 @@ pub(crate) fn call_headers(obj: &Bound<'_, PyAny>) -> PyResult<Option<Vec<(Strin
     for pair in pairs.try_iter().map_err(|_| not_pairs())? {
         let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) =
             pair?.extract().map_err(|_| not_pairs())?;
-        let name: String = name
-            .extract()
-            .map_err(|_| PyTypeError::new_err("header names must be str"))?;
+        let name = super::text::string(&name, "a header name")?;
         // The value is never shown: it may be a secret.
-        let value: String = value
-            .extract()
-            .map_err(|_| PyTypeError::new_err(format!("the value of header {name} must be str")))?;
+        let value = super::text::string(&value, &format!("the value of header {name}"))?;
         out.push((name, value));
     }
     Ok(Some(out))
 }
 
-/// Token ids: any iterable of ints (a list, a tuple, a NumPy array) each in the `u32`
-/// range; a bad element is named by its index (`input_ids[3] must be …`).
-fn id_list(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<u32>> {
+/// `obj` as an integer in `min..=max`; `name` appears in the error.
+pub(crate) fn int_in(obj: &Bound<'_, PyAny>, name: &str, min: i128, max: i128) -> PyResult<i128> {
+    let range = || format!("{name} must be an integer in {min}..={max}");
+    match int(obj, |got| format!("{name} must be an int, got {got}")) {
+        Ok(v) if (min..=max).contains(&v) => Ok(v),
+        Ok(v) => Err(out_of_range(obj.py(), format!("{}, got {v}", range()))),
+        Err(None) => Err(out_of_range(
+            obj.py(),
+            format!("{}, got {}", range(), short_repr(obj)),
+        )),
+        Err(Some(type_error)) => Err(type_error),
+    }
+}
+
+/// Any iterable of ints (a list, a tuple, a NumPy array), each converted by `item`; a
+/// bad element is named by its index (`input_ids[3] must be …`).
+fn int_list<T>(
+    obj: &Bound<'_, PyAny>,
+    name: &str,
+    item: impl Fn(&Bound<'_, PyAny>, &str) -> PyResult<T>,
+) -> PyResult<Vec<T>> {
     let got = || {
         obj.get_type()
             .name()
@@ -237,10 +254,15 @@ fn id_list(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<u32>> {
         PyTypeError::new_err(format!("{name} must be an iterable of ints, got {}", got()))
     })?;
     let mut out = Vec::with_capacity(obj.len().unwrap_or(0));
-    for (i, item) in items.enumerate() {
-        out.push(uint(&item?, &format!("{name}[{i}]"))?);
+    for (i, element) in items.enumerate() {
+        out.push(item(&element?, &format!("{name}[{i}]"))?);
     }
     Ok(out)
+}
+
+/// Token ids: each in the `u32` range.
+fn id_list(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<u32>> {
+    int_list(obj, name, uint)
 }
 
 pub(crate) fn input_ids(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
@@ -252,6 +274,17 @@ pub(crate) fn stop_token_ids(obj: &Bound<'_, PyAny>) -> PyResult<Option<Vec<u32>
         return Ok(None);
     }
     id_list(obj, "stop_token_ids").map(Some)
+}
+
+/// `layers=` of `embed`: layer indices, negative counting from the last (`int32`).
+pub(crate) fn layers(obj: &Bound<'_, PyAny>) -> PyResult<Option<Vec<i32>>> {
+    if obj.is_none() {
+        return Ok(None);
+    }
+    let layer = |o: &Bound<'_, PyAny>, n: &str| {
+        int_in(o, n, i32::MIN.into(), i32::MAX.into()).map(|v| v as i32)
+    };
+    int_list(obj, "layers", layer).map(Some)
 }
 
 named_opt_uints!(max_new_tokens: u32, top_k: u32);

@@ -18,7 +18,7 @@ use super::errors::{to_py_err, IntoPyResult};
 use super::inference::{self, PyGenerateRequest, PyGenerateStream};
 use super::stream::{pump_requests, PyStream, StreamKind};
 use super::tensor::{bytes_like, PyTensor};
-use super::{exit, logging, wait};
+use super::{exit, logging, text, wait};
 use crate::client::{
     Answer, Body, Call, ClientConfig, HeaderSetting, Http2Settings, HttpVersion, QuillClient,
     Reply, ReplyMemory, ReplyMemoryProvider,
@@ -50,12 +50,8 @@ pub(crate) fn request_bytes(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<
 pub(crate) fn json_bytes(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Bytes> {
     let _inside = exit::enter(py);
     if let Ok(s) = obj.cast::<PyString>() {
-        let text = s.to_str().map_err(|_| {
-            to_py_err(QuillError::invalid(
-                "a str request is sent as JSON text in UTF-8, and this one cannot be \
-                 encoded (it holds a lone surrogate)",
-            ))
-        })?;
+        // Sent as JSON text in UTF-8.
+        let text = text::utf8(s, "a str request")?;
         return Ok(Bytes::copy_from_slice(text.as_bytes()));
     }
     if is_bytes_like(obj) {
@@ -263,6 +259,15 @@ pub(crate) fn request_body(py: Python<'_>, request: Option<&Bound<'_, PyAny>>) -
     }
 }
 
+/// `http_version=`, checked, as the version's own name: a `&'static str`, so the
+/// signature keeps its literal default `"auto"` (shown by introspection).
+fn http_version_name(obj: &Bound<'_, PyAny>) -> PyResult<&'static str> {
+    let name = text::http_version(obj)?;
+    HttpVersion::from_name(&name)
+        .map(HttpVersion::name)
+        .map_err(to_py_err)
+}
+
 fn is_bytes_like(obj: &Bound<'_, PyAny>) -> bool {
     obj.cast::<PyBytes>().is_ok()
         || obj.cast::<PyByteArray>().is_ok()
@@ -294,17 +299,17 @@ impl PyQuillClient {
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
-        base_url: String,
+        #[pyo3(from_py_with = text::base_url)] base_url: String,
         #[pyo3(from_py_with = args::timeout_ms)] timeout_ms: u64,
         enable_compression: bool,
         #[pyo3(from_py_with = args::max_decoded_size)] max_decoded_size: u64,
         #[pyo3(from_py_with = args::idle_timeout_ms)] idle_timeout_ms: Option<u64>,
         #[pyo3(from_py_with = args::max_retries)] max_retries: u32,
         ca_cert: Option<&Bound<'_, PyAny>>,
-        tls_server_name: Option<String>,
-        user_agent: Option<String>,
+        #[pyo3(from_py_with = text::opt_tls_server_name)] tls_server_name: Option<String>,
+        #[pyo3(from_py_with = text::opt_user_agent)] user_agent: Option<String>,
         #[pyo3(from_py_with = args::max_connections)] max_connections: u32,
-        http_version: &str,
+        #[pyo3(from_py_with = http_version_name)] http_version: &'static str,
         #[pyo3(from_py_with = args::http2_keep_alive_interval_ms)]
         http2_keep_alive_interval_ms: Option<u64>,
         #[pyo3(from_py_with = args::http2_keep_alive_timeout_ms)] http2_keep_alive_timeout_ms: u64,
@@ -405,7 +410,7 @@ impl PyQuillClient {
             "headers",
         ];
         for key in config.keys() {
-            let key: String = key.extract()?;
+            let key = text::string(&key, "a client setting's name")?;
             if !known.contains(&key.as_str()) {
                 return Err(to_py_err(QuillError::invalid(format!(
                     "unknown client setting {key:?}"
@@ -415,9 +420,10 @@ impl PyQuillClient {
         let get = |k: &str| -> PyResult<Option<Bound<'_, PyAny>>> {
             Ok(config.get_item(k)?.filter(|v| !v.is_none()))
         };
-        let base_url: String = get("base_url")?
-            .ok_or_else(|| to_py_err(QuillError::invalid("client config needs a base_url")))?
-            .extract()?;
+        let base_url =
+            text::base_url(&get("base_url")?.ok_or_else(|| {
+                to_py_err(QuillError::invalid("client config needs a base_url"))
+            })?)?;
         let mut c = ClientConfig::new(base_url);
         if let Some(v) = get("timeout_ms")? {
             c.timeout_ms = args::timeout_ms(&v)?;
@@ -438,13 +444,17 @@ impl PyQuillClient {
         c.ca_cert_pem = get("ca_cert")?
             .map(|v| request_bytes(py, &v).map(|b| b.to_vec()))
             .transpose()?;
-        c.tls_server_name = get("tls_server_name")?.map(|v| v.extract()).transpose()?;
-        c.user_agent = get("user_agent")?.map(|v| v.extract()).transpose()?;
+        c.tls_server_name = get("tls_server_name")?
+            .map(|v| text::string(&v, "tls_server_name"))
+            .transpose()?;
+        c.user_agent = get("user_agent")?
+            .map(|v| text::string(&v, "user_agent"))
+            .transpose()?;
         if let Some(v) = get("max_connections")? {
             c.max_connections = args::max_connections(&v)?;
         }
         if let Some(v) = get("http_version")? {
-            c.http_version = HttpVersion::from_name(&v.extract::<String>()?).map_err(to_py_err)?;
+            c.http_version = HttpVersion::from_name(&text::http_version(&v)?).map_err(to_py_err)?;
         }
         // A missing key keeps the default; an explicit None means "none" (no pings,
         // adaptive windows), as it does in the constructor.
@@ -478,9 +488,12 @@ impl PyQuillClient {
                     to_py_err(QuillError::invalid(format!("a header entry needs {k:?}")))
                 })
             };
+            let name = text::string(&field("name")?, "a header's name")?;
+            // Never shown: the value may be a secret.
+            let value = text::string(&field("value")?, &format!("the value of header {name}"))?;
             headers.push(HeaderSetting {
-                name: field("name")?.extract()?,
-                value: field("value")?.extract()?,
+                name,
+                value,
                 secret: entry
                     .get_item("secret")
                     .map_or(Ok(false), |s| s.extract())?,
@@ -515,8 +528,8 @@ impl PyQuillClient {
     fn call<'py>(
         &self,
         py: Python<'py>,
-        service: &str,
-        method: &str,
+        #[pyo3(from_py_with = text::service)] service: String,
+        #[pyo3(from_py_with = text::method)] method: String,
         request: Option<&Bound<'py, PyAny>>,
         idempotent: bool,
         #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
@@ -534,8 +547,8 @@ impl PyQuillClient {
     fn call_json<'py>(
         &self,
         py: Python<'py>,
-        service: &str,
-        method: &str,
+        #[pyo3(from_py_with = text::service)] service: String,
+        #[pyo3(from_py_with = text::method)] method: String,
         request: Option<&Bound<'py, PyAny>>,
         idempotent: bool,
         #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
@@ -554,8 +567,8 @@ impl PyQuillClient {
     fn call_async<'py>(
         &self,
         py: Python<'py>,
-        service: &str,
-        method: &str,
+        #[pyo3(from_py_with = text::service)] service: String,
+        #[pyo3(from_py_with = text::method)] method: String,
         request: Option<&Bound<'py, PyAny>>,
         idempotent: bool,
         #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
@@ -576,8 +589,8 @@ impl PyQuillClient {
     fn call_json_async<'py>(
         &self,
         py: Python<'py>,
-        service: &str,
-        method: &str,
+        #[pyo3(from_py_with = text::service)] service: String,
+        #[pyo3(from_py_with = text::method)] method: String,
         request: Option<&Bound<'py, PyAny>>,
         idempotent: bool,
         #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
@@ -600,13 +613,13 @@ impl PyQuillClient {
     fn stream(
         &self,
         py: Python<'_>,
-        service: &str,
-        method: &str,
+        #[pyo3(from_py_with = text::service)] service: String,
+        #[pyo3(from_py_with = text::method)] method: String,
         request: Option<&Bound<'_, PyAny>>,
         #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
         #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
     ) -> PyResult<PyStream> {
-        let call = self.stream_call(py, service, method, request, timeout_ms, headers)?;
+        let call = self.stream_call(py, &service, &method, request, timeout_ms, headers)?;
         PyStream::open(py, self, call, StreamKind::Messages, true)
     }
 
@@ -615,13 +628,13 @@ impl PyQuillClient {
     fn stream_tokens(
         &self,
         py: Python<'_>,
-        service: &str,
-        method: &str,
+        #[pyo3(from_py_with = text::service)] service: String,
+        #[pyo3(from_py_with = text::method)] method: String,
         request: Option<&Bound<'_, PyAny>>,
         #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
         #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
     ) -> PyResult<PyStream> {
-        let call = self.stream_call(py, service, method, request, timeout_ms, headers)?;
+        let call = self.stream_call(py, &service, &method, request, timeout_ms, headers)?;
         PyStream::open(py, self, call, StreamKind::Tokens, true)
     }
 
@@ -630,13 +643,13 @@ impl PyQuillClient {
     fn stream_async(
         &self,
         py: Python<'_>,
-        service: &str,
-        method: &str,
+        #[pyo3(from_py_with = text::service)] service: String,
+        #[pyo3(from_py_with = text::method)] method: String,
         request: Option<&Bound<'_, PyAny>>,
         #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
         #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
     ) -> PyResult<PyStream> {
-        let call = self.stream_call(py, service, method, request, timeout_ms, headers)?;
+        let call = self.stream_call(py, &service, &method, request, timeout_ms, headers)?;
         PyStream::open(py, self, call, StreamKind::Messages, false)
     }
 
@@ -645,13 +658,13 @@ impl PyQuillClient {
     fn stream_tokens_async(
         &self,
         py: Python<'_>,
-        service: &str,
-        method: &str,
+        #[pyo3(from_py_with = text::service)] service: String,
+        #[pyo3(from_py_with = text::method)] method: String,
         request: Option<&Bound<'_, PyAny>>,
         #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
         #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
     ) -> PyResult<PyStream> {
-        let call = self.stream_call(py, service, method, request, timeout_ms, headers)?;
+        let call = self.stream_call(py, &service, &method, request, timeout_ms, headers)?;
         PyStream::open(py, self, call, StreamKind::Tokens, false)
     }
 
@@ -662,8 +675,8 @@ impl PyQuillClient {
     fn bidi_stream(
         &self,
         py: Python<'_>,
-        service: &str,
-        method: &str,
+        #[pyo3(from_py_with = text::service)] service: String,
+        #[pyo3(from_py_with = text::method)] method: String,
         requests: &Bound<'_, PyAny>,
         #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
         #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
@@ -684,8 +697,8 @@ impl PyQuillClient {
     fn client_stream<'py>(
         &self,
         py: Python<'py>,
-        service: &str,
-        method: &str,
+        #[pyo3(from_py_with = text::service)] service: String,
+        #[pyo3(from_py_with = text::method)] method: String,
         requests: &Bound<'py, PyAny>,
         #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
         #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
@@ -701,8 +714,8 @@ impl PyQuillClient {
     fn send_tensor<'py>(
         &self,
         py: Python<'py>,
-        service: &str,
-        method: &str,
+        #[pyo3(from_py_with = text::service)] service: String,
+        #[pyo3(from_py_with = text::method)] method: String,
         tensor: &Bound<'py, PyTensor>,
         #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
         #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
@@ -718,13 +731,13 @@ impl PyQuillClient {
     fn call_tensor(
         &self,
         py: Python<'_>,
-        service: &str,
-        method: &str,
+        #[pyo3(from_py_with = text::service)] service: String,
+        #[pyo3(from_py_with = text::method)] method: String,
         request: Option<&Bound<'_, PyAny>>,
         #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
         #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
     ) -> PyResult<PyTensor> {
-        let call = self.stream_call(py, service, method, request, timeout_ms, headers)?;
+        let call = self.stream_call(py, &service, &method, request, timeout_ms, headers)?;
         let tensor: Tensor = self.run_blocking(py, call)?;
         Ok(PyTensor::wrap(tensor))
     }
@@ -824,8 +837,8 @@ impl PyQuillClient {
     }
 
     /// `quill.inference.v1.InferenceService/Embed`: one float `Tensor` per layer asked
-    /// for (`numpy.asarray(t)` is a zero-copy view). Idempotent: retried when the
-    /// client has `max_retries`.
+    /// for (`numpy.asarray(t)` is a zero-copy view); an answer with another count is a
+    /// `ProtocolError`. Idempotent: retried when the client has `max_retries`.
     #[pyo3(signature = (input_ids, *, layers=None, pool=false, pool_strategy=None,
         timeout_ms=None, headers=None))]
     #[allow(clippy::too_many_arguments)]
@@ -833,17 +846,17 @@ impl PyQuillClient {
         &self,
         py: Python<'py>,
         #[pyo3(from_py_with = args::input_ids)] input_ids: Vec<u32>,
-        layers: Option<Vec<i32>>,
+        #[pyo3(from_py_with = args::layers)] layers: Option<Vec<i32>>,
         pool: bool,
-        pool_strategy: Option<String>,
+        #[pyo3(from_py_with = text::opt_pool_strategy)] pool_strategy: Option<String>,
         #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
         #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let _inside = exit::enter(py);
-        let call =
+        let (call, request) =
             inference::embed_request(input_ids, layers, pool, pool_strategy, timeout_ms, headers);
         let reply: Reply = self.run_blocking(py, call)?;
-        inference::embed_reply(py, reply)
+        inference::embed_reply(py, reply, &request)
     }
 
     /// `await client.embed_async(...)`: `embed` for asyncio.
@@ -854,16 +867,18 @@ impl PyQuillClient {
         &self,
         py: Python<'py>,
         #[pyo3(from_py_with = args::input_ids)] input_ids: Vec<u32>,
-        layers: Option<Vec<i32>>,
+        #[pyo3(from_py_with = args::layers)] layers: Option<Vec<i32>>,
         pool: bool,
-        pool_strategy: Option<String>,
+        #[pyo3(from_py_with = text::opt_pool_strategy)] pool_strategy: Option<String>,
         #[pyo3(from_py_with = args::call_timeout_ms)] timeout_ms: Option<u64>,
         #[pyo3(from_py_with = args::call_headers)] headers: Option<Vec<(String, String)>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let _inside = exit::enter(py);
-        let call =
+        let (call, request) =
             inference::embed_request(input_ids, layers, pool, pool_strategy, timeout_ms, headers);
-        self.run_async(py, call, inference::embed_reply)
+        self.run_async(py, call, move |py, reply| {
+            inference::embed_reply(py, reply, &request)
+        })
     }
 
     /// Closes the client: calls and streams in flight on any thread end with
@@ -912,24 +927,43 @@ impl PyQuillClient {
     }
 
     /// `Authorization: Bearer <token>` on every call (never shown in repr or errors).
-    fn set_bearer_token(&self, token: &str) -> PyResult<()> {
-        self.inner.set_bearer_token(token).py()
+    fn set_bearer_token(&self, #[pyo3(from_py_with = text::token)] token: String) -> PyResult<()> {
+        self.inner.set_bearer_token(&token).py()
     }
 
     /// An API key in `header_name` (default `X-API-Key`).
     #[pyo3(signature = (key, header_name = None))]
-    fn set_api_key(&self, key: &str, header_name: Option<String>) -> PyResult<()> {
-        self.inner.set_api_key(key, header_name.as_deref()).py()
+    fn set_api_key(
+        &self,
+        #[pyo3(from_py_with = text::key)] key: String,
+        #[pyo3(from_py_with = text::opt_header_name)] header_name: Option<String>,
+    ) -> PyResult<()> {
+        self.inner.set_api_key(&key, header_name.as_deref()).py()
     }
 
     /// A custom header on every call; CR/LF and invalid characters are refused.
-    fn set_header(&self, name: &str, value: &str) -> PyResult<()> {
-        self.inner.set_header(name, value).py()
+    fn set_header(
+        &self,
+        #[pyo3(from_py_with = text::name)] name: String,
+        #[pyo3(from_py_with = text::value)] value: String,
+    ) -> PyResult<()> {
+        self.inner.set_header(&name, &value).py()
+    }
+
+    /// A custom header whose value is a secret whatever its name: never shown by
+    /// `get_headers()`, `repr`, pickles, `to_config()` (without `include_secrets`),
+    /// logs or errors.
+    fn set_secret_header(
+        &self,
+        #[pyo3(from_py_with = text::name)] name: String,
+        #[pyo3(from_py_with = text::value)] value: String,
+    ) -> PyResult<()> {
+        self.inner.set_secret_header(&name, &value).py()
     }
 
     /// Removes a header; returns whether it was set.
-    fn remove_header(&self, name: &str) -> bool {
-        self.inner.remove_header(name)
+    fn remove_header(&self, #[pyo3(from_py_with = text::name)] name: String) -> bool {
+        self.inner.remove_header(&name)
     }
 
     /// The configured headers; secret values (tokens, API keys) are shown as

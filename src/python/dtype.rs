@@ -1,5 +1,6 @@
 //! `quill.DType`: the Python face of [`crate::DType`].
 
+use pyo3::exceptions::PyOverflowError;
 use pyo3::prelude::*;
 
 use super::errors::IntoPyResult;
@@ -51,15 +52,24 @@ impl PyDType {
 
     /// The dtype of a name such as `"float32"` or `"bool"`.
     #[staticmethod]
-    fn from_name(name: &str) -> PyResult<Self> {
-        DType::from_name(name).map(PyDType).py()
+    fn from_name(#[pyo3(from_py_with = super::text::name)] name: String) -> PyResult<Self> {
+        DType::from_name(&name).map(PyDType).py()
     }
 
     /// The dtype of a wire number (protocol §7).
     #[staticmethod]
-    fn from_wire_value(value: i128) -> PyResult<Self> {
-        let v = u8::try_from(value).map_err(|_| crate::QuillError::UnsupportedDType {
-            reason: format!("unknown dtype number {value} (expected 1..=9)"),
+    fn from_wire_value(value: &Bound<'_, PyAny>) -> PyResult<Self> {
+        // Any int: one too big for 128 bits is just another unknown number.
+        let small = match value.extract::<i128>() {
+            Ok(v) => u8::try_from(v).ok(),
+            Err(e) if e.is_instance_of::<PyOverflowError>(value.py()) => None,
+            Err(e) => return Err(e),
+        };
+        let v = small.ok_or_else(|| crate::QuillError::UnsupportedDType {
+            reason: format!(
+                "unknown dtype number {} (expected 1..=9)",
+                super::args::short_repr(value)
+            ),
         });
         v.and_then(DType::from_wire).map(PyDType).py()
     }

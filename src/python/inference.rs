@@ -5,15 +5,17 @@
 
 use bytes::Bytes;
 use prost::Message;
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyTuple};
 
 use super::args;
 use super::client::{call_options, PyQuillClient};
+use super::errors::IntoPyResult;
 use super::stream::{pump_encoded, PyStream, StreamKind};
 use super::tensor::PyTensor;
 use super::token::PyTokenBatch;
-use super::{exit, wait};
+use super::{exit, text, wait};
 use crate::client::{Call, Reply};
 use crate::inference::{
     chat_call, embed_call, embeddings_from_reply, generate_call, EmbedRequest, GenerateRequest,
@@ -93,6 +95,33 @@ impl PyGenerateRequest {
         self.0.encode_to_vec()
     }
 
+    /// Rebuilds a pickled request from its protobuf encoding.
+    #[staticmethod]
+    fn _from_encoded(data: &[u8]) -> PyResult<Self> {
+        GenerateRequest::decode(data)
+            .map(PyGenerateRequest)
+            .map_err(|e| crate::QuillError::decode(format!("invalid pickled GenerateRequest: {e}")))
+            .py()
+    }
+
+    /// Pickles as its protobuf encoding: every field, the floats bit for bit.
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let restore = py
+            .get_type::<PyGenerateRequest>()
+            .getattr("_from_encoded")?;
+        let data = PyBytes::new(py, &self.0.encode_to_vec());
+        (restore, (data,)).into_pyobject(py)
+    }
+
+    /// Immutable: a copy is the same object.
+    fn __copy__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __deepcopy__(slf: Py<Self>, _memo: &Bound<'_, PyAny>) -> Py<Self> {
+        slf
+    }
+
     fn __repr__(&self) -> String {
         format!("GenerateRequest({:?})", self.0)
     }
@@ -157,6 +186,70 @@ impl PyGenerateResponse {
 
 #[pymethods]
 impl PyGenerateResponse {
+    /// Rebuilds a response from its fields (`__reduce__`): the token batch, mask list
+    /// and tensor objects are taken as they are, so `copy.copy` shares them and
+    /// `copy.deepcopy` (which copies the arguments first) does not.
+    #[staticmethod]
+    fn _from_state(
+        tokens: Py<PyTokenBatch>,
+        attention_mask: Bound<'_, PyList>,
+        embedding: Option<Py<PyTensor>>,
+        #[pyo3(from_py_with = args::total_generated)] total_generated: u32,
+        is_complete: bool,
+        #[pyo3(from_py_with = text::opt_finish_reason)] finish_reason: Option<String>,
+    ) -> PyResult<Self> {
+        if !attention_mask
+            .iter()
+            .all(|flag| flag.is_instance_of::<PyBool>())
+        {
+            return Err(PyTypeError::new_err(
+                "a GenerateResponse's attention_mask holds bools",
+            ));
+        }
+        Ok(PyGenerateResponse {
+            tokens,
+            attention_mask: attention_mask.unbind(),
+            embedding,
+            total_generated,
+            is_complete,
+            finish_reason,
+        })
+    }
+
+    /// Pickles as its fields; the embedding tensor pickles as tensors do (out of band
+    /// with protocol 5).
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let restore = py.get_type::<PyGenerateResponse>().getattr("_from_state")?;
+        let args = (
+            self.tokens.clone_ref(py),
+            self.attention_mask.clone_ref(py),
+            self.embedding.as_ref().map(|e| e.clone_ref(py)),
+            self.total_generated,
+            self.is_complete,
+            self.finish_reason.clone(),
+        );
+        (restore, args).into_pyobject(py)
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let py = other.py();
+        let Ok(other) = other.cast::<PyGenerateResponse>() else {
+            return Ok(false);
+        };
+        let o = other.get();
+        let same_embedding = match (&self.embedding, &o.embedding) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.get().inner == b.get().inner,
+            _ => false,
+        };
+        Ok(self.total_generated == o.total_generated
+            && self.is_complete == o.is_complete
+            && self.finish_reason == o.finish_reason
+            && same_embedding
+            && self.tokens.bind(py).eq(o.tokens.bind(py))?
+            && self.attention_mask.bind(py).eq(o.attention_mask.bind(py))?)
+    }
+
     fn __repr__(&self, py: Python<'_>) -> String {
         format!(
             "GenerateResponse(tokens=<{} tokens>, total_generated={}, is_complete={}, finish_reason={})",
@@ -174,7 +267,8 @@ impl PyGenerateResponse {
 /// time to first token, inter-token latency p50/p99 (per token: a response of n tokens
 /// arriving d after the previous one counts n gaps of d/n) and tokens per second over
 /// the whole call. None until a token arrived.
-#[pyclass(name = "StreamTiming", module = "quill", frozen, get_all)]
+#[pyclass(name = "StreamTiming", module = "quill", frozen, get_all, eq)]
+#[derive(Clone, PartialEq)]
 pub struct PyStreamTiming {
     tokens: u64,
     responses: u64,
@@ -201,6 +295,52 @@ impl From<StreamTiming> for PyStreamTiming {
 
 #[pymethods]
 impl PyStreamTiming {
+    /// Rebuilds a pickled timing (`__reduce__`).
+    #[staticmethod]
+    #[allow(clippy::too_many_arguments)]
+    fn _from_state(
+        #[pyo3(from_py_with = args::tokens)] tokens: u64,
+        #[pyo3(from_py_with = args::responses)] responses: u64,
+        time_to_first_token_ms: Option<f64>,
+        inter_token_p50_ms: Option<f64>,
+        inter_token_p99_ms: Option<f64>,
+        elapsed_ms: Option<f64>,
+        tokens_per_second: Option<f64>,
+    ) -> Self {
+        PyStreamTiming {
+            tokens,
+            responses,
+            time_to_first_token_ms,
+            inter_token_p50_ms,
+            inter_token_p99_ms,
+            elapsed_ms,
+            tokens_per_second,
+        }
+    }
+
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let restore = py.get_type::<PyStreamTiming>().getattr("_from_state")?;
+        let args = (
+            self.tokens,
+            self.responses,
+            self.time_to_first_token_ms,
+            self.inter_token_p50_ms,
+            self.inter_token_p99_ms,
+            self.elapsed_ms,
+            self.tokens_per_second,
+        );
+        (restore, args).into_pyobject(py)
+    }
+
+    /// Immutable: a copy is the same object.
+    fn __copy__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __deepcopy__(slf: Py<Self>, _memo: &Bound<'_, PyAny>) -> Py<Self> {
+        slf
+    }
+
     fn __repr__(&self) -> String {
         let ms = |v: Option<f64>| v.map_or("None".to_owned(), |v| format!("{v:.3}"));
         format!(
@@ -299,7 +439,8 @@ pub(crate) fn chat(
     PyGenerateStream::open(py, client, call, true, eager)
 }
 
-/// The `Embed` call of the keyword arguments of `QuillClient.embed`.
+/// The `Embed` call of the keyword arguments of `QuillClient.embed`, and the request
+/// its answer is checked against.
 pub(crate) fn embed_request(
     input_ids: Vec<u32>,
     layers: Option<Vec<i32>>,
@@ -307,20 +448,24 @@ pub(crate) fn embed_request(
     pool_strategy: Option<String>,
     timeout_ms: Option<u64>,
     headers: Option<Vec<(String, String)>>,
-) -> Call {
+) -> (Call, EmbedRequest) {
     let request = EmbedRequest {
         input_ids,
         layers: layers.unwrap_or_default(),
         pool,
         pool_strategy,
     };
-    call_options(embed_call(&request), timeout_ms, headers)
+    let call = call_options(embed_call(&request), timeout_ms, headers);
+    (call, request)
 }
 
-/// The tensors of an `Embed` reply as a list of `quill.Tensor`.
-pub(crate) fn embed_reply(py: Python<'_>, reply: Reply) -> PyResult<Bound<'_, PyAny>> {
-    use super::errors::IntoPyResult;
-    let tensors = embeddings_from_reply(reply.body).py()?;
+/// The tensors of the `Embed` reply to `request` as a list of `quill.Tensor`.
+pub(crate) fn embed_reply<'py>(
+    py: Python<'py>,
+    reply: Reply,
+    request: &EmbedRequest,
+) -> PyResult<Bound<'py, PyAny>> {
+    let tensors = embeddings_from_reply(request, reply.body).py()?;
     let list = PyList::empty(py);
     for t in tensors {
         list.append(Py::new(py, PyTensor::wrap(t))?)?;

@@ -5,6 +5,7 @@
 
 use pyo3::prelude::*;
 
+mod adopt;
 mod args;
 mod client;
 mod dlpack;
@@ -16,6 +17,7 @@ mod logging;
 mod numpy_conv;
 mod stream;
 mod tensor;
+mod text;
 mod token;
 mod wait;
 

@@ -131,7 +131,7 @@ impl PyRequestSink {
     }
 
     /// Breaks the request stream off: the call fails with `reason`.
-    fn abort(&self, reason: String) {
+    fn abort(&self, #[pyo3(from_py_with = super::text::reason)] reason: String) {
         if let Some(tx) = self.take() {
             tx.abort(reason);
         }

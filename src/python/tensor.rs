@@ -11,14 +11,15 @@ use bytes::Bytes;
 use pyo3::exceptions::{PyBufferError, PyOverflowError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyCapsule, PyTuple};
 
+use super::adopt;
 use super::dlpack;
 use super::dtype::PyDType;
 use super::errors::{out_of_range, IntoPyResult};
 use super::exit;
 use super::numpy_conv;
+use super::text;
 use crate::dtype::DType;
 use crate::error::QuillError;
 use crate::tensor::{Device, Tensor, TensorMeta};
@@ -71,7 +72,11 @@ pub struct PyTensorMeta(pub TensorMeta);
 impl PyTensorMeta {
     #[new]
     #[pyo3(signature = (shape, dtype, name=None))]
-    fn new(shape: &Bound<'_, PyAny>, dtype: PyDType, name: Option<String>) -> PyResult<Self> {
+    fn new(
+        shape: &Bound<'_, PyAny>,
+        dtype: PyDType,
+        #[pyo3(from_py_with = text::opt_name)] name: Option<String>,
+    ) -> PyResult<Self> {
         TensorMeta::new(dims_from_py(shape)?, dtype.0, name)
             .map(PyTensorMeta)
             .py()
@@ -80,13 +85,13 @@ impl PyTensorMeta {
     /// Rebuilds a pickled `TensorMeta` (`__reduce__`), device included.
     #[staticmethod]
     fn _from_state(
-        shape: Vec<u64>,
+        #[pyo3(from_py_with = dims_from_py)] shape: Vec<u64>,
         dtype: PyDType,
-        name: Option<String>,
-        device: &str,
+        #[pyo3(from_py_with = text::opt_name)] name: Option<String>,
+        #[pyo3(from_py_with = text::device)] device: String,
     ) -> PyResult<Self> {
         let mut meta = TensorMeta::new(shape, dtype.0, name).py()?;
-        meta.device = Device::from_name(device).py()?;
+        meta.device = Device::from_name(&device).py()?;
         Ok(PyTensorMeta(meta))
     }
 
@@ -218,7 +223,7 @@ impl PyTensor {
     fn from_numpy(
         py: Python<'_>,
         array: &Bound<'_, PyAny>,
-        name: Option<String>,
+        #[pyo3(from_py_with = text::opt_name)] name: Option<String>,
         dtype: Option<PyDType>,
     ) -> PyResult<Self> {
         let (data, shape, dtype) = numpy_conv::from_numpy(py, array, dtype.map(|d| d.0))?;
@@ -233,7 +238,7 @@ impl PyTensor {
     fn from_dlpack(
         py: Python<'_>,
         x: &Bound<'_, PyAny>,
-        name: Option<String>,
+        #[pyo3(from_py_with = text::opt_name)] name: Option<String>,
         copy: Option<bool>,
     ) -> PyResult<Self> {
         let (data, shape, dtype) = dlpack::import(py, x, copy)?;
@@ -262,7 +267,11 @@ impl PyTensor {
     /// A zero-filled tensor.
     #[staticmethod]
     #[pyo3(signature = (shape, dtype, name=None))]
-    fn zeros(shape: &Bound<'_, PyAny>, dtype: PyDType, name: Option<String>) -> PyResult<Self> {
+    fn zeros(
+        shape: &Bound<'_, PyAny>,
+        dtype: PyDType,
+        #[pyo3(from_py_with = text::opt_name)] name: Option<String>,
+    ) -> PyResult<Self> {
         let meta = TensorMeta::new(dims_from_py(shape)?, dtype.0, name).py()?;
         Tensor::zeros(meta).map(PyTensor::wrap).py()
     }
@@ -275,7 +284,7 @@ impl PyTensor {
         data: &Bound<'_, PyAny>,
         shape: &Bound<'_, PyAny>,
         dtype: PyDType,
-        name: Option<String>,
+        #[pyo3(from_py_with = text::opt_name)] name: Option<String>,
     ) -> PyResult<Self> {
         let meta = TensorMeta::new(dims_from_py(shape)?, dtype.0, name).py()?;
         let bytes = bytes_like(py, data, |raw| {
@@ -364,7 +373,10 @@ impl PyTensor {
     }
 
     /// The same data under another name (no copy).
-    fn with_name(&self, name: Option<String>) -> PyResult<Self> {
+    fn with_name(
+        &self,
+        #[pyo3(from_py_with = text::opt_name)] name: Option<String>,
+    ) -> PyResult<Self> {
         self.inner.with_name(name).map(PyTensor::wrap).py()
     }
 
@@ -393,21 +405,22 @@ impl PyTensor {
         (restore, args).into_pyobject(py)
     }
 
-    /// Rebuilds a pickled tensor. `bytes` and read-only buffers (an out-of-band
-    /// `PickleBuffer`, shared memory) are adopted without a copy, the tensor keeping
-    /// their owner alive; a writable buffer is copied, since its owner may change it.
+    /// Rebuilds a pickled tensor. Buffers whose memory can never change (`bytes`, an
+    /// out-of-band `PickleBuffer` of a tensor, Ray's object store) are adopted without
+    /// a copy, the tensor keeping their owner alive; anything its owner could still
+    /// write is copied (`src/python/adopt.rs` has the rule).
     #[staticmethod]
     fn _from_buffer(
         py: Python<'_>,
         data: &Bound<'_, PyAny>,
-        shape: Vec<u64>,
+        #[pyo3(from_py_with = dims_from_py)] shape: Vec<u64>,
         dtype: PyDType,
-        name: Option<String>,
-        device: &str,
+        #[pyo3(from_py_with = text::opt_name)] name: Option<String>,
+        #[pyo3(from_py_with = text::device)] device: String,
     ) -> PyResult<Self> {
         let mut meta = TensorMeta::new(shape, dtype.0, name).py()?;
-        meta.device = Device::from_name(device).py()?;
-        let bytes = adopt_buffer(py, data)?;
+        meta.device = Device::from_name(&device).py()?;
+        let bytes = adopt::adopt_buffer(py, data)?;
         Tensor::new(meta, bytes).map(PyTensor::wrap).py()
     }
 
@@ -493,56 +506,6 @@ impl PyTensor {
     unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}
 }
 
-/// A read-only buffer's memory, kept alive by a private memoryview of it. Dropping it
-/// needs no GIL: the reference is released by PyO3 when the GIL is next held.
-struct SharedView {
-    _view: Py<PyAny>,
-    ptr: *const u8,
-    len: usize,
-}
-
-// SAFETY: the memory is read-only and stays valid while `_view` (a memoryview nobody
-// else can reach, so nobody releases it) is alive; `Py<PyAny>` is Send + Sync.
-unsafe impl Send for SharedView {}
-unsafe impl Sync for SharedView {}
-
-impl AsRef<[u8]> for SharedView {
-    fn as_ref(&self) -> &[u8] {
-        // SAFETY: see the Send/Sync impls; `len` bytes at `ptr` belong to the buffer.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-}
-
-/// The bytes of `obj` without a copy where that is safe (`bytes`, contiguous buffers
-/// whose owner is read-only), else a copy.
-fn adopt_buffer(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Bytes> {
-    if let Ok(b) = obj.cast::<PyBytes>() {
-        return Ok(Bytes::from_owner(PyBackedBytes::from(b.clone())));
-    }
-    let memoryview = py.import("builtins")?.getattr("memoryview")?;
-    let view = memoryview.call1((obj,))?;
-    // A read-only view can sit over a writable exporter (pickle hands back read-only
-    // views of the caller's bytearrays): share only memory its owner cannot change.
-    let owner_readonly = memoryview
-        .call1((view.getattr("obj")?,))?
-        .getattr("readonly")?
-        .is_truthy()?;
-    let shareable = owner_readonly && view.getattr("c_contiguous")?.is_truthy()?;
-    if !shareable {
-        return bytes_like(py, obj, |raw| Ok(Bytes::copy_from_slice(raw)));
-    }
-    let flat = view.call_method1("cast", ("B",))?;
-    let (ptr, len) = {
-        let buf = pyo3::buffer::PyBuffer::<u8>::get(&flat)?;
-        (buf.buf_ptr() as *const u8, buf.item_count())
-    };
-    Ok(Bytes::from_owner(SharedView {
-        _view: flat.unbind(),
-        ptr,
-        len,
-    }))
-}
-
 /// Runs `f` over the bytes of a bytes-like object (bytes, bytearray, memoryview, numpy
 /// buffer, …, strided ones in C order), releasing the GIL for large inputs when the
 /// object is immutable bytes.
@@ -573,6 +536,10 @@ pub(crate) fn bytes_like<T: Send>(
                     .unwrap_or_default()
             ))
         })?;
+    // `cast` refuses views with a zero in their shape (`[0, 3]`): there are no bytes.
+    if mv.getattr("nbytes")?.extract::<usize>()? == 0 {
+        return f(&[]).py();
+    }
     if !mv.getattr("c_contiguous")?.is_truthy()? {
         // A strided view (`memoryview(b)[::2]`, a transposed array): its bytes in C
         // order, as `bytes(view)` gives them; one copy.

@@ -7,6 +7,7 @@ use pyo3::types::{PyBytes, PyDict, PyTuple};
 use super::args;
 use super::errors::IntoPyResult;
 use super::tensor::bytes_like;
+use super::text;
 use crate::token::{Token, TokenBatch};
 
 /// f32 logprobs printed as the short decimal a user typed (-0.1, not -0.10000000149…).
@@ -26,7 +27,7 @@ impl PyToken {
     fn new(
         #[pyo3(from_py_with = args::id)] id: u32,
         #[pyo3(from_py_with = args::position)] position: u32,
-        text: Option<String>,
+        #[pyo3(from_py_with = text::opt_text)] text: Option<String>,
         logprob: Option<f32>,
         is_special: bool,
     ) -> Self {
@@ -44,7 +45,7 @@ impl PyToken {
     #[pyo3(signature = (id, text, position=0, logprob=None, is_special=false))]
     fn with_text(
         #[pyo3(from_py_with = args::id)] id: u32,
-        text: String,
+        #[pyo3(from_py_with = text::text)] text: String,
         #[pyo3(from_py_with = args::position)] position: u32,
         logprob: Option<f32>,
         is_special: bool,
@@ -63,10 +64,10 @@ impl PyToken {
     /// Rebuilds a pickled token; the logprob travels as its bits, so it is exact.
     #[staticmethod]
     fn _from_state(
-        id: u32,
-        position: u32,
-        text: Option<String>,
-        logprob_bits: Option<u32>,
+        #[pyo3(from_py_with = args::id)] id: u32,
+        #[pyo3(from_py_with = args::position)] position: u32,
+        #[pyo3(from_py_with = text::opt_text)] text: Option<String>,
+        #[pyo3(from_py_with = args::logprob_bits)] logprob_bits: Option<u32>,
         is_special: bool,
     ) -> Self {
         PyToken(Token {
@@ -157,7 +158,7 @@ impl PyToken {
                 .map(|v| args::position(&v))
                 .transpose()?
                 .unwrap_or(0),
-            text: opt("text")?.map(|v| v.extract()).transpose()?,
+            text: opt("text")?.map(|v| text::string(&v, "text")).transpose()?,
             logprob: opt("logprob")?.map(|v| v.extract()).transpose()?,
             is_special: opt("is_special")?
                 .map(|v| v.extract())
@@ -198,6 +199,20 @@ impl PyToken {
             if self.0.is_special { "True" } else { "False" }
         ))
     }
+}
+
+/// A batch's metadata from a pickle: a dict of `str` to `str`, UTF-8 both.
+fn metadata(obj: &Bound<'_, PyAny>) -> PyResult<std::collections::HashMap<String, String>> {
+    let dict = obj
+        .cast::<PyDict>()
+        .map_err(|_| PyTypeError::new_err("TokenBatch metadata must be a dict of str to str"))?;
+    dict.iter()
+        .map(|(k, v)| {
+            let key = text::string(&k, "a metadata key")?;
+            let value = text::string(&v, &format!("metadata {key:?}"))?;
+            Ok((key, value))
+        })
+        .collect()
 }
 
 /// A batch of tokens of one sequence.
@@ -251,9 +266,9 @@ impl PyTokenBatch {
     #[staticmethod]
     fn _from_state(
         tokens: Vec<PyToken>,
-        sequence_id: Option<u32>,
+        #[pyo3(from_py_with = args::sequence_id)] sequence_id: Option<u32>,
         is_final: bool,
-        metadata: std::collections::HashMap<String, String>,
+        #[pyo3(from_py_with = metadata)] metadata: std::collections::HashMap<String, String>,
     ) -> Self {
         PyTokenBatch(TokenBatch {
             tokens: tokens.into_iter().map(|t| t.0).collect(),
@@ -325,13 +340,21 @@ impl PyTokenBatch {
         self.0.positions()
     }
 
-    fn set_metadata(&mut self, key: String, value: String) {
+    fn set_metadata(
+        &mut self,
+        #[pyo3(from_py_with = text::key)] key: String,
+        #[pyo3(from_py_with = text::value)] value: String,
+    ) {
         self.0.metadata.insert(key, value);
     }
 
     #[pyo3(signature = (key, default=None))]
-    fn get_metadata(&self, key: &str, default: Option<String>) -> Option<String> {
-        self.0.metadata.get(key).cloned().or(default)
+    fn get_metadata(
+        &self,
+        #[pyo3(from_py_with = text::key)] key: String,
+        #[pyo3(from_py_with = text::opt_default)] default: Option<String>,
+    ) -> Option<String> {
+        self.0.metadata.get(&key).cloned().or(default)
     }
 
     /// The binary encoding of protocol §8 (metadata is not encoded).

@@ -250,6 +250,15 @@ pub async fn stream_cut(headers: HeaderMap, body: Body) -> Response {
     stream_response(CONTENT_TYPE_STREAM, frames)
 }
 
+/// `StreamBreak`: the response body fails at once, before its first byte. hyper then
+/// sends no response at all over HTTP/1.1 (the connection closes, as the original
+/// Quill server's does when a stream fails early) and resets the stream over HTTP/2;
+/// over HTTP/3 the headers go out and the stream is reset.
+pub async fn stream_break() -> Response {
+    let failing = stream::once(async { Err::<Bytes, _>(Abort("StreamBreak: failed at once")) });
+    stream_response(CONTENT_TYPE_STREAM, failing)
+}
+
 /// `StreamOversized`: a DATA frame header declaring 8 MiB (over the 4 MiB limit),
 /// then its 8 MiB of zero bytes and END_STREAM: a client without the limit would
 /// accept it.
@@ -351,6 +360,14 @@ pub async fn stream_slow(
         Some((data_frame(format!("tick {i}").as_bytes()), (i + 1, guard)))
     });
     infallible_stream_response(CONTENT_TYPE_STREAM, frames)
+}
+
+/// `/test.v1.EmptyAnswers/{*path}`: any POST under this prefix is answered 200 with an
+/// empty `application/proto` body and its request is not read, as the original Quill
+/// server's HTTP/3 path answers every POST (protocol.md, interop notes). A client whose
+/// `base_url` ends in `/test.v1.EmptyAnswers` meets that server on every route.
+pub async fn empty_answer() -> Response {
+    ([(header::CONTENT_TYPE, CONTENT_TYPE_PROTO)], Bytes::new()).into_response()
 }
 
 /// `GoAway`: `{"ok": true}`, then the connection it came on shuts down gracefully

@@ -264,6 +264,10 @@ pub fn router(config: Config) -> Router {
         .route("/test.v1.FaultService/Auth", post(fault::auth))
         .route("/test.v1.FaultService/StreamCut", post(fault::stream_cut))
         .route(
+            "/test.v1.FaultService/StreamBreak",
+            post(fault::stream_break),
+        )
+        .route(
             "/test.v1.FaultService/StreamOversized",
             post(fault::stream_oversized),
         )
@@ -283,6 +287,7 @@ pub fn router(config: Config) -> Router {
         .route("/test.v1.FaultService/Stall", post(fault::stall))
         .route("/test.v1.FaultService/GoAway", post(fault::goaway))
         .route("/test.v1.FaultService/Bomb", post(fault::bomb))
+        .route("/test.v1.EmptyAnswers/{*path}", post(fault::empty_answer))
         .method_not_allowed_fallback(problem::method_not_allowed)
         .fallback(problem::not_found)
         .layer(axum::middleware::from_fn_with_state(
