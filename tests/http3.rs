@@ -307,10 +307,18 @@ fn tls_server_name_reaches_a_server_by_ip_whose_certificate_names_a_host() {
     // Only for https://, and only a host name or address.
     let mut cfg = ClientConfig::new("http://127.0.0.1:1");
     cfg.tls_server_name = Some("quill.test".to_owned());
-    assert!(QuillClient::with_config(cfg).is_err());
+    let e = QuillClient::with_config(cfg).map(drop).unwrap_err();
+    assert!(
+        matches!(&e, QuillError::InvalidArgument { reason } if reason.contains("https://")),
+        "{e:?}"
+    );
     let mut cfg = ClientConfig::new("https://127.0.0.1:1");
     cfg.tls_server_name = Some("not a name".to_owned());
-    assert!(QuillClient::with_config(cfg).is_err());
+    let e = QuillClient::with_config(cfg).map(drop).unwrap_err();
+    assert!(
+        matches!(&e, QuillError::InvalidArgument { reason } if reason.contains("not a name")),
+        "{e:?}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use quill::codec::stream::{decode_messages, encode_messages, MessageReader};
 use quill::codec::tensor::decode_tensor;
-use quill::{DType, Tensor, TokenBatch};
+use quill::{DType, QuillError, Tensor, TokenBatch};
 use serde_json::Value;
 
 mod common;
@@ -531,7 +531,11 @@ fn fault_routes() {
         n += 1;
     }
     assert_eq!(n, 2);
-    assert!(reader.finish().is_err());
+    let e = reader.finish().unwrap_err();
+    assert!(
+        matches!(&e, QuillError::Stream { reason } if reason.contains("END_STREAM")),
+        "{e:?}"
+    );
 
     let r = srv.post("/test.v1.FaultService/StreamCombined", b"");
     assert_eq!(
@@ -539,7 +543,11 @@ fn fault_routes() {
         vec!["one", "two", "three"]
     );
     let r = srv.post("/test.v1.FaultService/StreamCancel", b"");
-    assert!(decode_messages(&r.body).is_err());
+    let e = decode_messages(&r.body).unwrap_err();
+    assert!(
+        matches!(&e, QuillError::Stream { reason } if reason.contains("CANCEL")),
+        "{e:?}"
+    );
     let r = srv.post("/test.v1.FaultService/StreamOversized", b"");
     assert!(decode_messages(&r.body)
         .unwrap_err()
