@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quill::client::{request_stream, Call, Reply};
-use quill::{DType, QuillClient, QuillError, Tensor};
+use quill::{DType, MessageStream, QuillClient, QuillError, Tensor};
 use serde_json::{json, Value};
 
 mod common;
@@ -284,6 +284,49 @@ fn timeout_covers_the_call() {
         })
         .unwrap_err();
     assert!(matches!(e, QuillError::Timeout { .. }), "{e}");
+}
+
+/// `timeout_ms(0)` on a call means no deadline at all: shown on a client whose own
+/// 300 ms timeout cuts the same 1 s call, on the blocking and async paths and for a
+/// stream; a client-wide `timeout_ms` of 0 means the same.
+#[test]
+fn timeout_ms_0_waits_past_what_the_clients_timeout_cuts() {
+    let s = Server::start(&[]);
+    let c = s.client_with(|cfg| cfg.timeout_ms = 300);
+    let slow = || Call::json("test.v1.FaultService", "Slow", r#"{"ms": 1000}"#);
+    let slept =
+        |reply: Reply| serde_json::from_slice::<Value>(&reply.body).unwrap()["slept_ms"].clone();
+    let e = c.run_blocking::<Reply>(slow()).unwrap_err();
+    assert!(matches!(e, QuillError::Timeout { .. }), "{e}");
+
+    let start = Instant::now();
+    let reply = c.run_blocking::<Reply>(slow().timeout_ms(0)).unwrap();
+    assert!(start.elapsed() >= Duration::from_millis(1000));
+    assert_eq!(slept(reply), 1000);
+    let reply = c.block_on(c.run::<Reply>(slow().timeout_ms(0))).unwrap();
+    assert_eq!(slept(reply), 1000);
+
+    // Four messages 200 ms apart: 600 ms in all, past the client's 300 ms.
+    let ticks = r#"{"messages": 4, "interval_ms": 200}"#;
+    let start = Instant::now();
+    let stream = c
+        .run_blocking::<MessageStream>(
+            Call::json("test.v1.FaultService", "StreamSlow", ticks).timeout_ms(0),
+        )
+        .unwrap();
+    let mut got = 0;
+    while c.block_on(stream.next_message()).unwrap().is_some() {
+        got += 1;
+    }
+    assert_eq!(got, 4);
+    assert!(start.elapsed() >= Duration::from_millis(600));
+
+    let unbounded = s.client_with(|cfg| cfg.timeout_ms = 0);
+    assert_eq!(unbounded.timeout_ms(), 0);
+    assert_eq!(
+        slept(unbounded.run_blocking::<Reply>(slow()).unwrap()),
+        1000
+    );
 }
 
 #[test]
