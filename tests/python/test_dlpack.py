@@ -304,7 +304,7 @@ def test_export_arguments() -> None:
         t.__dlpack__(max_version=1)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="dl_device"):
         t.__dlpack__(dl_device="cpu")  # type: ignore[arg-type]
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="positional"):
         t.__dlpack__(None)  # type: ignore[misc]  # keyword-only
     # The device label from the wire does not move the bytes: still host memory.
     frames = bytearray(quill.Tensor.zeros([2], quill.DType.uint8()).encode())
