@@ -174,8 +174,36 @@ def test_per_call_timeout_overrides_the_client_timeout(server: Server) -> None:
     assert short.call_json(FAULT, "Slow", {"ms": 300}, timeout_ms=5_000) == {"slept_ms": 300}
     with pytest.raises(quill.OutOfRangeError, match="timeout_ms"):
         c.call(ECHO, "Echo", b"", timeout_ms=-1)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="timeout_ms must be an int"):
         c.call(ECHO, "Echo", b"", timeout_ms="5")  # type: ignore[arg-type]
+
+
+def test_timeout_ms_0_waits_past_what_the_client_timeout_cuts(client: quill.QuillClient) -> None:
+    """timeout_ms=0 on a call means no deadline at all: on a client whose own 300 ms
+    timeout cuts a 1 s call, the same call with timeout_ms=0 completes, on every call
+    path; so does a client whose timeout_ms is 0."""
+    config = client.to_config()
+    short = quill.QuillClient.from_config({**config, "timeout_ms": 300})
+    slow = {"ms": 1000}
+    with pytest.raises(quill.QuillTimeoutError, match="300 ms"):
+        short.call_json(FAULT, "Slow", slow)
+
+    t0 = time.monotonic()
+    assert short.call_json(FAULT, "Slow", slow, timeout_ms=0) == {"slept_ms": 1000}
+    assert time.monotonic() - t0 >= 1.0
+    assert json.loads(short.call(FAULT, "Slow", b'{"ms": 1000}', timeout_ms=0)) == {
+        "slept_ms": 1000
+    }
+    assert asyncio.run(
+        _await(lambda: short.call_json_async(FAULT, "Slow", slow, timeout_ms=0))
+    ) == {"slept_ms": 1000}
+    # Four messages 200 ms apart: 600 ms in all, past the client's 300 ms.
+    ticks = {"messages": 4, "interval_ms": 200}
+    assert len(list(short.stream(FAULT, "StreamSlow", ticks, timeout_ms=0))) == 4
+
+    unbounded = quill.QuillClient.from_config({**config, "timeout_ms": 0})
+    assert unbounded.timeout_ms == 0
+    assert unbounded.call_json(FAULT, "Slow", slow) == {"slept_ms": 1000}
 
 
 def headers_seen(c: quill.QuillClient, method: str, headers: Any) -> dict[str, str]:
