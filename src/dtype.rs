@@ -258,7 +258,10 @@ mod tests {
                 Err(QuillError::UnsupportedDType { .. })
             ));
         }
-        assert!(DType::from_name("complex64").is_err());
+        assert!(matches!(
+            DType::from_name("complex64"),
+            Err(QuillError::UnsupportedDType { .. })
+        ));
     }
 
     #[test]

@@ -417,7 +417,10 @@ mod tests {
             Err(QuillError::InvalidArgument { .. })
         ));
         // Declares 65 535 tokens with no bytes behind them.
-        assert!(TokenBatch::decode(&unhex("00 ff ff")).is_err());
+        assert!(matches!(
+            TokenBatch::decode(&unhex("00 ff ff")),
+            Err(QuillError::Decode { .. })
+        ));
     }
 
     #[test]

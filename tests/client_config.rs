@@ -21,7 +21,11 @@ fn construction_and_getters() {
     let mut cfg = ClientConfig::new("http://h");
     cfg.ca_cert_pem =
         Some(b"-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n".to_vec());
-    assert!(QuillClient::with_config(cfg).is_err());
+    let e = QuillClient::with_config(cfg).map(drop).unwrap_err();
+    assert!(
+        matches!(&e, QuillError::InvalidArgument { reason } if reason.contains("certificate")),
+        "{e:?}"
+    );
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use common::Server;
 use quill::client::events::{self, Event, EventKind, Level};
 use quill::client::{Call, MessageStream, Reply};
+use quill::QuillError;
 
 #[test]
 fn events_report_connections_retries_timeouts_cancels_and_limits() {
@@ -32,11 +33,18 @@ fn events_report_connections_retries_timeouts_cancels_and_limits() {
         "Error",
         r#"{"status": 503, "retry_after": 0}"#,
     );
-    assert!(client
+    let e = client
         .run_blocking::<Reply>(retry.idempotent(true))
-        .is_err());
+        .unwrap_err();
+    assert!(
+        matches!(&e, QuillError::Status { problem } if problem.status == 503),
+        "{e:?}"
+    );
     let slow = Call::json("test.v1.FaultService", "Slow", r#"{"ms": 2000}"#);
-    assert!(client.run_blocking::<Reply>(slow.timeout_ms(50)).is_err());
+    let e = client
+        .run_blocking::<Reply>(slow.timeout_ms(50))
+        .unwrap_err();
+    assert!(matches!(e, QuillError::Timeout { .. }), "{e:?}");
     let stream: MessageStream = client
         .run_blocking(Call::json(
             "test.v1.FaultService",
@@ -46,7 +54,11 @@ fn events_report_connections_retries_timeouts_cancels_and_limits() {
         .unwrap();
     stream.cancel();
     let big = Call::json("test.v1.FaultService", "Big", r#"{"bytes": 4096}"#);
-    assert!(client.run_blocking::<Reply>(big).is_err());
+    let e = client.run_blocking::<Reply>(big).unwrap_err();
+    assert!(
+        matches!(&e, QuillError::Protocol { reason } if reason.contains("1024")),
+        "{e:?}"
+    );
     events::set_listener(None, Level::Debug);
 
     let seen = seen.lock().unwrap();

@@ -18,6 +18,16 @@ fn slow(ms: u64) -> Call {
     Call::json(FAULT, "Slow", format!(r#"{{"ms": {ms}}}"#))
 }
 
+/// One counter of the server's `Stats`.
+fn stat(c: &quill::QuillClient, key: &str) -> u64 {
+    let reply = c
+        .run_blocking::<Reply>(Call::json(FAULT, "Stats", "{}"))
+        .unwrap();
+    serde_json::from_slice::<serde_json::Value>(&reply.body).unwrap()[key]
+        .as_u64()
+        .unwrap()
+}
+
 fn is_closed_error(e: &QuillError) -> bool {
     matches!(e, QuillError::Cancelled { reason } if reason.contains("client is closed"))
 }
@@ -30,7 +40,7 @@ fn close_ends_calls_in_flight_on_every_path() {
     let blocking: Vec<_> = (0..6)
         .map(|_| {
             let c = client.clone();
-            std::thread::spawn(move || c.run_blocking::<Reply>(slow(5_000)))
+            std::thread::spawn(move || c.run_blocking::<Reply>(slow(30_000)))
         })
         .collect();
     // An async call awaited from another runtime, and an open stream.
@@ -40,7 +50,7 @@ fn close_ends_calls_in_flight_on_every_path() {
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(c.run::<Reply>(slow(5_000)))
+        rt.block_on(c.run::<Reply>(slow(30_000)))
     });
     let stream: MessageStream = client
         .run_blocking(Call::json(
@@ -49,7 +59,17 @@ fn close_ends_calls_in_flight_on_every_path() {
             r#"{"messages": 100, "interval_ms": 1000}"#,
         ))
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Close once the server holds all seven slow calls (the stream is open already).
+    let watcher = server.client();
+    let waiting = Instant::now();
+    while stat(&watcher, "in_flight") < 7 {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(10),
+            "the slow calls did not all reach the server"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(stat(&watcher, "open_streams"), 1);
     let start = Instant::now();
     client.close();
     for t in blocking {
@@ -68,8 +88,8 @@ fn close_ends_calls_in_flight_on_every_path() {
     });
     assert!(is_closed_error(&next.unwrap_err()));
     assert!(
-        start.elapsed() < Duration::from_secs(2),
-        "calls ended at once, not at their 5 s end: {:?}",
+        start.elapsed() < Duration::from_secs(10),
+        "calls ended at once, not at their 30 s end: {:?}",
         start.elapsed()
     );
     // Later calls fail the same way, and closing again is harmless.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quill::client::{request_stream, Call, Reply};
-use quill::{DType, QuillClient, QuillError, Tensor};
+use quill::{DType, MessageStream, QuillClient, QuillError, Tensor};
 use serde_json::{json, Value};
 
 mod common;
@@ -260,11 +260,10 @@ fn timeout_covers_the_call() {
     let c = s.client_with(|cfg| cfg.timeout_ms = 300);
     let start = Instant::now();
     let e = fault(&c, "Slow", json!({"ms": 5000})).unwrap_err();
-    assert!(
-        start.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        start.elapsed()
-    );
+    // Never before the deadline (set inside the call), long before the 5 s reply.
+    let elapsed = start.elapsed();
+    assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
     assert_eq!(
         e.to_string(),
         "timed out: call to test.v1.FaultService/Slow exceeded 300 ms"
@@ -285,6 +284,49 @@ fn timeout_covers_the_call() {
         })
         .unwrap_err();
     assert!(matches!(e, QuillError::Timeout { .. }), "{e}");
+}
+
+/// `timeout_ms(0)` on a call means no deadline at all: shown on a client whose own
+/// 300 ms timeout cuts the same 1 s call, on the blocking and async paths and for a
+/// stream; a client-wide `timeout_ms` of 0 means the same.
+#[test]
+fn timeout_ms_0_waits_past_what_the_clients_timeout_cuts() {
+    let s = Server::start(&[]);
+    let c = s.client_with(|cfg| cfg.timeout_ms = 300);
+    let slow = || Call::json("test.v1.FaultService", "Slow", r#"{"ms": 1000}"#);
+    let slept =
+        |reply: Reply| serde_json::from_slice::<Value>(&reply.body).unwrap()["slept_ms"].clone();
+    let e = c.run_blocking::<Reply>(slow()).unwrap_err();
+    assert!(matches!(e, QuillError::Timeout { .. }), "{e}");
+
+    let start = Instant::now();
+    let reply = c.run_blocking::<Reply>(slow().timeout_ms(0)).unwrap();
+    assert!(start.elapsed() >= Duration::from_millis(1000));
+    assert_eq!(slept(reply), 1000);
+    let reply = c.block_on(c.run::<Reply>(slow().timeout_ms(0))).unwrap();
+    assert_eq!(slept(reply), 1000);
+
+    // Four messages 200 ms apart: 600 ms in all, past the client's 300 ms.
+    let ticks = r#"{"messages": 4, "interval_ms": 200}"#;
+    let start = Instant::now();
+    let stream = c
+        .run_blocking::<MessageStream>(
+            Call::json("test.v1.FaultService", "StreamSlow", ticks).timeout_ms(0),
+        )
+        .unwrap();
+    let mut got = 0;
+    while c.block_on(stream.next_message()).unwrap().is_some() {
+        got += 1;
+    }
+    assert_eq!(got, 4);
+    assert!(start.elapsed() >= Duration::from_millis(600));
+
+    let unbounded = s.client_with(|cfg| cfg.timeout_ms = 0);
+    assert_eq!(unbounded.timeout_ms(), 0);
+    assert_eq!(
+        slept(unbounded.run_blocking::<Reply>(slow()).unwrap()),
+        1000
+    );
 }
 
 #[test]
@@ -371,10 +413,11 @@ fn retries_only_idempotent_calls_on_retryable_statuses() {
     assert_eq!(problem(e).status, 400);
     assert_eq!(requests(&c) - before, 2);
 
-    // A Retry-After past the deadline is not waited for.
+    // A Retry-After (5 s) past the deadline (4 s) is not waited for: the 429 comes back
+    // at once, not when the deadline would have cut the wait.
     let c = s.client_with(|cfg| {
         cfg.max_retries = 3;
-        cfg.timeout_ms = 1_000;
+        cfg.timeout_ms = 4_000;
     });
     let start = Instant::now();
     let slow: Bytes = json!({"status": 429, "retry_after": 5}).to_string().into();
@@ -386,7 +429,11 @@ fn retries_only_idempotent_calls_on_retryable_statuses() {
         })
         .unwrap_err();
     assert_eq!(problem(e).status, 429);
-    assert!(start.elapsed() < Duration::from_millis(900));
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 #[test]

@@ -21,8 +21,13 @@ mod common;
 use common::raw::*;
 
 const SERVICE: &str = "fault.v1.FaultService";
-/// Whole-call timeout of the timeout tests; they must end within it plus 10 %.
+/// Whole-call timeout of the timeout tests.
 const TIMEOUT_MS: u64 = 1_500;
+/// How late past its deadline a call may still end and count as "on time". The promise
+/// is that the timeout fires, never early: a slow machine may run the timer late, so the
+/// ceiling is generous, and still far below `SERVER_PATIENCE` (30 s), where the
+/// misbehaving servers give up and would end the call themselves.
+const LATE: Duration = Duration::from_secs(5);
 
 // ---------------------------------------------------------------------------------
 // Client side
@@ -80,14 +85,21 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     (out, start.elapsed())
 }
 
-/// A `Timeout` error that came no earlier than the timeout and within it plus 10 %.
+/// A `Timeout` error that came on time (see [`assert_on_time`]).
 fn assert_timely_timeout<T: std::fmt::Debug>(r: quill::Result<T>, elapsed: Duration) {
     let e = r.expect_err("expected a timeout");
     observed(&format!("{e} (after {elapsed:?})"));
     assert!(matches!(e, QuillError::Timeout { .. }), "{e:?}");
+    assert_on_time(elapsed);
+}
+
+/// `elapsed`, measured from before the call started, is no shorter than the timeout (the
+/// deadline is set inside the call, so a timer that never fires early cannot end it
+/// sooner) and at most [`LATE`] past it.
+fn assert_on_time(elapsed: Duration) {
     let limit = Duration::from_millis(TIMEOUT_MS);
-    assert!(elapsed >= limit * 9 / 10, "timed out early: {elapsed:?}");
-    assert!(elapsed <= limit * 11 / 10, "timed out late: {elapsed:?}");
+    assert!(elapsed >= limit, "timed out early: {elapsed:?}");
+    assert!(elapsed <= limit + LATE, "timed out late: {elapsed:?}");
 }
 
 // ---------------------------------------------------------------------------------
@@ -131,7 +143,9 @@ fn connection_refused_is_a_quick_connection_error() {
     let e = r.unwrap_err();
     observed(&e);
     assert!(matches!(e, QuillError::Connection { .. }), "{e:?}");
-    assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
+    // Quick: not the 10 s timeout (a refused connect takes microseconds; the slack is
+    // for a loaded machine).
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
     // Streams fail the same way at open.
     assert!(matches!(open(&c), Err(QuillError::Connection { .. })));
 }
@@ -360,11 +374,7 @@ fn slowloris_error_body_drip_times_out_on_time() {
         matches!(&e, QuillError::Status { problem } if problem.status == 503),
         "{e:?}"
     );
-    let limit = Duration::from_millis(TIMEOUT_MS);
-    assert!(
-        elapsed >= limit * 9 / 10 && elapsed <= limit * 11 / 10,
-        "{elapsed:?}"
-    );
+    assert_on_time(elapsed);
     drop(c);
     server.join().unwrap();
 }
@@ -406,7 +416,8 @@ fn garbage_instead_of_http_is_a_connection_error() {
             "{:?}: {e:?}",
             String::from_utf8_lossy(garbage)
         );
-        assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+        // Not the 10 s timeout, nor the server's close (it waits for the client's).
+        assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
         drop(c);
         server.join().unwrap();
     }
@@ -567,6 +578,11 @@ fn oversized_body_is_refused_with_bounded_memory() {
     drop((s, c));
     server.join().unwrap();
 }
+
+/// How long past its 300 ms timeout a bomb test may end. Spinning through a bomb takes
+/// tens of seconds (62 s for the stream bomb before its fix, docs/reliability.md), so a
+/// few seconds of slack for a loaded machine still tells the two apart.
+const BOMB_SLACK: Duration = Duration::from_secs(3);
 
 /// A zstd frame that decodes to `decoded` zero bytes: RLE blocks of 128 KiB, 4 bytes
 /// each (the format's floor, so 1 GiB takes 32 KiB), no content size in the header.
@@ -802,7 +818,9 @@ fn a_bomb_of_ignored_frames_cannot_outlast_the_timeouts() {
         });
         assert!(matches!(r, Err(QuillError::Timeout { .. })), "{r:?}");
         let elapsed = start.elapsed();
-        assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
+        let limit = Duration::from_millis(300);
+        assert!(elapsed >= limit, "{elapsed:?}");
+        assert!(elapsed < limit + BOMB_SLACK, "{elapsed:?}");
     }
 }
 
@@ -823,5 +841,7 @@ fn a_bomb_of_empty_payload_frames_cannot_outlast_the_deadline() {
     let r = c.block_on(c.run::<Tensor>(Call::proto("s.v1.S", "M", Bytes::new())));
     assert!(matches!(r, Err(QuillError::Timeout { .. })), "{r:?}");
     let elapsed = start.elapsed();
-    assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
+    let limit = Duration::from_millis(300);
+    assert!(elapsed >= limit, "{elapsed:?}");
+    assert!(elapsed < limit + BOMB_SLACK, "{elapsed:?}");
 }

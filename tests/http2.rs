@@ -212,8 +212,9 @@ fn a_killed_server_ends_every_open_stream_with_an_error_on_time() {
             }
         }
     })));
+    // Ended by the kill, not by the 20 s call timeout.
     assert!(
-        killed.elapsed() < std::time::Duration::from_secs(5),
+        killed.elapsed() < std::time::Duration::from_secs(10),
         "{:?}",
         killed.elapsed()
     );
@@ -392,8 +393,10 @@ fn a_flow_control_stall_ends_at_the_deadline() {
             matches!(err, QuillError::Timeout { .. }),
             "{version:?}: {err:?}"
         );
+        // Never before the deadline (set inside the call, after `start`), and long
+        // before the server's 60 s stall ends; the slack is for a loaded machine.
         assert!(
-            took >= Duration::from_millis(290) && took < Duration::from_millis(800),
+            took >= Duration::from_millis(300) && took < Duration::from_secs(5),
             "{version:?}: the stalled call ended after {took:?}, not at its 300 ms deadline"
         );
         // The client is fine for the next call, at once.
@@ -407,8 +410,8 @@ fn a_flow_control_stall_ends_at_the_deadline() {
             let gone = Instant::now();
             while stalled(&c) > before {
                 assert!(
-                    gone.elapsed() < Duration::from_secs(1),
-                    "the server still holds the stalled HTTP/2 stream a second later"
+                    gone.elapsed() < Duration::from_secs(10),
+                    "the server still holds the stalled HTTP/2 stream 10 s later"
                 );
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -434,16 +437,18 @@ fn a_dropped_call_is_abandoned_on_the_server_at_once() {
         };
         let before = stat("abandoned");
         let slow = c.block_on(async {
-            let call = c.run::<Reply>(Call::json(FAULT, "Slow", r#"{"ms": 10000}"#));
+            let call = c.run::<Reply>(Call::json(FAULT, "Slow", r#"{"ms": 60000}"#));
             // Give up after 200 ms: the call's future is dropped.
             tokio::time::timeout(Duration::from_millis(200), call).await
         });
         assert!(slow.is_err(), "{version:?}: the slow call finished");
+        // Abandoned, not answered: the handler would only answer after 60 s. At once on
+        // an idle machine; the bound leaves room for a loaded one.
         let dropped = Instant::now();
         while stat("abandoned") <= before {
             assert!(
-                dropped.elapsed() < Duration::from_millis(100),
-                "{version:?}: the server still holds the dropped call after 100 ms"
+                dropped.elapsed() < Duration::from_secs(10),
+                "{version:?}: the server still holds the dropped call after 10 s"
             );
             std::thread::sleep(Duration::from_millis(2));
         }

@@ -210,11 +210,12 @@ fn stalled_handshake_times_out_on_time() {
     let elapsed = start.elapsed();
     eprintln!("observed [stalled handshake]: {e} after {elapsed:?}");
     assert!(matches!(e, QuillError::Timeout { .. }), "{e:?}");
+    // Never before the deadline (set inside the call, after `start`); the server never
+    // gives up on its own, so any bound shows the timeout fired, and a generous one
+    // leaves room for a loaded machine.
     let limit = Duration::from_millis(timeout);
-    assert!(
-        elapsed >= limit * 9 / 10 && elapsed <= limit * 11 / 10,
-        "{elapsed:?}"
-    );
+    assert!(elapsed >= limit, "{elapsed:?}");
+    assert!(elapsed <= limit + Duration::from_secs(5), "{elapsed:?}");
 }
 
 /// The bundled server with `--tls-cert`/`--tls-key`: every HTTP version over TLS, the

@@ -198,7 +198,10 @@ mod tests {
         .await
         .unwrap();
         let slot = ErrorSlot::default();
-        assert!(collect(rx, slot.clone()).await.is_err());
+        assert!(matches!(
+            collect(rx, slot.clone()).await,
+            Err(QuillError::InvalidArgument { .. })
+        ));
         assert!(matches!(
             slot.take(),
             Some(QuillError::InvalidArgument { .. })

@@ -587,14 +587,23 @@ mod tests {
         let mut cfg = ClientConfig::new("http://h:1");
         assert!(cfg.validate().is_ok());
         cfg.http2.initial_stream_window = Some(0);
-        assert!(cfg.validate().is_err());
+        assert!(matches!(
+            cfg.validate(),
+            Err(QuillError::InvalidArgument { .. })
+        ));
         cfg.http2.initial_stream_window = Some(MAX_HTTP2_WINDOW);
         assert!(cfg.validate().is_ok());
         cfg.http2.initial_connection_window = Some(MAX_HTTP2_WINDOW + 1);
-        assert!(cfg.validate().is_err());
+        assert!(matches!(
+            cfg.validate(),
+            Err(QuillError::InvalidArgument { .. })
+        ));
         cfg.http2.initial_connection_window = None;
         cfg.http2.keep_alive_timeout_ms = MAX_TIMEOUT_MS + 1;
-        assert!(cfg.validate().is_err());
+        assert!(matches!(
+            cfg.validate(),
+            Err(QuillError::InvalidArgument { .. })
+        ));
     }
 
     #[test]
@@ -670,7 +679,13 @@ mod tests {
         validate_path_part("method", "Echo_2-x").unwrap();
         validate_path_part("method", "...").unwrap();
         for bad in ["", ".", "..", "a/b", "a b", "a?b", "ä", "a%2f"] {
-            assert!(validate_path_part("method", bad).is_err(), "{bad}");
+            assert!(
+                matches!(
+                    validate_path_part("method", bad),
+                    Err(QuillError::InvalidArgument { .. })
+                ),
+                "{bad}"
+            );
         }
     }
 

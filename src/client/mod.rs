@@ -545,8 +545,14 @@ mod tests {
             "https://h/api/echo.v1.EchoService/Echo"
         );
         let c = QuillClient::new("http://h", 0, false).unwrap();
-        assert!(c.call_url("..", "Echo").is_err());
-        assert!(c.call_url("svc", "a/b").is_err());
+        assert!(matches!(
+            c.call_url("..", "Echo"),
+            Err(QuillError::InvalidArgument { .. })
+        ));
+        assert!(matches!(
+            c.call_url("svc", "a/b"),
+            Err(QuillError::InvalidArgument { .. })
+        ));
     }
 
     #[test]

@@ -748,7 +748,10 @@ mod tests {
     #[test]
     fn bad_settings_are_invalid_arguments() {
         let mut config = ClientConfig::new("http://h:1");
-        assert!(HttpSettings::new(&config, "bad\nua".into(), "h:1".into()).is_err());
+        assert!(matches!(
+            HttpSettings::new(&config, "bad\nua".into(), "h:1".into()),
+            Err(QuillError::InvalidArgument { .. })
+        ));
         config.ca_cert_pem = Some(b"not pem".to_vec());
         assert!(matches!(
             HttpSettings::new(&config, "ua".into(), "h:1".into()),

@@ -316,10 +316,16 @@ mod tests {
         put_varint(&mut max, u64::MAX);
         assert_eq!(max.len(), 10);
         assert_eq!(read_varint(&max).unwrap(), Some((u64::MAX, 10)));
-        assert!(read_varint(&[0xff; 11]).is_err());
+        assert!(matches!(
+            read_varint(&[0xff; 11]),
+            Err(QuillError::Protocol { .. })
+        ));
         let mut over = vec![0xff; 9];
         over.push(0x02); // 2^64
-        assert!(read_varint(&over).is_err());
+        assert!(matches!(
+            read_varint(&over),
+            Err(QuillError::Protocol { .. })
+        ));
     }
 
     #[test]
@@ -329,7 +335,10 @@ mod tests {
         put_varint(&mut hdr, MAX_FRAME_PAYLOAD as u64 + 1);
         d.push(&hdr);
         assert!(matches!(d.next_frame(), Err(QuillError::Protocol { .. })));
-        assert!(encode_data(&vec![0; MAX_FRAME_PAYLOAD + 1]).is_err());
+        assert!(matches!(
+            encode_data(&vec![0; MAX_FRAME_PAYLOAD + 1]),
+            Err(QuillError::InvalidArgument { .. })
+        ));
         assert!(encode_data(&vec![0; MAX_FRAME_PAYLOAD]).is_ok());
     }
 

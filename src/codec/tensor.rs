@@ -575,7 +575,8 @@ mod tests {
         let t = Tensor::from_bytes(&[1, 2, 3, 4], vec![4], DType::Uint8, None).unwrap();
         let body = encode_tensor(&t);
         for cut in 0..body.len() {
-            assert!(decode_tensor(&body[..cut]).is_err(), "cut {cut}");
+            let e = decode_tensor(&body[..cut]).unwrap_err();
+            assert!(matches!(e, QuillError::Decode { .. }), "cut {cut}: {e:?}");
         }
         // PAYLOAD before META.
         let mut bad = encode_frame(ty::TENSOR_PAYLOAD, &[1]).unwrap();

@@ -199,7 +199,7 @@ mod tests {
         t.end("p").unwrap();
         t.message(encoded(1, true)).unwrap();
         t.message(encoded(1, false)).unwrap();
-        assert!(t.end("p").is_err());
+        assert!(matches!(t.end("p"), Err(QuillError::Stream { .. })));
     }
 
     #[test]
@@ -252,7 +252,10 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert!(t.message(bad.encode_to_vec().into()).is_err());
+        assert!(matches!(
+            t.message(bad.encode_to_vec().into()),
+            Err(QuillError::Protocol { .. })
+        ));
         assert_eq!(t.timing().responses, 0);
     }
 }

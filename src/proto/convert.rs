@@ -325,8 +325,14 @@ mod tests {
             attention_mask: vec![true, false],
             ..Default::default()
         };
-        assert!(token_batch_from_proto(batch).is_err());
+        assert!(matches!(
+            token_batch_from_proto(batch),
+            Err(QuillError::Decode { .. })
+        ));
         let core = TokenBatch::new(Some(1));
-        assert!(token_batch_to_proto(&core, &[true]).is_err());
+        assert!(matches!(
+            token_batch_to_proto(&core, &[true]),
+            Err(QuillError::InvalidArgument { .. })
+        ));
     }
 }

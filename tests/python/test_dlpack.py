@@ -8,6 +8,8 @@ import gc
 import sys
 import threading
 import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -304,7 +306,7 @@ def test_export_arguments() -> None:
         t.__dlpack__(max_version=1)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="dl_device"):
         t.__dlpack__(dl_device="cpu")  # type: ignore[arg-type]
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="positional"):
         t.__dlpack__(None)  # type: ignore[misc]  # keyword-only
     # The device label from the wire does not move the bytes: still host memory.
     frames = bytearray(quill.Tensor.zeros([2], quill.DType.uint8()).encode())
@@ -628,3 +630,129 @@ def test_torch_round_trip() -> None:
     bf = torch.ones(3, dtype=torch.bfloat16)
     q = quill.Tensor.from_dlpack(bf)
     assert q.dtype == quill.DType.bfloat16() and torch.equal(torch.from_dlpack(q), bf)
+
+
+# --- other array libraries: MLX (scripts/requirements-dev.txt installs it), JAX -------------
+
+
+@dataclass(frozen=True)
+class Library:
+    """How the tests below reach into one array library that speaks DLPack."""
+
+    from_dlpack: Callable[[Any], Any]
+    #: An array of the library holding these values, in memory of its own.
+    array: Callable[[np.ndarray], Any]
+    #: The address of the array's first byte.
+    address: Callable[[Any], int]
+    #: The array's values as numpy (bfloat16 as its uint16 bits).
+    values: Callable[[Any], np.ndarray]
+    to_bfloat16: Callable[[Any], Any]
+    #: dtypes the library turns into another on import: its own policy, not quill's.
+    narrowed: frozenset[str]
+
+
+def _mlx() -> Library:
+    mx = pytest.importorskip(
+        "mlx.core", reason="mlx is not installed (scripts/requirements-dev.txt installs it)"
+    )
+
+    def evaluated(x: Any) -> Any:
+        mx.eval(x)  # MLX is lazy: an array has its memory once evaluated
+        return x
+
+    return Library(
+        from_dlpack=mx.from_dlpack,
+        array=lambda values: evaluated(mx.array(values)),
+        # MLX arrays also export their memory through the buffer protocol.
+        address=lambda x: int(np.frombuffer(memoryview(x), np.uint8).ctypes.data),
+        values=lambda x: np.array(x.view(mx.uint16) if x.dtype == mx.bfloat16 else x),
+        to_bfloat16=lambda x: evaluated(x.astype(mx.bfloat16)),
+        narrowed=frozenset({"float64"}),  # MLX makes float64 float32, from numpy too
+    )
+
+
+def _jax() -> Library:
+    jax = pytest.importorskip("jax", reason="jax is not installed (optional: jax[cpu])")
+    jnp = jax.numpy
+    return Library(
+        from_dlpack=jnp.from_dlpack,
+        array=jnp.asarray,
+        address=lambda x: int(x.unsafe_buffer_pointer()),
+        values=lambda x: np.asarray(x.view(jnp.uint16) if x.dtype == jnp.bfloat16 else x),
+        to_bfloat16=lambda x: x.astype(jnp.bfloat16),
+        narrowed=frozenset({"float64", "int64"}),  # 32-bit unless jax_enable_x64
+    )
+
+
+@pytest.fixture(params=["mlx", "jax"])
+def library(request: pytest.FixtureRequest) -> Library:
+    return {"mlx": _mlx, "jax": _jax}[request.param]()
+
+
+class _Asked:
+    """Hands a tensor's capsule to a consumer, noting the max_version it asked for."""
+
+    def __init__(self, t: quill.Tensor) -> None:
+        self.t = t
+        self.max_version: tuple[int, int] | None = None
+
+    def __dlpack__(self, **kwargs: Any) -> object:
+        self.max_version = kwargs.get("max_version")
+        return self.t.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return self.t.__dlpack_device__()
+
+
+def test_a_library_reads_every_dtype_it_keeps(library: Library) -> None:
+    """Export: the values arrive; the tensor's own bytes are shared only through a
+    versioned capsule, which says read-only. A legacy one cannot, so it carries a copy
+    (MLX 0.32 and JAX 0.10 ask for a legacy capsule; numpy 2.1+ for a versioned one)."""
+    for dtype in DTYPES:
+        if dtype in library.narrowed:
+            continue
+        t = sample(dtype)
+        asked = _Asked(t)
+        x = library.from_dlpack(asked)
+        want = t.to_numpy(bfloat16_as_uint16=True) if dtype == "bfloat16" else t.to_numpy()
+        got = library.values(x)
+        assert got.shape == (2, 3) and np.array_equal(got, want), dtype
+        if asked.max_version is not None and tuple(asked.max_version) >= (1, 0):
+            assert library.address(x) == addr(t), dtype
+        else:
+            assert library.address(x) != addr(t), dtype
+
+
+def test_a_librarys_array_becomes_a_tensor_without_a_copy(library: Library) -> None:
+    for dtype in DTYPES:
+        if dtype in library.narrowed or dtype == "bfloat16":
+            continue
+        src = sample(dtype, (3, 5)).to_numpy()
+        x = library.array(src)
+        t = quill.Tensor.from_dlpack(x, name="x")
+        assert t.dtype == quill.DType.from_name(dtype) and t.shape == [3, 5] and t.name == "x"
+        assert addr(t) == library.address(x), dtype
+        assert np.array_equal(t.to_numpy(), src), dtype
+    # The tensor holds the library's buffer: it stays readable after the array is gone.
+    ramp = np.arange(12, dtype=np.float32).reshape(3, 4)
+    x = library.array(ramp)
+    t = quill.Tensor.from_dlpack(x)
+    del x
+    gc.collect()
+    assert np.array_equal(t.to_numpy(), ramp)
+    # copy=True takes a private snapshot instead.
+    y = library.array(ramp)
+    assert addr(quill.Tensor.from_dlpack(y, copy=True)) != library.address(y)
+    # And back into the library.
+    assert np.array_equal(library.values(library.from_dlpack(t)), ramp)
+
+
+def test_bfloat16_crosses_both_ways(library: Library) -> None:
+    """numpy has no bfloat16; these libraries do."""
+    bits = np.array([0x3F80, 0xC020, 0x4040], np.uint16)  # 1.0, -2.5, 3.0
+    x = library.to_bfloat16(library.array(np.array([1.0, -2.5, 3.0], np.float32)))
+    t = quill.Tensor.from_dlpack(x)
+    assert t.dtype == quill.DType.bfloat16() and t.shape == [3]
+    assert addr(t) == library.address(x)
+    assert np.array_equal(t.to_numpy(bfloat16_as_uint16=True), bits)
+    assert np.array_equal(library.values(library.from_dlpack(t)), bits)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from quilltest import ROOT, TOKEN, Server
+from quilltest import ROOT, TOKEN, Server, start_server
 
 import quill
 
@@ -62,9 +62,26 @@ def test_async_with_closes(server: Server) -> None:
     assert asyncio.run(main()).closed
 
 
-def test_close_ends_calls_and_streams_on_other_threads(server: Server) -> None:
-    c = quill.QuillClient(server.url, timeout_ms=30_000)
+def _until(condition: Callable[[], bool], what: str) -> None:
+    t0 = time.monotonic()
+    while not condition():
+        assert time.monotonic() - t0 < 10, what
+        time.sleep(0.005)
+
+
+def test_close_ends_calls_and_streams_on_other_threads() -> None:
+    """close() ends every kind of call in flight on other threads at once. It is called
+    once each call is seen running: the streams and request iterables first (the server
+    reports the open stream, each iterable has handed over its first item, the client
+    stream's handler is in flight), then seven slow calls (the server reports them in
+    flight). A server of its own, so its counters see these calls alone."""
+    own = start_server()
+    watcher = quill.QuillClient(own.url)
+    c = quill.QuillClient(own.url, timeout_ms=60_000)
     results: dict[str, BaseException | None] = {}
+
+    def stat(key: str) -> int:
+        return int(watcher.call_json(FAULT, "Stats", {})[key])
 
     def run(name: str, fn: Callable[[], object]) -> None:
         try:
@@ -73,49 +90,74 @@ def test_close_ends_calls_and_streams_on_other_threads(server: Server) -> None:
         except BaseException as e:  # noqa: BLE001 - the test inspects what ended it
             results[name] = e
 
-    def slow_requests() -> Any:
+    def slow_requests(started: threading.Event) -> Any:
         for _ in range(100):
+            started.set()
             time.sleep(0.1)
             yield b"x"
 
     async def async_call() -> None:
-        await c.call_json_async(FAULT, "Slow", {"ms": 10_000})
+        await c.call_json_async(FAULT, "Slow", {"ms": 30_000})
 
-    jobs: dict[str, Callable[[], object]] = {
-        **{
-            f"call{i}": (lambda: c.call_json(FAULT, "Slow", {"ms": 10_000}))
-            for i in range(6)  # more threads than the client's lanes
-        },
+    bidi_started, client_stream_started = threading.Event(), threading.Event()
+    streams: dict[str, Callable[[], object]] = {
         "stream": lambda: list(
             c.stream(FAULT, "StreamSlow", {"messages": 100, "interval_ms": 500})
         ),
-        "bidi": lambda: list(c.bidi_stream(ECHO, "BidiEcho", slow_requests())),
-        "client_stream": lambda: c.client_stream(ECHO, "ClientStream", slow_requests()),
+        "bidi": lambda: list(c.bidi_stream(ECHO, "BidiEcho", slow_requests(bidi_started))),
+        "client_stream": lambda: c.client_stream(
+            ECHO, "ClientStream", slow_requests(client_stream_started)
+        ),
+    }
+    calls: dict[str, Callable[[], object]] = {
+        **{
+            f"call{i}": (lambda: c.call_json(FAULT, "Slow", {"ms": 30_000}))
+            for i in range(6)  # more threads than the client's lanes
+        },
         "async": lambda: asyncio.run(async_call()),
     }
-    threads = [threading.Thread(target=run, args=item) for item in jobs.items()]
-    for t in threads:
-        t.start()
-    time.sleep(0.5)
-    start = time.monotonic()
-    c.close()
-    for t in threads:
-        t.join(timeout=10)
-        assert not t.is_alive(), "a call hung after close()"
-    assert time.monotonic() - start < 3
-    for name, err in results.items():
-        assert isinstance(err, quill.CallCancelledError), (name, err)
-        assert "closed" in str(err), (name, err)
+    try:
+        threads = [threading.Thread(target=run, args=item) for item in streams.items()]
+        for t in threads:
+            t.start()
+        _until(lambda: stat("open_streams") == 1, "the server stream did not open")
+        _until(bidi_started.is_set, "the bidi stream took no request")
+        _until(client_stream_started.is_set, "the client stream took no request")
+        # The client stream's handler reads its requests until they end: in flight.
+        _until(lambda: stat("in_flight") == 1, "the client stream did not reach the server")
+        more = [threading.Thread(target=run, args=item) for item in calls.items()]
+        for t in more:
+            t.start()
+        threads += more
+        _until(lambda: stat("in_flight") == 8, "the slow calls did not all reach the server")
+        start = time.monotonic()
+        c.close()
+        for t in threads:
+            t.join(timeout=10)
+            assert not t.is_alive(), "a call hung after close()"
+        # At once, not at the calls' own 30 s end; the slack is for a loaded machine.
+        assert time.monotonic() - start < 10
+        assert set(results) == set(streams) | set(calls)
+        for name, err in results.items():
+            assert isinstance(err, quill.CallCancelledError), (name, err)
+            assert "closed" in str(err), (name, err)
+    finally:
+        own.process.terminate()
+        own.process.wait(timeout=10)
+        if own.process.stdout is not None:
+            own.process.stdout.close()
 
 
 def test_gc_of_an_unclosed_client_with_an_open_stream_does_not_block(server: Server) -> None:
     c = quill.QuillClient(server.url)
-    stream = c.stream(FAULT, "StreamSlow", {"messages": 100, "interval_ms": 1000})
+    stream = c.stream(FAULT, "StreamSlow", {"messages": 100, "interval_ms": 30_000})
     assert c.call(ECHO, "Echo", b"x") == b"x"
     start = time.monotonic()
     del c
     gc.collect()
-    assert time.monotonic() - start < 0.5
+    # Not held up by the stream, whose next message is 30 s away; the slack is for a
+    # loaded machine.
+    assert time.monotonic() - start < 5
     stream.close()
 
 
@@ -124,7 +166,7 @@ def test_per_call_timeout_overrides_the_client_timeout(server: Server) -> None:
     t0 = time.monotonic()
     with pytest.raises(quill.QuillTimeoutError, match="150 ms"):
         c.call_json(FAULT, "Slow", {"ms": 3000}, timeout_ms=150)
-    assert time.monotonic() - t0 < 2
+    assert 0.15 <= time.monotonic() - t0 < 2
     with pytest.raises(quill.QuillTimeoutError):
         list(c.stream(FAULT, "StreamSlow", {"messages": 5, "interval_ms": 400}, timeout_ms=200))
     # A longer per-call timeout than the client's also wins.
@@ -132,8 +174,36 @@ def test_per_call_timeout_overrides_the_client_timeout(server: Server) -> None:
     assert short.call_json(FAULT, "Slow", {"ms": 300}, timeout_ms=5_000) == {"slept_ms": 300}
     with pytest.raises(quill.OutOfRangeError, match="timeout_ms"):
         c.call(ECHO, "Echo", b"", timeout_ms=-1)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="timeout_ms must be an int"):
         c.call(ECHO, "Echo", b"", timeout_ms="5")  # type: ignore[arg-type]
+
+
+def test_timeout_ms_0_waits_past_what_the_client_timeout_cuts(client: quill.QuillClient) -> None:
+    """timeout_ms=0 on a call means no deadline at all: on a client whose own 300 ms
+    timeout cuts a 1 s call, the same call with timeout_ms=0 completes, on every call
+    path; so does a client whose timeout_ms is 0."""
+    config = client.to_config()
+    short = quill.QuillClient.from_config({**config, "timeout_ms": 300})
+    slow = {"ms": 1000}
+    with pytest.raises(quill.QuillTimeoutError, match="300 ms"):
+        short.call_json(FAULT, "Slow", slow)
+
+    t0 = time.monotonic()
+    assert short.call_json(FAULT, "Slow", slow, timeout_ms=0) == {"slept_ms": 1000}
+    assert time.monotonic() - t0 >= 1.0
+    assert json.loads(short.call(FAULT, "Slow", b'{"ms": 1000}', timeout_ms=0)) == {
+        "slept_ms": 1000
+    }
+    assert asyncio.run(
+        _await(lambda: short.call_json_async(FAULT, "Slow", slow, timeout_ms=0))
+    ) == {"slept_ms": 1000}
+    # Four messages 200 ms apart: 600 ms in all, past the client's 300 ms.
+    ticks = {"messages": 4, "interval_ms": 200}
+    assert len(list(short.stream(FAULT, "StreamSlow", ticks, timeout_ms=0))) == 4
+
+    unbounded = quill.QuillClient.from_config({**config, "timeout_ms": 0})
+    assert unbounded.timeout_ms == 0
+    assert unbounded.call_json(FAULT, "Slow", slow) == {"slept_ms": 1000}
 
 
 def headers_seen(c: quill.QuillClient, method: str, headers: Any) -> dict[str, str]:

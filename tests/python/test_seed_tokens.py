@@ -99,8 +99,9 @@ def test_token_batches(capsys: pytest.CaptureFixture[str]) -> None:
     assert batch.get_metadata("missing") is None
     assert batch.get_metadata("missing", "d") == "d"
     assert batch[0].text == "Hello" and batch[-1].text == "World"
-    with pytest.raises(IndexError):
+    with pytest.raises(IndexError) as info:
         batch[3]
+    assert isinstance(info.value, quill.OutOfRangeError)
 
 
 def test_batch_wire_codec_round_trip() -> None:

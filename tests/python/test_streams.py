@@ -7,12 +7,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from quilltest import ROOT, Server
+from quilltest import ROOT, Server, start_server
 
 import quill
 
@@ -50,10 +50,12 @@ def test_time_to_first_message_is_independent_of_length(client: quill.QuillClien
         return first, time.monotonic() - t0
 
     first_short, _ = first_and_total(2)
-    first_long, total_long = first_and_total(40)
-    assert total_long > 0.7  # 40 tokens × 20 ms
-    assert first_long < 0.3 and first_long < total_long / 3
-    assert abs(first_long - first_short) < 0.2
+    first_long, total_long = first_and_total(60)
+    assert total_long > 1.1  # 60 tokens × 20 ms: the server's sleeps never end early
+    # A reply buffered whole would bring its first message only at the end (total_long)
+    # and later than a short one's; measured against the same run, not a fixed time.
+    assert first_long < total_long / 3
+    assert first_long - first_short < total_long / 3
 
 
 def test_truncated_stream_is_an_error(client: quill.QuillClient) -> None:
@@ -92,7 +94,7 @@ def test_breaking_out_early_closes_the_server_stream(client: quill.QuillClient) 
     ):
         if i == 2:
             break
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         now = stats(client)
         if now["cancelled_streams"] > before["cancelled_streams"]:
@@ -107,14 +109,18 @@ def test_breaking_out_early_closes_the_server_stream(client: quill.QuillClient) 
 
 
 def test_timeout_covers_the_whole_stream(server: Server) -> None:
+    """Messages keep coming (no gap is long), yet the 600 ms deadline ends the 100 s
+    stream: never before it (the deadline is set inside the call, after t0), and long
+    before the stream's end; the ceiling leaves room for a loaded machine."""
     client = quill.QuillClient(server.url, timeout_ms=600)
     got = 0
     t0 = time.monotonic()
     with pytest.raises(quill.QuillTimeoutError):
-        for _ in client.stream(FAULT, "StreamSlow", {"messages": 100, "interval_ms": 100}):
+        for _ in client.stream(FAULT, "StreamSlow", {"messages": 1000, "interval_ms": 100}):
             got += 1
-    assert 0.55 < time.monotonic() - t0 < 0.75
-    assert 3 <= got <= 7
+    elapsed = time.monotonic() - t0
+    assert 0.6 <= elapsed < 5.0, elapsed
+    assert got >= 2, got
 
 
 def test_async_iteration(client: quill.QuillClient) -> None:
@@ -179,15 +185,19 @@ def test_cancelling_an_asyncio_task_ends_the_call_on_the_server(
 
     async def main() -> float:
         before = client.call_json(FAULT, "Stats", {})["abandoned"]
-        task = asyncio.ensure_future(client.call_json_async(FAULT, "Slow", {"ms": 10_000}))
+        task = asyncio.ensure_future(client.call_json_async(FAULT, "Slow", {"ms": 60_000}))
+        t0 = time.monotonic()
         while client.call_json(FAULT, "Stats", {})["in_flight"] < 1:
+            assert time.monotonic() - t0 < 10, "the call did not reach the server"
             await asyncio.sleep(0.002)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        # Abandoned, not answered: the handler would answer only after 60 s. At once on
+        # an idle machine; the bound leaves room for a loaded one.
         t0 = time.monotonic()
         while client.call_json(FAULT, "Stats", {})["abandoned"] <= before:
-            assert time.monotonic() - t0 < 0.1, "the server still holds the call after 100 ms"
+            assert time.monotonic() - t0 < 10, "the server still holds the call after 10 s"
             await asyncio.sleep(0.002)
         return time.monotonic() - t0
 
@@ -310,12 +320,11 @@ import signal, sys, time, quill
 # on how it was launched.
 signal.signal(signal.SIGINT, signal.default_int_handler)
 client = quill.QuillClient(sys.argv[1])
-print("ready", flush=True)
 t0 = time.monotonic()
 try:
     slow = {"messages": 2, "interval_ms": 20000}
     for _ in client.stream("test.v1.FaultService", "StreamSlow", slow):
-        pass
+        print("waiting for the next message", flush=True)
 except KeyboardInterrupt:
     print(f"interrupted after {time.monotonic() - t0:.2f}", flush=True)
 try:
@@ -328,21 +337,49 @@ print("client still works", flush=True)
 """
 
 
-def test_keyboard_interrupt_during_a_wait(server: Server) -> None:
-    with subprocess.Popen(
-        [sys.executable, "-c", INTERRUPT_SCRIPT, server.url],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    ) as proc:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready"
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        line = proc.stdout.readline()
-        assert line.startswith("interrupted after"), line
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
-        assert proc.stdout.readline().strip() == "interrupted unary"
-        assert proc.stdout.readline().strip() == "client still works"
-        assert proc.wait(timeout=10) == 0
+def _sleeping(pid: int) -> bool:
+    """Whether the process's main thread is blocked (state S): in a wait, not running
+    Python code."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "S"
+
+
+def _until(condition: Callable[[], bool], what: str) -> None:
+    t0 = time.monotonic()
+    while not condition():
+        assert time.monotonic() - t0 < 10, what
+        time.sleep(0.005)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/<pid>/stat")
+def test_keyboard_interrupt_during_a_wait() -> None:
+    """Ctrl-C lands while the script waits: for a stream's next message (20 s away; the
+    script has its first one and its main thread is blocked), then in a unary call (the
+    server holds it). A server of its own, so its `in_flight` counts this call alone."""
+    own = start_server()
+    watcher = quill.QuillClient(own.url)
+    try:
+        with subprocess.Popen(
+            [sys.executable, "-c", INTERRUPT_SCRIPT, own.url],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        ) as proc:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "waiting for the next message"
+            _until(lambda: _sleeping(proc.pid), "the script never blocked in its wait")
+            proc.send_signal(signal.SIGINT)
+            line = proc.stdout.readline()
+            assert line.startswith("interrupted after"), line
+            _until(
+                lambda: stats(watcher)["in_flight"] >= 1, "the unary call never reached the server"
+            )
+            proc.send_signal(signal.SIGINT)
+            assert proc.stdout.readline().strip() == "interrupted unary"
+            assert proc.stdout.readline().strip() == "client still works"
+            assert proc.wait(timeout=10) == 0
+    finally:
+        own.process.terminate()
+        own.process.wait(timeout=10)
+        if own.process.stdout is not None:
+            own.process.stdout.close()
