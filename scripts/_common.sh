@@ -50,7 +50,7 @@ build_python_ext() {
   local profile="${1:-dev}"
   ensure_venv
   log "building the Python extension ($profile)"
-  # An extension of another ABI tag (from before the abi3 build, or another Python)
+  # An extension of another ABI tag (an abi3 one from before, or another Python's)
   # would shadow the new one; so would the distribution's name from before the rename.
   rm -f "$ROOT"/python/quill/_quill.*.so
   if compgen -G "$VENV/lib/python3*/site-packages/quill-*.dist-info" >/dev/null; then
