@@ -35,10 +35,12 @@ client: quill.QuillClient
 
 
 class Handler(logging.Handler):
-    def createLock(self) -> None:
-        # No lock: logging's own per-handler lock would make each thread wait for the
-        # other's records, which is logging's doing, not the client's.
-        self.lock = None  # type: ignore[assignment]
+    def handle(self, record: logging.LogRecord) -> bool:
+        # Without logging's per-handler lock, which would make each thread wait for the
+        # other's records: logging's doing, not the client's.
+        if self.filter(record):
+            self.emit(record)
+        return True
 
     def emit(self, record: logging.LogRecord) -> None:
         method = getattr(record, "method", "")
